@@ -1,0 +1,62 @@
+# The team's vocabulary. `make run` and `make test` work from a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.setup-stamp
+ARTIFACTS ?= artifacts
+PRESET ?= small
+SEED ?= 7
+
+export TF_USE_LEGACY_KERAS := 1
+export GX_ANALYTICS_ENABLED := false
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup test test-fast run lint lock bench clean
+
+## setup: create .venv from requirements.lock (reused while the lock and pyproject are unchanged)
+setup:
+	@want="$$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"; \
+	if [ -x $(PY) ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$$want" ]; then \
+	  echo "setup: .venv is up to date with requirements.lock"; \
+	else \
+	  command -v $(PYTHON) >/dev/null || { echo "setup: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }; \
+	  [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install -q --upgrade pip && \
+	  $(PY) -m pip install -q -r requirements.lock && \
+	  $(PY) -m pip install -q --no-deps --no-build-isolation -e . && \
+	  echo "$$want" > $(STAMP) && echo "setup: .venv ready"; \
+	fi
+
+## test: the whole suite, slow tests included (CI runs exactly this)
+test: setup
+	$(PY) -m pytest -q -rs
+
+## test-fast: skip tests marked slow
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+## run: the main job end-to-end on the embedded synthetic data
+run: setup
+	$(PY) -m pipelines generate --preset $(PRESET) --seed $(SEED) --out $(ARTIFACTS)/landing/$(PRESET)
+	$(PY) -m pipelines validate --source $(ARTIFACTS)/landing/$(PRESET) --report-dir $(ARTIFACTS)/runs/validate-$(PRESET)
+
+## lint: ruff
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## lock: re-resolve requirements.in into requirements.lock (needs the package index)
+lock:
+	rm -rf /tmp/ttr-lock-venv && $(PYTHON) -m venv /tmp/ttr-lock-venv
+	/tmp/ttr-lock-venv/bin/pip install -q --upgrade pip
+	/tmp/ttr-lock-venv/bin/pip install -q -r requirements.in
+	/tmp/ttr-lock-venv/bin/pip freeze --all | grep -v '^pip==' | sort -f > requirements.lock
+
+## bench: generator throughput and peak memory (medium and large presets)
+bench: setup
+	$(PY) bench/bench_generator.py --presets medium large
+
+clean:
+	rm -rf $(ARTIFACTS) .pytest_cache

@@ -1,0 +1,209 @@
+"""One typed, validated configuration for every step.
+
+Layers, later ones win: defaults in code < YAML file < environment (`TTR_<SECTION>__<FIELD>`)
+< explicit overrides (CLI flags, Airflow Params). The merged result is validated once, here,
+and a bad value fails naming the field, the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.errors import ConfigError
+
+ENV_PREFIX = "TTR_"
+SourceFormat = Literal["auto", "contract", "ml-100k", "ml-1m", "ml-latest"]
+Preset = Literal["small", "medium", "large"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the input lives and where artifacts go."""
+
+    source: str | None = Field(None, description="Directory (or fsspec URL) of the raw data.")
+    format: SourceFormat = Field("auto", description="Source format; 'auto' detects it.")
+    artifact_root: str = Field("artifacts", description="Root for runs/ and registry/.")
+
+
+class SyntheticConfig(_Section):
+    """The embedded synthetic world (see pipelines.synthetic)."""
+
+    preset: Preset = "small"
+    seed: int = Field(7, ge=0, le=2**32 - 1)
+    days: int | None = Field(None, ge=1, le=730, description="Days to simulate; None = preset's.")
+    start_date: dt.date = Field(dt.date(2026, 1, 1), description="First simulated day (UTC).")
+
+
+class ChecksConfig(_Section):
+    """Thresholds of the raw-data checks (data_checks.raw)."""
+
+    max_duplicate_rate: float = Field(0.001, ge=0.0, le=1.0)
+    max_unknown_item_rate: float = Field(0.001, ge=0.0, le=1.0)
+    volume_min_ratio: float = Field(
+        0.25, gt=0.0, le=1.0, description="Partition rows / trailing median must be >= this."
+    )
+    volume_max_ratio: float = Field(
+        4.0, ge=1.0, le=1000.0, description="Partition rows / trailing median must be <= this."
+    )
+    volume_history_partitions: int = Field(7, ge=1, le=366)
+    volume_min_history: int = Field(
+        3, ge=1, le=366, description="Partitions needed before the volume band applies."
+    )
+    max_future_skew_seconds: int = Field(300, ge=0, le=86_400)
+    weight_min: float = Field(0.0, ge=-1e9, le=1e9)
+    weight_max: float = Field(1e6, ge=-1e9, le=1e9)
+    id_pattern: str = Field(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
+    sample_rows: int = Field(5, ge=1, le=100, description="Failing rows shown per check.")
+
+    @model_validator(mode="after")
+    def _weight_range_ordered(self) -> ChecksConfig:
+        if self.weight_min > self.weight_max:
+            raise ValueError(
+                f"checks.weight_min ({self.weight_min}) must be <= checks.weight_max ({self.weight_max})"
+            )
+        return self
+
+
+class PipelineConfig(_Section):
+    """The whole configuration; steps receive the part they need."""
+
+    data: DataConfig = DataConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    checks: ChecksConfig = ChecksConfig()
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> PipelineConfig:
+    """Build the validated config from defaults, a YAML file, the environment and overrides.
+
+    Args:
+        path: optional YAML file with the same nesting as `PipelineConfig`.
+        env: environment to read `TTR_<SECTION>__<FIELD>` variables from (default `os.environ`).
+        overrides: nested mapping, e.g. `{"synthetic": {"preset": "medium"}}`; `None` values are
+            ignored so unset CLI flags do not mask lower layers.
+
+    Returns:
+        A validated `PipelineConfig`.
+
+    Raises:
+        ConfigError: unreadable YAML, unknown keys, or values outside their allowed range.
+    """
+    merged: dict[str, Any] = {}
+    if path is not None:
+        merged = _deep_merge(merged, _read_yaml(Path(path)))
+    merged = _deep_merge(merged, _env_layer(os.environ if env is None else env))
+    merged = _deep_merge(merged, _drop_none(overrides or {}))
+    try:
+        return PipelineConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source=str(path) if path else None)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        section, _, field = key[len(ENV_PREFIX) :].lower().partition("__")
+        # YAML parsing turns "0.5" into a float and "true" into a bool, like the file layer.
+        layer.setdefault(section, {})[field] = yaml.safe_load(value) if value != "" else None
+    return layer
+
+
+def _drop_none(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            out[key] = _drop_none(value)
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(exc: ValidationError, source: str | None) -> str:
+    lines = [f"invalid configuration{f' in {source}' if source else ''}:"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(root)"
+        allowed = allowed_values(field)
+        value = error.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        hint = f"; allowed: {allowed}" if allowed else ""
+        lines.append(f"  {field}: {error['msg']}{shown}{hint}")
+    return "\n".join(lines)
+
+
+def allowed_values(dotted_field: str) -> str | None:
+    """Describe the allowed values of a config field, e.g. `'0.0 <= x <= 1.0'`.
+
+    Args:
+        dotted_field: field path such as `"checks.max_duplicate_rate"`.
+
+    Returns:
+        A human description, or None when the field has no declared bounds or choices.
+    """
+    model: type[BaseModel] = PipelineConfig
+    info = None
+    for part in dotted_field.split("."):
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            model = info.annotation
+    if info is None:
+        return None
+    choices = typing.get_args(info.annotation)
+    if typing.get_origin(info.annotation) is Literal:
+        return " | ".join(repr(c) for c in choices)
+    lower = upper = None
+    for meta in info.metadata:
+        if isinstance(meta, annotated_types.Ge):
+            lower = f"{meta.ge} <= "
+        elif isinstance(meta, annotated_types.Gt):
+            lower = f"{meta.gt} < "
+        elif isinstance(meta, annotated_types.Le):
+            upper = f" <= {meta.le}"
+        elif isinstance(meta, annotated_types.Lt):
+            upper = f" < {meta.lt}"
+    if lower is None and upper is None:
+        return None
+    return f"{lower or ''}x{upper or ''}"

@@ -1,0 +1,27 @@
+"""Project exceptions. Every message is written for a person: what, where, which rule, what to do."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class for every error this project raises on purpose."""
+
+
+class ConfigError(PipelineError):
+    """A configuration value is missing, malformed or out of its allowed range."""
+
+
+class SourceError(PipelineError):
+    """A data source cannot be read at all (missing directory, unknown format, no interactions)."""
+
+
+class DataValidationError(PipelineError):
+    """Input data broke one or more data-contract rules.
+
+    Attributes:
+        report: the `ValidationReport` with every failed check (file, column, rule, samples).
+    """
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
