@@ -70,6 +70,7 @@ class RawSnapshot:
         issues: problems found while reading; rows that could not be typed are not in the
             tables above and are counted here instead.
         weight_range: (min, max) a rating can take in this format, or None to use the config.
+        table_files: "items" / "users" -> the file each table was read from.
     """
 
     format: str
@@ -80,6 +81,7 @@ class RawSnapshot:
     partitions: pd.DataFrame
     issues: list[ReadIssue]
     weight_range: tuple[float, float] | None = None
+    table_files: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def is_partitioned(self) -> bool:

@@ -74,6 +74,7 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
 
     items = _read_table(root, "items", normalize_items, issues, sample_rows, required=True)
     users = _read_table(root, "users", normalize_users, issues, sample_rows, required=False)
+    table_files = {t: str(p) for t in ("items", "users") if (p := _table_file(root, t)) is not None}
     partitions = pd.DataFrame(partition_rows) if partition_rows else empty_partitions()
     return RawSnapshot(
         format="contract",
@@ -83,6 +84,7 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
         users=users,
         partitions=partitions,
         issues=issues,
+        table_files=table_files,
     )
 
 

@@ -52,7 +52,8 @@ def read_ml100k(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
         _missing(root / "u.item", "items", issues)
     users = _users(root / "u.user", "|", ["user_id", "age", "gender", "occupation", "zip_code"],
                    issues, sample_rows)
-    return _snapshot("ml-100k", root, ratings, items, users, issues, (1.0, 5.0))
+    return _snapshot("ml-100k", root, ratings, items, users, issues, (1.0, 5.0),
+                     {"items": root / "u.item", "users": root / "u.user"})
 
 
 def read_ml1m(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
@@ -64,7 +65,8 @@ def read_ml1m(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
                    issues, sample_rows)
     users = _users(root / "users.dat", "::", ["user_id", "gender", "age", "occupation", "zip_code"],
                    issues, sample_rows)
-    return _snapshot("ml-1m", root, ratings, items, users, issues, (1.0, 5.0))
+    return _snapshot("ml-1m", root, ratings, items, users, issues, (1.0, 5.0),
+                     {"items": root / "movies.dat", "users": root / "users.dat"})
 
 
 def read_ml_latest(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
@@ -75,7 +77,8 @@ def read_ml_latest(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
                             renames=renames)
     items = _items(root / "movies.csv", ",", None, "utf-8", True, issues, sample_rows,
                    renames={"movieId": "item_id"})
-    return _snapshot("ml-latest", root, ratings, items, None, issues, (0.5, 5.0))
+    return _snapshot("ml-latest", root, ratings, items, None, issues, (0.5, 5.0),
+                     {"items": root / "movies.csv"})
 
 
 def _interactions(path, sep, names, encoding, quoted, issues, sample_rows, renames=None):
@@ -127,7 +130,7 @@ def _missing(path: Path, table: str, issues: list[ReadIssue]) -> None:
                             rule=f"file {path.name} is required for this format", count=1))
 
 
-def _snapshot(fmt, root, ratings, items, users, issues, weight_range) -> RawSnapshot:
+def _snapshot(fmt, root, ratings, items, users, issues, weight_range, table_files) -> RawSnapshot:
     return RawSnapshot(
         format=fmt,
         root=str(root),
@@ -137,4 +140,5 @@ def _snapshot(fmt, root, ratings, items, users, issues, weight_range) -> RawSnap
         partitions=empty_partitions(),
         issues=issues,
         weight_range=weight_range,
+        table_files={table: str(path) for table, path in table_files.items()},
     )

@@ -1,0 +1,1 @@
+"""Data checks: Great Expectations suites for raw data and (later) features, plus their reports."""

@@ -1,0 +1,79 @@
+"""Load a synthetic world's ground truth and score items with the true preference model.
+
+The evaluation uses this to report the oracle: the ranking by true logits is the best any
+model can do on the same eval window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.errors import SourceError
+
+_ARRAYS = ("user_vectors", "item_vectors", "item_log_popularity", "item_arrival_day",
+           "user_cluster", "user_join_day")
+
+
+@dataclasses.dataclass
+class GroundTruth:
+    """True parameters of a generated world (positions = index in the id strings)."""
+
+    params: dict
+    start: pd.Timestamp
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+    item_log_popularity: np.ndarray
+    item_arrival_day: np.ndarray
+    user_cluster: np.ndarray
+    user_join_day: np.ndarray
+
+    @classmethod
+    def load(cls, path: str | Path) -> GroundTruth:
+        """Read `<source>/_truth/` (or the `_truth` directory itself).
+
+        Raises:
+            SourceError: the directory has no ground truth (real data has none).
+        """
+        path = Path(path)
+        if (path / "_truth").is_dir():
+            path = path / "_truth"
+        if not (path / "params.json").is_file():
+            raise SourceError(f"{path}: no synthetic ground truth (params.json) found")
+        meta = json.loads((path / "params.json").read_text())
+        arrays = {name: np.load(path / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
+        return cls(params=meta, start=pd.Timestamp(meta["summary"]["start_date"], tz="UTC"), **arrays)
+
+    def logits(self, user_index: np.ndarray, at: pd.Timestamp) -> np.ndarray:
+        """True logits of every item for some users at a moment.
+
+        Args:
+            user_index: int `[n]` user positions.
+            at: the moment (items not yet arrived get -inf).
+
+        Returns:
+            float64 `[n, I]`.
+        """
+        p = self.params["truth_params"]
+        day = (at - self.start) // pd.Timedelta(days=1)
+        bias = item_logit_bias(self.item_log_popularity, self.item_arrival_day, day,
+                               popularity_beta=p["popularity_beta"], fresh_boost=p["fresh_boost"],
+                               fresh_decay_days=p["fresh_decay_days"])
+        return self.user_vectors[np.asarray(user_index)].astype(np.float64) @ self.item_vectors.T.astype(np.float64) + bias
+
+
+def item_logit_bias(log_popularity: np.ndarray, arrival_day: np.ndarray, day: int, *,
+                    popularity_beta: float, fresh_boost: float, fresh_decay_days: float) -> np.ndarray:
+    """Popularity + freshness part of the true logit on `day`.
+
+    Returns:
+        float64 `[I]`; -inf for items that have not arrived yet.
+    """
+    age = day - arrival_day
+    bias = popularity_beta * log_popularity.astype(np.float64)
+    bias = bias + fresh_boost * np.exp(-np.maximum(age, 0) / fresh_decay_days)
+    return np.where(age >= 0, bias, -np.inf)
