@@ -50,7 +50,7 @@ class _Located:
         where = np.flatnonzero(mask)
         values = self.frame[column].to_numpy()
         samples = tuple(
-            f"{self.row_label} {self.rows[i]}: {values[i]!r}" for i in where[: self.sample_rows]
+            f"{self.row_label} {self.rows[i]}: {_plain(values[i])!r}" for i in where[: self.sample_rows]
         )
         self.issues.append(ReadIssue(table=self.table, file=self.file, column=column, rule=rule,
                                      count=int(mask.sum()), samples=samples))
@@ -214,3 +214,8 @@ def join_genres(raw: pd.Series) -> pd.Series:
             return ""
         return str(value)
     return raw.map(one).astype(str)
+
+
+def _plain(value):
+    """numpy scalars as plain Python values, so messages read `0.5`, not `np.float64(0.5)`."""
+    return value.item() if isinstance(value, np.generic) else value

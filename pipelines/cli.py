@@ -1,0 +1,183 @@
+"""`two-tower` / `python -m pipelines`: one subcommand per pipeline step.
+
+The CLI only parses flags into the config and calls one library function per step.
+Exit codes: 0 success, 1 the step ran and said no (e.g. validation failed), 2 bad usage,
+bad config or unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pipelines.config import PipelineConfig, load_config
+from pipelines.errors import PipelineError
+
+log = logging.getLogger("pipelines")
+
+# Steps whose implementation lands with later issues; listed so `--help` shows the whole vocabulary.
+_PLANNED = {
+    "features": "compute point-in-time features with Apache Beam",
+    "train": "train the TFRS two-tower model",
+    "index": "build and tune the ScaNN index",
+    "evaluate": "evaluate challenger, champion and baselines on the eval period",
+    "promote": "promote a bundle to production (atomic pointer swap)",
+    "rollback": "restore the previous production bundle",
+    "registry": "list bundles in the registry",
+    "recommend": "top-K recommendations from the production bundle",
+    "run": "all steps end to end in one process",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.handler(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="two-tower",
+        description="Retraining pipeline for two-tower candidate retrieval.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Config layers: defaults < --config YAML < TTR_<SECTION>__<FIELD> env vars < flags.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = sub.add_parser(
+        "generate", help="write the synthetic world (landing layout + ground truth)",
+        description="Simulate a synthetic world day by day and write interactions/dt=*/, "
+                    "items.parquet, users.parquet and _truth/ (the true preference model). "
+                    "Same preset, seed, days and start date give byte-identical files.")
+    _common(gen)
+    gen.add_argument("--preset", choices=["small", "medium", "large"],
+                     help="world size (default: small)")
+    gen.add_argument("--seed", type=int, help="random seed (default: 7)")
+    gen.add_argument("--days", type=int, help="days to simulate (default: the preset's)")
+    gen.add_argument("--start-date", type=dt.date.fromisoformat,
+                     help="UTC date of the first partition, YYYY-MM-DD (default: 2026-01-01)")
+    gen.add_argument("--out", type=Path, help="output directory (default: <artifact-root>/landing/<preset>)")
+    gen.set_defaults(handler=_generate)
+
+    val = sub.add_parser(
+        "validate", help="check a raw source against the data contract (Great Expectations)",
+        description="Read a source (format detected when --format is omitted), run the raw-data "
+                    "suite, print each failed rule with file, column, counts and sample rows, and "
+                    "save the HTML report. Exits 1 when any rule fails. Never modifies the input.")
+    _common(val)
+    val.add_argument("--source", type=Path, help="source directory (or set data.source in the config)")
+    val.add_argument("--format", choices=["auto", "contract", "ml-100k", "ml-1m", "ml-latest"],
+                     help="source format (default: auto-detect)")
+    val.add_argument("--start", type=_utc_timestamp, help="data interval start (ISO date/time, UTC)")
+    val.add_argument("--end", type=_utc_timestamp, help="data interval end, exclusive")
+    val.add_argument("--now", type=_utc_timestamp,
+                     help="judge 'in the future' against this moment instead of the clock")
+    val.add_argument("--report-dir", type=Path,
+                     help="where to save the report (default: <artifact-root>/runs/validate-<time>/raw_report)")
+    val.add_argument("--json", action="store_true", help="print the full report as JSON")
+    val.set_defaults(handler=_validate)
+
+    for name, text in _PLANNED.items():
+        planned = sub.add_parser(name, help=f"{text} (not available yet)",
+                                 description=f"{text}. Not available in this version yet.")
+        planned.set_defaults(handler=_planned(name))
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config file")
+    parser.add_argument("--artifact-root", help="root for runs/ and registry/ (default: artifacts)")
+
+
+def _load(args, **sections) -> PipelineConfig:
+    overrides = {"data": {"artifact_root": args.artifact_root}, **sections}
+    return load_config(args.config, overrides=overrides)
+
+
+def _generate(args) -> int:
+    from pipelines.synthetic import generate
+
+    cfg = _load(args, synthetic={"preset": args.preset, "seed": args.seed, "days": args.days,
+                                 "start_date": args.start_date})
+    syn = cfg.synthetic
+    out = args.out or Path(cfg.data.artifact_root) / "landing" / syn.preset
+    summary = generate(out, preset=syn.preset, seed=syn.seed, days=syn.days,
+                       start_date=syn.start_date, on_day=_progress("generate"))
+    print(f"wrote {summary.events:,} events, {summary.users:,} users, {summary.items:,} items "
+          f"in {summary.partitions} daily partitions to {summary.out}")
+    return 0
+
+
+def _validate(args) -> int:
+    import pandas as pd
+
+    from data_checks.raw import validate_source
+
+    cfg = _load(args, data={"source": str(args.source) if args.source else None,
+                            "format": args.format})
+    if cfg.data.source is None:
+        print("error: give --source DIR (or data.source in the config)", file=sys.stderr)
+        return 2
+    if (args.start is None) != (args.end is None):
+        print("error: --start and --end go together", file=sys.stderr)
+        return 2
+    interval = (args.start, args.end) if args.start is not None else None
+    if interval and interval[0] >= interval[1]:
+        print("error: --start must be before --end", file=sys.stderr)
+        return 2
+    report_dir = args.report_dir or (
+        Path(cfg.data.artifact_root) / "runs"
+        / f"validate-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}" / "raw_report")
+    report = validate_source(cfg.data.source, cfg.data.format, cfg.checks, interval=interval,
+                             now=args.now, report_dir=report_dir)
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.summary())
+    return 0 if report.success else 1
+
+
+def _planned(name: str) -> Callable[[argparse.Namespace], int]:
+    def handler(_args) -> int:
+        print(f"error: '{name}' is not available in this version yet", file=sys.stderr)
+        return 2
+
+    return handler
+
+
+def _progress(step: str) -> Callable[[int, int, int], None]:
+    interactive = sys.stderr.isatty()
+
+    def report(day: int, days: int, events: int) -> None:
+        width = 30
+        done = int(width * (day + 1) / days)
+        line = f"{step}: [{'#' * done}{'.' * (width - done)}] day {day + 1}/{days} ({events:,} events)"
+        end = "\r" if interactive and day + 1 < days else "\n"
+        if interactive or (day + 1) % max(1, days // 4) == 0 or day + 1 == days:
+            print(line, end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
+def _utc_timestamp(text: str):
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

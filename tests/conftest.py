@@ -1,0 +1,96 @@
+"""Shared fixtures: every test builds its own data; nothing comes from the network."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root`, keyed by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> Path:
+    """The `small` synthetic preset, generated once per session (read-only for tests)."""
+    from pipelines.synthetic import generate
+
+    out = tmp_path_factory.mktemp("small_world")
+    generate(out, preset="small", seed=11)
+    return out
+
+
+class ContractSource:
+    """Builds a tiny contract-layout source: `days` partitions, `rows_per_day` events each.
+
+    Tests mutate `self.days_frames` / `self.items` / `self.users` before `write()`, or edit
+    the written files, to craft one kind of bad input at a time.
+    """
+
+    def __init__(self, root: Path, *, days: int = 10, rows_per_day: int = 60, fmt: str = "csv"):
+        self.root, self.fmt = root, fmt
+        start = pd.Timestamp("2026-03-01", tz="UTC")
+        self.items = pd.DataFrame({
+            "item_id": [f"it{i}" for i in range(30)],
+            "title": [f"Title number {i}" for i in range(30)],
+            "genres": ["Drama|Comedy" if i % 2 else "Action" for i in range(30)],
+        })
+        self.users = pd.DataFrame({"user_id": [f"us{u}" for u in range(12)],
+                                   "country": ["DE", "US", "FR"] * 4})
+        self.days_frames: dict[str, pd.DataFrame] = {}
+        for d in range(days):
+            day = start + pd.Timedelta(days=d)
+            n = rows_per_day
+            self.days_frames[day.date().isoformat()] = pd.DataFrame({
+                "user_id": [f"us{(d + k) % 12}" for k in range(n)],
+                "item_id": [f"it{(3 * k + d) % 30}" for k in range(n)],
+                "timestamp": [day + pd.Timedelta(minutes=20 * k + 1) for k in range(n)],
+                "event": ["click"] * n,
+                "weight": [1.0] * n,
+            })
+
+    @property
+    def last_day(self) -> str:
+        return max(self.days_frames)
+
+    def partition_file(self, day: str) -> Path:
+        return self.root / "interactions" / f"dt={day}" / f"part-0.{self.fmt}"
+
+    def write(self) -> Path:
+        for day, frame in self.days_frames.items():
+            path = self.partition_file(day)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._write(frame, path)
+        self._write(self.items, self.root / f"items.{self.fmt}")
+        self._write(self.users, self.root / f"users.{self.fmt}")
+        return self.root
+
+    def _write(self, frame: pd.DataFrame, path: Path) -> None:
+        if self.fmt == "csv":
+            out = frame.copy()
+            for column in out.columns:
+                if isinstance(out[column].dtype, pd.DatetimeTZDtype):
+                    out[column] = out[column].map(lambda t: t.isoformat())
+            out.to_csv(path, index=False)
+        else:
+            frame.to_parquet(path, index=False)
+
+
+@pytest.fixture
+def contract_source(tmp_path):
+    """Factory for `ContractSource` under the test's own tmp dir."""
+    def make(**kwargs) -> ContractSource:
+        return ContractSource(tmp_path / "source", **kwargs)
+
+    return make
