@@ -115,7 +115,8 @@ def write_truth(world: World, path: Path, summary: GenerateSummary) -> None:
         np.save(path / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
     meta = {
         "generator": "pipelines.synthetic",
-        "summary": dataclasses.asdict(summary),
+        # The output path is left out so the same world has the same bytes wherever it is written.
+        "summary": {k: v for k, v in dataclasses.asdict(summary).items() if k != "out"},
         "truth_params": dataclasses.asdict(world.params),
         "preset": dataclasses.asdict(world.preset),
         "model": "logit(u,i,t) = <user_vectors[u], item_vectors[i]> + popularity_beta * "

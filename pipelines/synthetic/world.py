@@ -229,7 +229,7 @@ def simulate_day(world: World, day: int, start: pd.Timestamp) -> pd.DataFrame:
     rng = np.random.default_rng([world.seed, 1, day])
     p = world.params
     date = start + pd.Timedelta(days=day)
-    volume = world.preset.events_per_day * WEEKLY[date.dayofweek] * rng.lognormal(0.0, 0.03)
+    volume = world.preset.events_per_day * WEEKLY[date.day_of_week] * rng.lognormal(0.0, 0.03)
     n_events = int(round(volume))
 
     active = np.flatnonzero(world.user_join_day <= day)
