@@ -40,7 +40,7 @@ test-fast: setup
 ## run: the main job end-to-end on the embedded synthetic data
 run: setup
 	$(PY) -m pipelines generate --preset $(PRESET) --seed $(SEED) --out $(ARTIFACTS)/landing/$(PRESET)
-	$(PY) -m pipelines validate --source $(ARTIFACTS)/landing/$(PRESET) --report-dir $(ARTIFACTS)/runs/validate-$(PRESET)
+	$(PY) -m pipelines validate --source $(ARTIFACTS)/landing/$(PRESET) --artifact-root $(ARTIFACTS)
 
 ## lint: ruff
 lint: setup

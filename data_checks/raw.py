@@ -75,19 +75,31 @@ def validate_snapshot(
     """Validate an already-read snapshot (see `validate_source`)."""
     now = (now or pd.Timestamp.now(tz="UTC")).tz_convert("UTC")
     results = [
-        CheckResult(table=i.table, file=i.file, column=i.column, rule=i.rule, check="read",
-                    success=False, failed=i.count, samples=i.samples)
+        CheckResult(
+            table=i.table,
+            file=i.file,
+            column=i.column,
+            rule=i.rule,
+            check="read",
+            success=False,
+            failed=i.count,
+            samples=i.samples,
+        )
         for i in snapshot.issues
     ]
     frames = build_check_frames(snapshot, checks, interval=interval)
     rules = build_rules(snapshot, checks, frames, interval=interval, now=now)
-    gx_results, pages = _run_expectations(frames, rules, checks.sample_rows,
-                                          render=report_dir is not None)
+    gx_results, pages = _run_expectations(
+        frames, rules, checks.sample_rows, render=report_dir is not None
+    )
     results.extend(_to_check_results(snapshot, frames, rules, gx_results))
     report = ValidationReport(
-        source=snapshot.root, format=snapshot.format,
+        source=snapshot.root,
+        format=snapshot.format,
         interval=(interval[0].isoformat(), interval[1].isoformat()) if interval else None,
-        now=now.isoformat(), rows=len(snapshot.interactions), results=results,
+        now=now.isoformat(),
+        rows=len(snapshot.interactions),
+        results=results,
     )
     if report_dir is not None:
         report.write(report_dir, pages)
@@ -96,7 +108,9 @@ def validate_snapshot(
 
 
 def build_check_frames(
-    snapshot: RawSnapshot, checks: ChecksConfig, *,
+    snapshot: RawSnapshot,
+    checks: ChecksConfig,
+    *,
     interval: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The tables the expectations run on, with derived columns the rules need.
@@ -108,10 +122,16 @@ def build_check_frames(
     """
     inter = snapshot.interactions
     epoch = _epoch_seconds(inter["timestamp"])
-    frame = pd.DataFrame({
-        "user_id": inter["user_id"], "item_id": inter["item_id"], "timestamp": inter["timestamp"],
-        "event": inter["event"], "weight": inter["weight"], "timestamp_epoch_s": epoch,
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": inter["user_id"],
+            "item_id": inter["item_id"],
+            "timestamp": inter["timestamp"],
+            "event": inter["event"],
+            "weight": inter["weight"],
+            "timestamp_epoch_s": epoch,
+        }
+    )
     if snapshot.is_partitioned:
         day_start = _epoch_seconds(pd.to_datetime(inter["dt"], utc=True))
         frame["partition_offset_s"] = epoch - day_start
@@ -136,83 +156,181 @@ def partition_volumes(partitions: pd.DataFrame, checks: ChecksConfig) -> pd.Data
     """
     out = partitions.sort_values("dt", kind="stable").reset_index(drop=True)[["dt", "rows"]].copy()
     history = out["rows"].astype(float).where(out["rows"] > 0)
-    median = history.shift(1).rolling(checks.volume_history_partitions,
-                                      min_periods=checks.volume_min_history).median()
+    median = (
+        history.shift(1)
+        .rolling(checks.volume_history_partitions, min_periods=checks.volume_min_history)
+        .median()
+    )
     out["trailing_median"] = median
     out["volume_ratio"] = (out["rows"] / median).where(out["rows"] > 0)
     return out
 
 
 def build_rules(
-    snapshot: RawSnapshot, checks: ChecksConfig, frames: dict[str, pd.DataFrame], *,
-    interval: tuple[pd.Timestamp, pd.Timestamp] | None, now: pd.Timestamp,
+    snapshot: RawSnapshot,
+    checks: ChecksConfig,
+    frames: dict[str, pd.DataFrame],
+    *,
+    interval: tuple[pd.Timestamp, pd.Timestamp] | None,
+    now: pd.Timestamp,
 ) -> list[Rule]:
     """The raw-data suite: one `Rule` per expectation, thresholds from `checks`."""
     import great_expectations.expectations as gxe
 
     rules: list[Rule] = [
-        Rule("interactions", None, "the interactions table must not be empty",
-             gxe.ExpectTableRowCountToBeBetween(min_value=1)),
+        Rule(
+            "interactions",
+            None,
+            "the interactions table must not be empty",
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        ),
     ]
     for column in ("user_id", "item_id", "timestamp"):
-        rules.append(Rule("interactions", column, f"{column} must not be null",
-                          gxe.ExpectColumnValuesToNotBeNull(column=column)))
+        rules.append(
+            Rule(
+                "interactions",
+                column,
+                f"{column} must not be null",
+                gxe.ExpectColumnValuesToNotBeNull(column=column),
+            )
+        )
     for column in ("user_id", "item_id"):
-        rules.append(Rule("interactions", column, f"ids must match {checks.id_pattern}",
-                          gxe.ExpectColumnValuesToMatchRegex(column=column, regex=checks.id_pattern)))
+        rules.append(
+            Rule(
+                "interactions",
+                column,
+                f"ids must match {checks.id_pattern}",
+                gxe.ExpectColumnValuesToMatchRegex(column=column, regex=checks.id_pattern),
+            )
+        )
     latest = now + pd.Timedelta(seconds=checks.max_future_skew_seconds)
-    rules.append(Rule(
-        "interactions", "timestamp",
-        f"timestamps must not be in the future (after {latest.isoformat()})",
-        gxe.ExpectColumnValuesToBeBetween(column="timestamp_epoch_s",
-                                          max_value=float(latest.timestamp()))))
+    rules.append(
+        Rule(
+            "interactions",
+            "timestamp",
+            f"timestamps must not be in the future (after {latest.isoformat()})",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="timestamp_epoch_s", max_value=float(latest.timestamp())
+            ),
+        )
+    )
     if interval is not None:
         start, end = interval
-        rules.append(Rule(
-            "interactions", "timestamp",
-            f"timestamps must fall inside the data interval [{start.isoformat()}, {end.isoformat()})",
-            gxe.ExpectColumnValuesToBeBetween(column="timestamp_epoch_s",
-                                              min_value=float(start.timestamp()),
-                                              max_value=float(end.timestamp()), strict_max=True)))
+        rules.append(
+            Rule(
+                "interactions",
+                "timestamp",
+                f"timestamps must fall inside the data interval [{start.isoformat()}, {end.isoformat()})",
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="timestamp_epoch_s",
+                    min_value=float(start.timestamp()),
+                    max_value=float(end.timestamp()),
+                    strict_max=True,
+                ),
+            )
+        )
     if "partition_offset_s" in frames["interactions"]:
-        rules.append(Rule(
-            "interactions", "timestamp", "timestamps must fall on their dt=YYYY-MM-DD partition's day (UTC)",
-            gxe.ExpectColumnValuesToBeBetween(column="partition_offset_s", min_value=0.0,
-                                              max_value=float(DAY_SECONDS), strict_max=True)))
-    rules.append(Rule(
-        "interactions", "user_id, item_id, timestamp, event",
-        f"duplicate events (same user, item, timestamp, event) must stay under "
-        f"{checks.max_duplicate_rate:.2%} of rows",
-        gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "item_id", "timestamp", "event"],
-                                            mostly=1.0 - checks.max_duplicate_rate)))
+        rules.append(
+            Rule(
+                "interactions",
+                "timestamp",
+                "timestamps must fall on their dt=YYYY-MM-DD partition's day (UTC)",
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="partition_offset_s",
+                    min_value=0.0,
+                    max_value=float(DAY_SECONDS),
+                    strict_max=True,
+                ),
+            )
+        )
+    rules.append(
+        Rule(
+            "interactions",
+            "user_id, item_id, timestamp, event",
+            f"duplicate events (same user, item, timestamp, event) must stay under "
+            f"{checks.max_duplicate_rate:.2%} of rows",
+            gxe.ExpectCompoundColumnsToBeUnique(
+                column_list=["user_id", "item_id", "timestamp", "event"],
+                mostly=1.0 - checks.max_duplicate_rate,
+            ),
+        )
+    )
     if "item_known" in frames["interactions"]:
-        rules.append(Rule(
-            "interactions", "item_id",
-            f"item ids must exist in the items table (unknown share under {checks.max_unknown_item_rate:.2%})",
-            gxe.ExpectColumnValuesToBeInSet(column="item_known", value_set=[True],
-                                            mostly=1.0 - checks.max_unknown_item_rate)))
+        rules.append(
+            Rule(
+                "interactions",
+                "item_id",
+                f"item ids must exist in the items table (unknown share under {checks.max_unknown_item_rate:.2%})",
+                gxe.ExpectColumnValuesToBeInSet(
+                    column="item_known", value_set=[True], mostly=1.0 - checks.max_unknown_item_rate
+                ),
+            )
+        )
     low, high = snapshot.weight_range or (checks.weight_min, checks.weight_max)
-    rules.append(Rule("interactions", "weight", f"weights (ratings) must be within [{low:g}, {high:g}]",
-                      gxe.ExpectColumnValuesToBeBetween(column="weight", min_value=low, max_value=high)))
+    rules.append(
+        Rule(
+            "interactions",
+            "weight",
+            f"weights (ratings) must be within [{low:g}, {high:g}]",
+            gxe.ExpectColumnValuesToBeBetween(column="weight", min_value=low, max_value=high),
+        )
+    )
     if "partitions" in frames:
-        rules.append(Rule("partitions", None, "every dt= partition must hold at least one row",
-                          gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=1)))
-        rules.append(Rule(
-            "partitions", None,
-            f"partition volume must be within [{checks.volume_min_ratio:g}, {checks.volume_max_ratio:g}] "
-            f"x the median of the previous {checks.volume_history_partitions} partitions",
-            gxe.ExpectColumnValuesToBeBetween(column="volume_ratio", min_value=checks.volume_min_ratio,
-                                              max_value=checks.volume_max_ratio)))
+        rules.append(
+            Rule(
+                "partitions",
+                None,
+                "every dt= partition must hold at least one row",
+                gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=1),
+            )
+        )
+        rules.append(
+            Rule(
+                "partitions",
+                None,
+                f"partition volume must be within [{checks.volume_min_ratio:g}, {checks.volume_max_ratio:g}] "
+                f"x the median of the previous {checks.volume_history_partitions} partitions",
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="volume_ratio",
+                    min_value=checks.volume_min_ratio,
+                    max_value=checks.volume_max_ratio,
+                ),
+            )
+        )
     if "items" in frames:
-        rules.append(Rule("items", "item_id", "item_id must not be null",
-                          gxe.ExpectColumnValuesToNotBeNull(column="item_id")))
-        rules.append(Rule("items", "item_id", "item_id must be unique in the items table",
-                          gxe.ExpectColumnValuesToBeUnique(column="item_id")))
-        rules.append(Rule("items", "item_id", f"ids must match {checks.id_pattern}",
-                          gxe.ExpectColumnValuesToMatchRegex(column="item_id", regex=checks.id_pattern)))
+        rules.append(
+            Rule(
+                "items",
+                "item_id",
+                "item_id must not be null",
+                gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
+            )
+        )
+        rules.append(
+            Rule(
+                "items",
+                "item_id",
+                "item_id must be unique in the items table",
+                gxe.ExpectColumnValuesToBeUnique(column="item_id"),
+            )
+        )
+        rules.append(
+            Rule(
+                "items",
+                "item_id",
+                f"ids must match {checks.id_pattern}",
+                gxe.ExpectColumnValuesToMatchRegex(column="item_id", regex=checks.id_pattern),
+            )
+        )
     if "users" in frames:
-        rules.append(Rule("users", "user_id", "user_id must be unique in the users table",
-                          gxe.ExpectColumnValuesToBeUnique(column="user_id")))
+        rules.append(
+            Rule(
+                "users",
+                "user_id",
+                "user_id must be unique in the users table",
+                gxe.ExpectColumnValuesToBeUnique(column="user_id"),
+            )
+        )
     return rules
 
 
@@ -241,13 +359,16 @@ def _run_expectations(frames, rules, sample_rows: int, *, render: bool):
             rule.expectation.meta = {"rule": rule.rule, "column": rule.column, "rule_index": i}
             suite.add_expectation(rule.expectation)
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"raw_{table}", data=batch, suite=suite))
+            gx.ValidationDefinition(name=f"raw_{table}", data=batch, suite=suite)
+        )
         result = definition.run(
             batch_parameters={"dataframe": frame},
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": sample_rows},
         )
         for expectation_result in result.results:
-            by_rule[int(expectation_result.expectation_config.meta["rule_index"])] = expectation_result
+            by_rule[int(expectation_result.expectation_config.meta["rule_index"])] = (
+                expectation_result
+            )
         if render:
             pages[table] = _render_page(result)
     return [by_rule[i] for i in range(len(rules))], pages
@@ -267,23 +388,39 @@ def _to_check_results(snapshot: RawSnapshot, frames, rules, gx_results) -> list[
     for rule, res in zip(rules, gx_results, strict=True):
         result = res.result or {}
         if res.exception_info and res.exception_info.get("raised_exception"):
-            raise RuntimeError(f"expectation for rule {rule.rule!r} crashed: "
-                               f"{res.exception_info.get('exception_message')}")
+            raise RuntimeError(
+                f"expectation for rule {rule.rule!r} crashed: "
+                f"{res.exception_info.get('exception_message')}"
+            )
         failed = int(result.get("unexpected_count") or 0)
         if not res.success and "observed_value" in result:  # table-level: row count
             failed = max(failed, 1)
         total = int(result.get("element_count") or len(frames[rule.table]))
         index = result.get("partial_unexpected_index_list") or []
-        samples = tuple(_describe_row(snapshot, frames, rule, i) for i in index) if not res.success else ()
+        samples = (
+            tuple(_describe_row(snapshot, frames, rule, i) for i in index)
+            if not res.success
+            else ()
+        )
         if rule.table == "interactions":
             file = _file_of(inter, index) if (index and not res.success) else _files_label(files)
         elif rule.table == "partitions":
             file = str(Path(snapshot.root) / "interactions")
         else:
             file = _table_file(snapshot, rule.table)
-        out.append(CheckResult(table=rule.table, file=file, column=rule.column, rule=rule.rule,
-                               check=res.expectation_config.type, success=bool(res.success),
-                               failed=failed, total=total, samples=samples))
+        out.append(
+            CheckResult(
+                table=rule.table,
+                file=file,
+                column=rule.column,
+                rule=rule.rule,
+                check=res.expectation_config.type,
+                success=bool(res.success),
+                failed=failed,
+                total=total,
+                samples=samples,
+            )
+        )
     return out
 
 
@@ -299,9 +436,11 @@ def _describe_row(snapshot: RawSnapshot, frames, rule: Rule, index) -> str:
         row = snapshot.interactions.loc[index]
         path = str(row["source_file"])
         label = "row" if path.endswith(".parquet") else "line"
-        return (f"{Path(path).name} {label} {row['source_row']}: user_id={row['user_id']!r} "
-                f"item_id={row['item_id']!r} timestamp={_ts_text(row['timestamp'])} "
-                f"event={row['event']!r} weight={row['weight']:g}")
+        return (
+            f"{Path(path).name} {label} {row['source_row']}: user_id={row['user_id']!r} "
+            f"item_id={row['item_id']!r} timestamp={_ts_text(row['timestamp'])} "
+            f"event={row['event']!r} weight={row['weight']:g}"
+        )
     table = snapshot.items if rule.table == "items" else snapshot.users
     row = table.loc[index]
     label = "row" if _table_file(snapshot, rule.table).endswith(".parquet") else "line"

@@ -78,9 +78,11 @@ class ValidationReport:
     def summary(self) -> str:
         """A human summary: verdict, then each failed rule with file, column, counts and samples."""
         verdict = "PASSED" if self.success else "FAILED"
-        head = (f"Raw data validation {verdict}: {self.source} (format {self.format}, "
-                f"{self.rows:,} interactions, {len(self.results)} checks, "
-                f"{len(self.failures)} failed)")
+        head = (
+            f"Raw data validation {verdict}: {self.source} (format {self.format}, "
+            f"{self.rows:,} interactions, {len(self.results)} checks, "
+            f"{len(self.failures)} failed)"
+        )
         lines = [head]
         if self.interval:
             lines.append(f"  data interval: [{self.interval[0]}, {self.interval[1]})")
@@ -95,8 +97,12 @@ class ValidationReport:
 
     def to_dict(self) -> dict:
         return {
-            "source": self.source, "format": self.format, "interval": self.interval,
-            "now": self.now, "rows": self.rows, "success": self.success,
+            "source": self.source,
+            "format": self.format,
+            "interval": self.interval,
+            "now": self.now,
+            "rows": self.rows,
+            "success": self.success,
             "results": [dataclasses.asdict(r) for r in self.results],
         }
 
@@ -112,7 +118,9 @@ class ValidationReport:
         self.report_dir = str(out)
         for table, page in gx_pages.items():
             (out / f"gx_{table}.html").write_text(page, encoding="utf-8")
-        (out / "validation.json").write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        (out / "validation.json").write_text(
+            json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+        )
         (out / "summary.txt").write_text(self.summary() + "\n", encoding="utf-8")
         (out / "index.html").write_text(self._index_html(gx_pages), encoding="utf-8")
 
@@ -125,7 +133,8 @@ class ValidationReport:
                 f"<tr class='{status.lower()}'><td>{status}</td><td>{html.escape(r.table)}</td>"
                 f"<td>{html.escape(r.file)}</td><td>{html.escape(r.column or '')}</td>"
                 f"<td>{html.escape(r.rule)}</td><td>{r.failed:,}</td><td>{r.total:,}</td>"
-                f"<td><small>{samples}</small></td></tr>")
+                f"<td><small>{samples}</small></td></tr>"
+            )
         links = " · ".join(f"<a href='gx_{t}.html'>{html.escape(t)}</a>" for t in gx_pages)
         verdict = "PASSED" if self.success else "FAILED"
         return f"""<!doctype html><html><head><meta charset="utf-8">
@@ -135,8 +144,8 @@ table{{border-collapse:collapse}}tr.fail{{background:#fdd}}tr.pass{{background:#
 <body><h1>Raw data validation: {verdict}</h1>
 <p>Source <code>{html.escape(self.source)}</code> (format {html.escape(self.format)}),
 {self.rows:,} interactions, judged at {html.escape(self.now)}.</p>
-<p>Great Expectations pages: {links or 'none'}</p>
+<p>Great Expectations pages: {links or "none"}</p>
 <table><tr><th>status</th><th>table</th><th>file</th><th>column</th><th>rule</th>
 <th>failing</th><th>evaluated</th><th>samples</th></tr>
-{''.join(rows)}</table></body></html>
+{"".join(rows)}</table></body></html>
 """

@@ -38,8 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Great Expectations logs its own plumbing at INFO; keep the console about our steps.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     try:
         return args.handler(args)
     except PipelineError as exc:
@@ -58,41 +63,67 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     gen = sub.add_parser(
-        "generate", help="write the synthetic world (landing layout + ground truth)",
+        "generate",
+        help="write the synthetic world (landing layout + ground truth)",
         description="Simulate a synthetic world day by day and write interactions/dt=*/, "
-                    "items.parquet, users.parquet and _truth/ (the true preference model). "
-                    "Same preset, seed, days and start date give byte-identical files.")
+        "items.parquet, users.parquet and _truth/ (the true preference model). "
+        "Same preset, seed, days and start date give byte-identical files.",
+    )
     _common(gen)
-    gen.add_argument("--preset", choices=["small", "medium", "large"],
-                     help="world size (default: small)")
+    gen.add_argument(
+        "--preset", choices=["small", "medium", "large"], help="world size (default: small)"
+    )
     gen.add_argument("--seed", type=int, help="random seed (default: 7)")
     gen.add_argument("--days", type=int, help="days to simulate (default: the preset's)")
-    gen.add_argument("--start-date", type=dt.date.fromisoformat,
-                     help="UTC date of the first partition, YYYY-MM-DD (default: 2026-01-01)")
-    gen.add_argument("--out", type=Path, help="output directory (default: <artifact-root>/landing/<preset>)")
+    gen.add_argument(
+        "--start-date",
+        type=dt.date.fromisoformat,
+        help="UTC date of the first partition, YYYY-MM-DD (default: 2026-01-01)",
+    )
+    gen.add_argument(
+        "--out", type=Path, help="output directory (default: <artifact-root>/landing/<preset>)"
+    )
     gen.set_defaults(handler=_generate)
 
     val = sub.add_parser(
-        "validate", help="check a raw source against the data contract (Great Expectations)",
+        "validate",
+        help="check a raw source against the data contract (Great Expectations)",
         description="Read a source (format detected when --format is omitted), run the raw-data "
-                    "suite, print each failed rule with file, column, counts and sample rows, and "
-                    "save the HTML report. Exits 1 when any rule fails. Never modifies the input.")
+        "suite, print each failed rule with file, column, counts and sample rows, and "
+        "save the HTML report. Exits 1 when any rule fails. Never modifies the input.",
+    )
     _common(val)
-    val.add_argument("--source", type=Path, help="source directory (or set data.source in the config)")
-    val.add_argument("--format", choices=["auto", "contract", "ml-100k", "ml-1m", "ml-latest"],
-                     help="source format (default: auto-detect)")
-    val.add_argument("--start", type=_utc_timestamp, help="data interval start (ISO date/time, UTC)")
+    val.add_argument(
+        "--source", type=Path, help="source directory (or set data.source in the config)"
+    )
+    val.add_argument(
+        "--format",
+        choices=["auto", "contract", "ml-100k", "ml-1m", "ml-latest"],
+        help="source format (default: auto-detect)",
+    )
+    val.add_argument(
+        "--start", type=_utc_timestamp, help="data interval start (ISO date/time, UTC)"
+    )
     val.add_argument("--end", type=_utc_timestamp, help="data interval end, exclusive")
-    val.add_argument("--now", type=_utc_timestamp,
-                     help="judge 'in the future' against this moment instead of the clock")
-    val.add_argument("--report-dir", type=Path,
-                     help="where to save the report (default: <artifact-root>/runs/validate-<time>/raw_report)")
+    val.add_argument(
+        "--now",
+        type=_utc_timestamp,
+        help="judge 'in the future' against this moment instead of the clock",
+    )
+    val.add_argument(
+        "--report-dir",
+        type=Path,
+        help="where to save the report (default: <artifact-root>/runs/validate-<time>/raw_report)",
+    )
     val.add_argument("--json", action="store_true", help="print the full report as JSON")
     val.set_defaults(handler=_validate)
 
     for name, text in _PLANNED.items():
-        planned = sub.add_parser(name, help=f"{text} (not available yet)",
-                                 description=f"{text}. Not available in this version yet.")
+        planned = sub.add_parser(
+            name,
+            help=f"{text} (not available yet)",
+            description=f"{text}. Not available in this version yet.",
+        )
         planned.set_defaults(handler=_planned(name))
     return parser
 
@@ -110,14 +141,29 @@ def _load(args, **sections) -> PipelineConfig:
 def _generate(args) -> int:
     from pipelines.synthetic import generate
 
-    cfg = _load(args, synthetic={"preset": args.preset, "seed": args.seed, "days": args.days,
-                                 "start_date": args.start_date})
+    cfg = _load(
+        args,
+        synthetic={
+            "preset": args.preset,
+            "seed": args.seed,
+            "days": args.days,
+            "start_date": args.start_date,
+        },
+    )
     syn = cfg.synthetic
     out = args.out or Path(cfg.data.artifact_root) / "landing" / syn.preset
-    summary = generate(out, preset=syn.preset, seed=syn.seed, days=syn.days,
-                       start_date=syn.start_date, on_day=_progress("generate"))
-    print(f"wrote {summary.events:,} events, {summary.users:,} users, {summary.items:,} items "
-          f"in {summary.partitions} daily partitions to {summary.out}")
+    summary = generate(
+        out,
+        preset=syn.preset,
+        seed=syn.seed,
+        days=syn.days,
+        start_date=syn.start_date,
+        on_day=_progress("generate"),
+    )
+    print(
+        f"wrote {summary.events:,} events, {summary.users:,} users, {summary.items:,} items "
+        f"in {summary.partitions} daily partitions to {summary.out}"
+    )
     return 0
 
 
@@ -126,8 +172,9 @@ def _validate(args) -> int:
 
     from data_checks.raw import validate_source
 
-    cfg = _load(args, data={"source": str(args.source) if args.source else None,
-                            "format": args.format})
+    cfg = _load(
+        args, data={"source": str(args.source) if args.source else None, "format": args.format}
+    )
     if cfg.data.source is None:
         print("error: give --source DIR (or data.source in the config)", file=sys.stderr)
         return 2
@@ -139,10 +186,19 @@ def _validate(args) -> int:
         print("error: --start must be before --end", file=sys.stderr)
         return 2
     report_dir = args.report_dir or (
-        Path(cfg.data.artifact_root) / "runs"
-        / f"validate-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}" / "raw_report")
-    report = validate_source(cfg.data.source, cfg.data.format, cfg.checks, interval=interval,
-                             now=args.now, report_dir=report_dir)
+        Path(cfg.data.artifact_root)
+        / "runs"
+        / f"validate-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}"
+        / "raw_report"
+    )
+    report = validate_source(
+        cfg.data.source,
+        cfg.data.format,
+        cfg.checks,
+        interval=interval,
+        now=args.now,
+        report_dir=report_dir,
+    )
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.summary())
     return 0 if report.success else 1
 
@@ -161,7 +217,9 @@ def _progress(step: str) -> Callable[[int, int, int], None]:
     def report(day: int, days: int, events: int) -> None:
         width = 30
         done = int(width * (day + 1) / days)
-        line = f"{step}: [{'#' * done}{'.' * (width - done)}] day {day + 1}/{days} ({events:,} events)"
+        line = (
+            f"{step}: [{'#' * done}{'.' * (width - done)}] day {day + 1}/{days} ({events:,} events)"
+        )
         end = "\r" if interactive and day + 1 < days else "\n"
         if interactive or (day + 1) % max(1, days // 4) == 0 or day + 1 == days:
             print(line, end=end, file=sys.stderr, flush=True)

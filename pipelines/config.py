@@ -125,7 +125,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}"
+        )
     return loaded
 
 

@@ -89,5 +89,10 @@ class RawSnapshot:
 
 
 def empty_partitions() -> pd.DataFrame:
-    return pd.DataFrame({"dt": pd.Series([], dtype=str), "path": pd.Series([], dtype=str),
-                         "rows": pd.Series([], dtype="int64")})
+    return pd.DataFrame(
+        {
+            "dt": pd.Series([], dtype=str),
+            "path": pd.Series([], dtype=str),
+            "rows": pd.Series([], dtype="int64"),
+        }
+    )

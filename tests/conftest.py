@@ -17,7 +17,8 @@ def tree_digest(root: Path) -> dict[str, str]:
     """sha256 of every file under `root`, keyed by relative path."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -41,24 +42,29 @@ class ContractSource:
     def __init__(self, root: Path, *, days: int = 10, rows_per_day: int = 60, fmt: str = "csv"):
         self.root, self.fmt = root, fmt
         start = pd.Timestamp("2026-03-01", tz="UTC")
-        self.items = pd.DataFrame({
-            "item_id": [f"it{i}" for i in range(30)],
-            "title": [f"Title number {i}" for i in range(30)],
-            "genres": ["Drama|Comedy" if i % 2 else "Action" for i in range(30)],
-        })
-        self.users = pd.DataFrame({"user_id": [f"us{u}" for u in range(12)],
-                                   "country": ["DE", "US", "FR"] * 4})
+        self.items = pd.DataFrame(
+            {
+                "item_id": [f"it{i}" for i in range(30)],
+                "title": [f"Title number {i}" for i in range(30)],
+                "genres": ["Drama|Comedy" if i % 2 else "Action" for i in range(30)],
+            }
+        )
+        self.users = pd.DataFrame(
+            {"user_id": [f"us{u}" for u in range(12)], "country": ["DE", "US", "FR"] * 4}
+        )
         self.days_frames: dict[str, pd.DataFrame] = {}
         for d in range(days):
             day = start + pd.Timedelta(days=d)
             n = rows_per_day
-            self.days_frames[day.date().isoformat()] = pd.DataFrame({
-                "user_id": [f"us{(d + k) % 12}" for k in range(n)],
-                "item_id": [f"it{(3 * k + d) % 30}" for k in range(n)],
-                "timestamp": [day + pd.Timedelta(minutes=20 * k + 1) for k in range(n)],
-                "event": ["click"] * n,
-                "weight": [1.0] * n,
-            })
+            self.days_frames[day.date().isoformat()] = pd.DataFrame(
+                {
+                    "user_id": [f"us{(d + k) % 12}" for k in range(n)],
+                    "item_id": [f"it{(3 * k + d) % 30}" for k in range(n)],
+                    "timestamp": [day + pd.Timedelta(minutes=20 * k + 1) for k in range(n)],
+                    "event": ["click"] * n,
+                    "weight": [1.0] * n,
+                }
+            )
 
     @property
     def last_day(self) -> str:
@@ -90,6 +96,7 @@ class ContractSource:
 @pytest.fixture
 def contract_source(tmp_path):
     """Factory for `ContractSource` under the test's own tmp dir."""
+
     def make(**kwargs) -> ContractSource:
         return ContractSource(tmp_path / "source", **kwargs)
 

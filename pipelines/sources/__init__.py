@@ -43,8 +43,10 @@ def detect_format(root: str | Path) -> str:
         if (root / marker).exists():
             return fmt
     looked_for = ", ".join(marker for _, marker in _MARKERS)
-    raise SourceError(f"{root}: cannot detect the data format (looked for {looked_for}); "
-                      f"pass --format {{{'|'.join(READERS)}}}")
+    raise SourceError(
+        f"{root}: cannot detect the data format (looked for {looked_for}); "
+        f"pass --format {{{'|'.join(READERS)}}}"
+    )
 
 
 def read_source(root: str | Path, fmt: str = "auto", *, sample_rows: int = 5) -> RawSnapshot:
@@ -70,9 +72,11 @@ def read_source(root: str | Path, fmt: str = "auto", *, sample_rows: int = 5) ->
         raise SourceError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)} or 'auto'")
     log.info("reading %s as %s", root, fmt)
     snapshot = READERS[fmt](root, sample_rows=sample_rows)
-    log.info("read %d interactions, %s items, %s users, %d read issues",
-             len(snapshot.interactions),
-             "no" if snapshot.items is None else len(snapshot.items),
-             "no" if snapshot.users is None else len(snapshot.users),
-             len(snapshot.issues))
+    log.info(
+        "read %d interactions, %s items, %s users, %d read issues",
+        len(snapshot.interactions),
+        "no" if snapshot.items is None else len(snapshot.items),
+        "no" if snapshot.users is None else len(snapshot.users),
+        len(snapshot.issues),
+    )
     return snapshot

@@ -50,9 +50,15 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
                 continue
             match = PARTITION_PATTERN.match(child.name)
             if match is None or not _is_date(match.group(1)):
-                issues.append(ReadIssue(
-                    table="interactions", file=str(child), column=None,
-                    rule="partition directories must be named dt=YYYY-MM-DD", count=1))
+                issues.append(
+                    ReadIssue(
+                        table="interactions",
+                        file=str(child),
+                        column=None,
+                        rule="partition directories must be named dt=YYYY-MM-DD",
+                        count=1,
+                    )
+                )
                 continue
             day = match.group(1)
             rows = 0
@@ -67,7 +73,8 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
         if path is None:
             raise SourceError(
                 f"{root}: no interactions found; expected {root}/interactions/dt=YYYY-MM-DD/*.parquet "
-                f"(or interactions.parquet / interactions.csv)")
+                f"(or interactions.parquet / interactions.csv)"
+            )
         frame = _read_interactions_file(path, None, issues, sample_rows)
         if frame is not None:
             frames.append(frame)
@@ -91,13 +98,18 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
 def concat_interactions(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate per-file interaction frames; `source_file` becomes a category."""
     if not frames:
-        return pd.DataFrame({
-            "user_id": pd.Series([], dtype=str), "item_id": pd.Series([], dtype=str),
-            "timestamp": pd.Series([], dtype=TIMESTAMP_DTYPE), "event": pd.Series([], dtype=str),
-            "weight": pd.Series([], dtype=float), "dt": pd.Series([], dtype=object),
-            "source_file": pd.Series([], dtype="category"),
-            "source_row": pd.Series([], dtype=np.int64),
-        })
+        return pd.DataFrame(
+            {
+                "user_id": pd.Series([], dtype=str),
+                "item_id": pd.Series([], dtype=str),
+                "timestamp": pd.Series([], dtype=TIMESTAMP_DTYPE),
+                "event": pd.Series([], dtype=str),
+                "weight": pd.Series([], dtype=float),
+                "dt": pd.Series([], dtype=object),
+                "source_file": pd.Series([], dtype="category"),
+                "source_row": pd.Series([], dtype=np.int64),
+            }
+        )
     out = pd.concat(frames, ignore_index=True)
     out["source_file"] = out["source_file"].astype("category")
     return out
@@ -108,24 +120,41 @@ def _read_interactions_file(path: Path, day: str | None, issues: list, sample_ro
     if loaded is None:
         return None
     frame, rows, label = loaded
-    return normalize_interactions(frame, file=str(path), rows=rows, row_label=label, partition=day,
-                                  default_event=DEFAULT_EVENT, issues=issues, sample_rows=sample_rows)
+    return normalize_interactions(
+        frame,
+        file=str(path),
+        rows=rows,
+        row_label=label,
+        partition=day,
+        default_event=DEFAULT_EVENT,
+        issues=issues,
+        sample_rows=sample_rows,
+    )
 
 
-def _read_table(root: Path, table: str, normalize, issues: list, sample_rows: int, *, required: bool):
+def _read_table(
+    root: Path, table: str, normalize, issues: list, sample_rows: int, *, required: bool
+):
     path = _table_file(root, table)
     if path is None:
         if required:
-            issues.append(ReadIssue(table=table, file=str(root / f"{table}.parquet"), column=None,
-                                    rule=f"the {table} table is required ({table}.parquet or {table}.csv)",
-                                    count=1))
+            issues.append(
+                ReadIssue(
+                    table=table,
+                    file=str(root / f"{table}.parquet"),
+                    column=None,
+                    rule=f"the {table} table is required ({table}.parquet or {table}.csv)",
+                    count=1,
+                )
+            )
         return None
     loaded = read_any(path, table, issues, sample_rows)
     if loaded is None:
         return None
     frame, rows, label = loaded
-    return normalize(frame, file=str(path), rows=rows, row_label=label, issues=issues,
-                     sample_rows=sample_rows)
+    return normalize(
+        frame, file=str(path), rows=rows, row_label=label, issues=issues, sample_rows=sample_rows
+    )
 
 
 def read_any(path: Path, table: str, issues: list, sample_rows: int):
@@ -139,8 +168,15 @@ def read_any(path: Path, table: str, issues: list, sample_rows: int):
         try:
             frame = pq.read_table(path).to_pandas()
         except Exception as exc:  # pyarrow raises several types for corrupt files
-            issues.append(ReadIssue(table=table, file=str(path), column=None,
-                                    rule=f"file must be readable Parquet ({exc})", count=1))
+            issues.append(
+                ReadIssue(
+                    table=table,
+                    file=str(path),
+                    column=None,
+                    rule=f"file must be readable Parquet ({exc})",
+                    count=1,
+                )
+            )
             return None
         return frame, np.arange(len(frame), dtype=np.int64), "row"
     text = read_delimited(path, table=table, sep=",", sample_rows=sample_rows)

@@ -27,8 +27,17 @@ TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 class _Located:
     """One file's frame with row locations, collecting issues as columns are coerced."""
 
-    def __init__(self, frame: pd.DataFrame, *, table: str, file: str, rows: np.ndarray,
-                 row_label: str, issues: list[ReadIssue], sample_rows: int):
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        *,
+        table: str,
+        file: str,
+        rows: np.ndarray,
+        row_label: str,
+        issues: list[ReadIssue],
+        sample_rows: int,
+    ):
         self.frame = frame.reset_index(drop=True)
         self.table, self.file, self.rows, self.row_label = table, file, rows, row_label
         self.issues, self.sample_rows = issues, sample_rows
@@ -37,10 +46,15 @@ class _Located:
     def missing_required(self, required: tuple[str, ...]) -> list[str]:
         missing = [c for c in required if c not in self.frame.columns]
         for column in missing:
-            self.issues.append(ReadIssue(
-                table=self.table, file=self.file, column=column,
-                rule=f"required column '{column}' is missing (columns found: {', '.join(map(str, self.frame.columns)) or 'none'})",
-                count=len(self.frame)))
+            self.issues.append(
+                ReadIssue(
+                    table=self.table,
+                    file=self.file,
+                    column=column,
+                    rule=f"required column '{column}' is missing (columns found: {', '.join(map(str, self.frame.columns)) or 'none'})",
+                    count=len(self.frame),
+                )
+            )
         return missing
 
     def report(self, column: str, mask: np.ndarray, rule: str) -> None:
@@ -50,10 +64,19 @@ class _Located:
         where = np.flatnonzero(mask)
         values = self.frame[column].to_numpy()
         samples = tuple(
-            f"{self.row_label} {self.rows[i]}: {_plain(values[i])!r}" for i in where[: self.sample_rows]
+            f"{self.row_label} {self.rows[i]}: {_plain(values[i])!r}"
+            for i in where[: self.sample_rows]
         )
-        self.issues.append(ReadIssue(table=self.table, file=self.file, column=column, rule=rule,
-                                     count=int(mask.sum()), samples=samples))
+        self.issues.append(
+            ReadIssue(
+                table=self.table,
+                file=self.file,
+                column=column,
+                rule=rule,
+                count=int(mask.sum()),
+                samples=samples,
+            )
+        )
 
     def ids(self, column: str) -> pd.Series:
         values, bad = coerce_ids(self.frame[column])
@@ -62,8 +85,9 @@ class _Located:
 
     def timestamps(self, column: str) -> pd.Series:
         values, bad = coerce_timestamps(self.frame[column])
-        self.report(column, bad,
-                    "timestamps must be datetimes, ISO-8601 strings or integer epoch seconds")
+        self.report(
+            column, bad, "timestamps must be datetimes, ISO-8601 strings or integer epoch seconds"
+        )
         return values
 
 
@@ -107,18 +131,27 @@ def coerce_timestamps(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
         parsed = pd.Series(pd.NaT, index=raw.index, dtype=TIMESTAMP_DTYPE)
         if numeric.any():
             parsed[numeric] = pd.to_datetime(
-                text[numeric].astype(float), unit="s", utc=True, errors="coerce")
+                text[numeric].astype(float), unit="s", utc=True, errors="coerce"
+            )
         others = notna & ~numeric
         if others.any():
             parsed[others] = pd.to_datetime(
-                text[others], utc=True, format="ISO8601", errors="coerce")
+                text[others], utc=True, format="ISO8601", errors="coerce"
+            )
     parsed = parsed.astype(TIMESTAMP_DTYPE)
     return parsed, notna & parsed.isna().to_numpy()
 
 
 def normalize_interactions(
-    frame: pd.DataFrame, *, file: str, rows: np.ndarray, row_label: str, partition: str | None,
-    default_event: str, issues: list[ReadIssue], sample_rows: int = 5,
+    frame: pd.DataFrame,
+    *,
+    file: str,
+    rows: np.ndarray,
+    row_label: str,
+    partition: str | None,
+    default_event: str,
+    issues: list[ReadIssue],
+    sample_rows: int = 5,
 ) -> pd.DataFrame | None:
     """Type one file's interactions; returns None when a required column is missing.
 
@@ -134,15 +167,24 @@ def normalize_interactions(
     Returns:
         Contract columns plus `dt`, `source_file`, `source_row`; untypeable rows removed.
     """
-    loc = _Located(frame, table="interactions", file=file, rows=rows, row_label=row_label,
-                   issues=issues, sample_rows=sample_rows)
+    loc = _Located(
+        frame,
+        table="interactions",
+        file=file,
+        rows=rows,
+        row_label=row_label,
+        issues=issues,
+        sample_rows=sample_rows,
+    )
     if loc.missing_required(INTERACTION_REQUIRED):
         return None
-    out = pd.DataFrame({
-        "user_id": loc.ids("user_id"),
-        "item_id": loc.ids("item_id"),
-        "timestamp": loc.timestamps("timestamp"),
-    })
+    out = pd.DataFrame(
+        {
+            "user_id": loc.ids("user_id"),
+            "item_id": loc.ids("item_id"),
+            "timestamp": loc.timestamps("timestamp"),
+        }
+    )
     if "event" in loc.frame.columns:
         event = loc.frame["event"]
         out["event"] = event.astype(str).where(event.notna(), default_event)
@@ -151,7 +193,9 @@ def normalize_interactions(
     if "weight" in loc.frame.columns:
         raw = loc.frame["weight"]
         weight = pd.to_numeric(raw, errors="coerce").astype(float)
-        loc.report("weight", raw.notna().to_numpy() & weight.isna().to_numpy(), "weights must be numbers")
+        loc.report(
+            "weight", raw.notna().to_numpy() & weight.isna().to_numpy(), "weights must be numbers"
+        )
         out["weight"] = weight.fillna(1.0)  # a missing weight means an unweighted event
     else:
         out["weight"] = 1.0
@@ -162,22 +206,36 @@ def normalize_interactions(
 
 
 def normalize_items(
-    frame: pd.DataFrame, *, file: str, rows: np.ndarray, row_label: str,
-    issues: list[ReadIssue], sample_rows: int = 5,
+    frame: pd.DataFrame,
+    *,
+    file: str,
+    rows: np.ndarray,
+    row_label: str,
+    issues: list[ReadIssue],
+    sample_rows: int = 5,
 ) -> pd.DataFrame | None:
     """Type the item catalog: `item_id`, `title`, `genres` ("|"-joined), `created_at`, extras.
 
     Returns:
         The typed catalog, or None when `item_id` is missing (no catalog to check against).
     """
-    loc = _Located(frame, table="items", file=file, rows=rows, row_label=row_label,
-                   issues=issues, sample_rows=sample_rows)
+    loc = _Located(
+        frame,
+        table="items",
+        file=file,
+        rows=rows,
+        row_label=row_label,
+        issues=issues,
+        sample_rows=sample_rows,
+    )
     missing = loc.missing_required(ITEM_REQUIRED)
     if "item_id" in missing:
         return None
     out = loc.frame.copy()
     out["item_id"] = loc.ids("item_id")
-    out["title"] = out["title"].astype(str).where(out["title"].notna(), "") if "title" in out else ""
+    out["title"] = (
+        out["title"].astype(str).where(out["title"].notna(), "") if "title" in out else ""
+    )
     out["genres"] = join_genres(out["genres"]) if "genres" in out else ""
     if "created_at" in out:
         out["created_at"] = loc.timestamps("created_at")
@@ -188,12 +246,24 @@ def normalize_items(
 
 
 def normalize_users(
-    frame: pd.DataFrame, *, file: str, rows: np.ndarray, row_label: str,
-    issues: list[ReadIssue], sample_rows: int = 5,
+    frame: pd.DataFrame,
+    *,
+    file: str,
+    rows: np.ndarray,
+    row_label: str,
+    issues: list[ReadIssue],
+    sample_rows: int = 5,
 ) -> pd.DataFrame | None:
     """Type the optional users table: `user_id` plus categorical features as strings."""
-    loc = _Located(frame, table="users", file=file, rows=rows, row_label=row_label,
-                   issues=issues, sample_rows=sample_rows)
+    loc = _Located(
+        frame,
+        table="users",
+        file=file,
+        rows=rows,
+        row_label=row_label,
+        issues=issues,
+        sample_rows=sample_rows,
+    )
     if loc.missing_required(USER_REQUIRED):
         return None
     out = loc.frame.copy()
@@ -207,12 +277,14 @@ def normalize_users(
 
 def join_genres(raw: pd.Series) -> pd.Series:
     """Genres/tags as one "|"-joined string, from lists/arrays or already-joined strings."""
+
     def one(value) -> str:
         if isinstance(value, (list, tuple, np.ndarray)):
             return GENRE_SEPARATOR.join(str(v) for v in value)
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return ""
         return str(value)
+
     return raw.map(one).astype(str)
 
 

@@ -59,32 +59,40 @@ def read_delimited(
         sample_rows: how many offending lines to quote per issue.
 
     Returns:
-        A `TextTable`; lines with the wrong number of fields are left out and reported.
+        A `TextTable`. Lines with too many fields are left out and reported; in unquoted
+        formats so are lines with too few. In quoted CSV a short line cannot be told from
+        empty trailing fields, so it is kept with missing values, which the null checks report.
     """
     issues: list[ReadIssue] = []
     raw = path.read_bytes()
     text = _decode(raw, path, table, encoding, issues, sample_rows)
     if text.startswith("\ufeff"):
         text = text[1:]
-    if len(sep) > 1:
-        text = text.replace(sep, _UNIT_SEPARATOR)
-        sep = _UNIT_SEPARATOR
-    all_lines = text.split("\n")
+    all_lines = text.split("\n")  # as written, for messages
     if all_lines and all_lines[-1] == "":
         all_lines.pop()
+    written_sep = sep
+    if len(sep) > 1:  # the C parser takes one-character separators only
+        text = text.replace(sep, _UNIT_SEPARATOR)
+        sep = _UNIT_SEPARATOR
     first_data_line = 1 if names is not None else 2
-    expected = len(names) if names is not None else _header_width(all_lines, sep, quoted)
+    expected = len(names) if names is not None else _header_width(all_lines, written_sep, quoted)
 
     bad: dict[int, str] = {}
     if not quoted:
         # Field counting is exact for unquoted formats, so catch too-few fields as well.
-        counts = pd.Series(all_lines[first_data_line - 1 :], dtype=object).str.count(re.escape(sep)) + 1
+        counts = (
+            pd.Series(all_lines[first_data_line - 1 :], dtype=object).str.count(
+                re.escape(written_sep)
+            )
+            + 1
+        )
         for offset in np.flatnonzero(counts.to_numpy() != expected):
             line_no = first_data_line + int(offset)
             bad[line_no] = f"expected {expected} fields, saw {int(counts.iloc[offset])}"
         if bad:
             keep = [line for no, line in enumerate(all_lines, start=1) if no not in bad]
-            text = "\n".join(keep) + "\n"
+            text = "\n".join(keep).replace(written_sep, sep) + "\n"
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -117,17 +125,20 @@ def read_delimited(
                 table=table,
                 file=str(path),
                 column=None,
-                rule=f"every line must have {expected} '{_printable(sep)}'-separated fields",
+                rule=f"every line must have {expected} '{_printable(written_sep)}'-separated fields",
                 count=len(bad),
                 samples=tuple(
-                    f"line {no}: {bad[no]}: {_clip(all_lines[no - 1])!r}" for no in ordered[:sample_rows]
+                    f"line {no}: {bad[no]}: {_clip(all_lines[no - 1])!r}"
+                    for no in ordered[:sample_rows]
                 ),
             )
         )
     return TextTable(frame=frame, lines=lines, issues=issues)
 
 
-def _decode(raw: bytes, path: Path, table: str, encoding: str, issues: list, sample_rows: int) -> str:
+def _decode(
+    raw: bytes, path: Path, table: str, encoding: str, issues: list, sample_rows: int
+) -> str:
     if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
         return raw.decode(encoding)
     try:
@@ -141,7 +152,9 @@ def _decode(raw: bytes, path: Path, table: str, encoding: str, issues: list, sam
         except UnicodeDecodeError as exc:
             count += 1
             if len(samples) < sample_rows:
-                samples.append(f"line {line_no}: byte 0x{line[exc.start]:02x} at column {exc.start + 1}")
+                samples.append(
+                    f"line {line_no}: byte 0x{line[exc.start]:02x} at column {exc.start + 1}"
+                )
     issues.append(
         ReadIssue(
             table=table,
@@ -164,7 +177,7 @@ def _header_width(lines: list[str], sep: str, quoted: bool) -> int:
 
 
 def _printable(sep: str) -> str:
-    return {"\t": "\\t", _UNIT_SEPARATOR: "::"}.get(sep, sep)
+    return {"\t": "\\t"}.get(sep, sep)
 
 
 def _clip(line: str, width: int = 80) -> str:

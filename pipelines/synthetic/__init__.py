@@ -4,4 +4,12 @@ from pipelines.synthetic.generate import TRUTH_DIR, GenerateSummary, generate
 from pipelines.synthetic.presets import PRESETS, Preset, TruthParams
 from pipelines.synthetic.truth import GroundTruth
 
-__all__ = ["PRESETS", "TRUTH_DIR", "GenerateSummary", "GroundTruth", "Preset", "TruthParams", "generate"]
+__all__ = [
+    "PRESETS",
+    "TRUTH_DIR",
+    "GenerateSummary",
+    "GroundTruth",
+    "Preset",
+    "TruthParams",
+    "generate",
+]

@@ -84,12 +84,25 @@ def generate(
             on_day(day, world.days, len(events))
     write_parquet(items_frame(world, start), out / "items.parquet")
     write_parquet(users_frame(world), out / "users.parquet")
-    summary = GenerateSummary(out=str(out), preset=preset, seed=seed, days=world.days,
-                              start_date=start_date.isoformat(), events=total,
-                              users=world.n_users, items=world.n_items, partitions=world.days)
+    summary = GenerateSummary(
+        out=str(out),
+        preset=preset,
+        seed=seed,
+        days=world.days,
+        start_date=start_date.isoformat(),
+        events=total,
+        users=world.n_users,
+        items=world.n_items,
+        partitions=world.days,
+    )
     write_truth(world, out / TRUTH_DIR, summary)
-    log.info("generated %s events for %d users and %d items in %s",
-             f"{total:,}", world.n_users, world.n_items, out)
+    log.info(
+        "generated %s events for %d users and %d items in %s",
+        f"{total:,}",
+        world.n_users,
+        world.n_items,
+        out,
+    )
     return summary
 
 
@@ -120,8 +133,8 @@ def write_truth(world: World, path: Path, summary: GenerateSummary) -> None:
         "truth_params": dataclasses.asdict(world.params),
         "preset": dataclasses.asdict(world.preset),
         "model": "logit(u,i,t) = <user_vectors[u], item_vectors[i]> + popularity_beta * "
-                 "item_log_popularity[i] + fresh_boost * exp(-age_days / fresh_decay_days); "
-                 "item i available from start_date + item_arrival_day[i] days",
+        "item_log_popularity[i] + fresh_boost * exp(-age_days / fresh_decay_days); "
+        "item i available from start_date + item_arrival_day[i] days",
         "ids": "user_id = 'u' + 7-digit index, item_id = 'i' + 7-digit index",
     }
     (path / "params.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

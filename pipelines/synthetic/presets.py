@@ -44,12 +44,27 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "small": Preset("small", users=2_000, items=1_000, events=100_000, days=14, clusters=12,
-                    title_tokens=600),
-    "medium": Preset("medium", users=50_000, items=20_000, events=2_000_000, days=28, clusters=24,
-                     title_tokens=4_000),
-    "large": Preset("large", users=200_000, items=1_000_000, events=20_000_000, days=28,
-                    clusters=48, title_tokens=30_000),
+    "small": Preset(
+        "small", users=2_000, items=1_000, events=100_000, days=14, clusters=12, title_tokens=600
+    ),
+    "medium": Preset(
+        "medium",
+        users=50_000,
+        items=20_000,
+        events=2_000_000,
+        days=28,
+        clusters=24,
+        title_tokens=4_000,
+    ),
+    "large": Preset(
+        "large",
+        users=200_000,
+        items=1_000_000,
+        events=20_000_000,
+        days=28,
+        clusters=48,
+        title_tokens=30_000,
+    ),
 }
 
 

@@ -15,8 +15,14 @@ import pandas as pd
 
 from pipelines.errors import SourceError
 
-_ARRAYS = ("user_vectors", "item_vectors", "item_log_popularity", "item_arrival_day",
-           "user_cluster", "user_join_day")
+_ARRAYS = (
+    "user_vectors",
+    "item_vectors",
+    "item_log_popularity",
+    "item_arrival_day",
+    "user_cluster",
+    "user_join_day",
+)
 
 
 @dataclasses.dataclass
@@ -46,7 +52,9 @@ class GroundTruth:
             raise SourceError(f"{path}: no synthetic ground truth (params.json) found")
         meta = json.loads((path / "params.json").read_text())
         arrays = {name: np.load(path / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
-        return cls(params=meta, start=pd.Timestamp(meta["summary"]["start_date"], tz="UTC"), **arrays)
+        return cls(
+            params=meta, start=pd.Timestamp(meta["summary"]["start_date"], tz="UTC"), **arrays
+        )
 
     def logits(self, user_index: np.ndarray, at: pd.Timestamp) -> np.ndarray:
         """True logits of every item for some users at a moment.
@@ -60,14 +68,30 @@ class GroundTruth:
         """
         p = self.params["truth_params"]
         day = (at - self.start) // pd.Timedelta(days=1)
-        bias = item_logit_bias(self.item_log_popularity, self.item_arrival_day, day,
-                               popularity_beta=p["popularity_beta"], fresh_boost=p["fresh_boost"],
-                               fresh_decay_days=p["fresh_decay_days"])
-        return self.user_vectors[np.asarray(user_index)].astype(np.float64) @ self.item_vectors.T.astype(np.float64) + bias
+        bias = item_logit_bias(
+            self.item_log_popularity,
+            self.item_arrival_day,
+            day,
+            popularity_beta=p["popularity_beta"],
+            fresh_boost=p["fresh_boost"],
+            fresh_decay_days=p["fresh_decay_days"],
+        )
+        return (
+            self.user_vectors[np.asarray(user_index)].astype(np.float64)
+            @ self.item_vectors.T.astype(np.float64)
+            + bias
+        )
 
 
-def item_logit_bias(log_popularity: np.ndarray, arrival_day: np.ndarray, day: int, *,
-                    popularity_beta: float, fresh_boost: float, fresh_decay_days: float) -> np.ndarray:
+def item_logit_bias(
+    log_popularity: np.ndarray,
+    arrival_day: np.ndarray,
+    day: int,
+    *,
+    popularity_beta: float,
+    fresh_boost: float,
+    fresh_decay_days: float,
+) -> np.ndarray:
     """Popularity + freshness part of the true logit on `day`.
 
     Returns:

@@ -28,19 +28,65 @@ from pipelines.synthetic.presets import Preset, TruthParams
 from pipelines.synthetic.truth import item_logit_bias
 
 GENRES = (
-    "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Horror", "Musical", "Mystery", "Romance", "SciFi", "Thriller", "War", "Western",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "SciFi",
+    "Thriller",
+    "War",
+    "Western",
     "Noir",
 )
 AGE_BUCKETS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 COUNTRIES = ("US", "GB", "DE", "FR", "BR", "IN", "JP", "MX", "ES", "CA", "PL", "KR")
 DEVICES = ("android", "ios", "web")
 # Relative activity by hour of day (UTC) and day of week (Monday first).
-HOURLY = np.array([2, 1, 1, 1, 1, 2, 3, 5, 6, 6, 6, 7, 8, 7, 6, 6, 7, 8, 10, 12, 13, 12, 8, 4], float)
+HOURLY = np.array(
+    [2, 1, 1, 1, 1, 2, 3, 5, 6, 6, 6, 7, 8, 7, 6, 6, 7, 8, 10, 12, 13, 12, 8, 4], float
+)
 WEEKLY = np.array([0.92, 0.90, 0.93, 0.97, 1.05, 1.13, 1.10])
-_SYLLABLES = ("ka", "lo", "mi", "ra", "ven", "tor", "sil", "bri", "dun", "mar", "el", "os", "qui",
-              "zan", "pe", "ru", "tha", "gor", "ne", "lys", "fa", "cor", "di", "wen", "ab", "hul",
-              "ix", "mo", "sta", "bel")
+_SYLLABLES = (
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "ven",
+    "tor",
+    "sil",
+    "bri",
+    "dun",
+    "mar",
+    "el",
+    "os",
+    "qui",
+    "zan",
+    "pe",
+    "ru",
+    "tha",
+    "gor",
+    "ne",
+    "lys",
+    "fa",
+    "cor",
+    "di",
+    "wen",
+    "ab",
+    "hul",
+    "ix",
+    "mo",
+    "sta",
+    "bel",
+)
 
 
 @dataclasses.dataclass
@@ -100,9 +146,14 @@ class World:
     def item_logit_bias(self, day: int) -> np.ndarray:
         """Popularity + freshness part of the true logit on `day`, float64 `[I]`; -inf if unavailable."""
         p = self.params
-        return item_logit_bias(self.item_log_popularity, self.item_arrival_day, day,
-                               popularity_beta=p.popularity_beta, fresh_boost=p.fresh_boost,
-                               fresh_decay_days=p.fresh_decay_days)
+        return item_logit_bias(
+            self.item_log_popularity,
+            self.item_arrival_day,
+            day,
+            popularity_beta=p.popularity_beta,
+            fresh_boost=p.fresh_boost,
+            fresh_decay_days=p.fresh_decay_days,
+        )
 
 
 def user_id_strings(index: np.ndarray) -> np.ndarray:
@@ -119,8 +170,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def build_world(preset: Preset, seed: int, days: int | None = None,
-                params: TruthParams | None = None) -> World:
+def build_world(
+    preset: Preset, seed: int, days: int | None = None, params: TruthParams | None = None
+) -> World:
     """Draw every true parameter of a world. Deterministic for (preset, seed, days, params).
 
     Args:
@@ -138,7 +190,10 @@ def build_world(preset: Preset, seed: int, days: int | None = None,
     token_home = rng.integers(-1, n_genres, size=preset.title_tokens)  # -1 = generic token
     token_vectors = np.where(
         (token_home >= 0)[:, None],
-        _unit(genre_vectors[np.maximum(token_home, 0)] + 0.8 * _unit(rng.normal(size=(preset.title_tokens, d)))),
+        _unit(
+            genre_vectors[np.maximum(token_home, 0)]
+            + 0.8 * _unit(rng.normal(size=(preset.title_tokens, d)))
+        ),
         _unit(rng.normal(size=(preset.title_tokens, d))),
     )
     token_names = _token_names(preset.title_tokens, rng)
@@ -146,10 +201,12 @@ def build_world(preset: Preset, seed: int, days: int | None = None,
     # Items: arrival days, genres, title tokens, latent vectors, popularity.
     n_initial_items = int(round(preset.items * preset.initial_item_share))
     n_items = n_initial_items + int(round(preset.new_items_per_day * days))
-    arrival = np.concatenate([
-        -rng.integers(1, 731, size=n_initial_items),
-        np.sort(rng.integers(0, days, size=n_items - n_initial_items)),
-    ]).astype(np.int32)
+    arrival = np.concatenate(
+        [
+            -rng.integers(1, 731, size=n_initial_items),
+            np.sort(rng.integers(0, days, size=n_items - n_initial_items)),
+        ]
+    ).astype(np.int32)
     genre_share = rng.dirichlet(np.full(n_genres, 1.5))
     primary = rng.choice(n_genres, size=n_items, p=genre_share)
     # Up to two extra genres; a repeat of the primary simply adds nothing.
@@ -176,8 +233,11 @@ def build_world(preset: Preset, seed: int, days: int | None = None,
         token_mean[valid] += token_vectors[item_token_slots[valid, slot]]
     token_mean /= n_title[:, None]
     genre_mean = _unit(genre_matrix.astype(np.float64) @ genre_vectors)
-    item_vectors = (params.genre_weight * genre_mean + params.token_weight * token_mean
-                    + params.item_noise * _unit(rng.normal(size=(n_items, d))))
+    item_vectors = (
+        params.genre_weight * genre_mean
+        + params.token_weight * token_mean
+        + params.item_noise * _unit(rng.normal(size=(n_items, d)))
+    )
     item_vectors = _unit(item_vectors).astype(np.float32)
     rank = rng.permutation(n_items) + 1
     item_log_popularity = (-params.zipf_alpha * np.log(rank)).astype(np.float32)
@@ -185,19 +245,24 @@ def build_world(preset: Preset, seed: int, days: int | None = None,
     # Users: clusters with favourite genres, features drawn per cluster, activity, join days.
     n_initial_users = int(round(preset.users * preset.initial_user_share))
     n_users = n_initial_users + int(round(preset.new_users_per_day * days))
-    favourite = np.stack([rng.choice(n_genres, size=2, replace=False) for _ in range(preset.clusters)])
-    cluster_dirs = _unit(genre_vectors[favourite].sum(axis=1)
-                         + 0.7 * _unit(rng.normal(size=(preset.clusters, d))))
+    favourite = np.stack(
+        [rng.choice(n_genres, size=2, replace=False) for _ in range(preset.clusters)]
+    )
+    cluster_dirs = _unit(
+        genre_vectors[favourite].sum(axis=1) + 0.7 * _unit(rng.normal(size=(preset.clusters, d)))
+    )
     cluster_vectors = (cluster_dirs / params.cluster_temperature).astype(np.float32)
     cluster_share = rng.dirichlet(np.full(preset.clusters, 2.0))
     user_cluster = rng.choice(preset.clusters, size=n_users, p=cluster_share).astype(np.int32)
     eps = rng.normal(size=(n_users, d)) * (params.individual_scale / np.sqrt(d))
     user_vectors = (cluster_vectors[user_cluster] + eps).astype(np.float32)
     user_activity = rng.lognormal(0.0, 1.0, size=n_users)
-    user_join_day = np.concatenate([
-        -rng.integers(1, 366, size=n_initial_users),
-        np.sort(rng.integers(0, days, size=n_users - n_initial_users)),
-    ]).astype(np.int32)
+    user_join_day = np.concatenate(
+        [
+            -rng.integers(1, 366, size=n_initial_users),
+            np.sort(rng.integers(0, days, size=n_users - n_initial_users)),
+        ]
+    ).astype(np.int32)
     features = {}
     for name, values in (("age_bucket", AGE_BUCKETS), ("country", COUNTRIES), ("device", DEVICES)):
         per_cluster = rng.dirichlet(np.full(len(values), 0.6), size=preset.clusters)
@@ -205,12 +270,21 @@ def build_world(preset: Preset, seed: int, days: int | None = None,
         features[name] = np.asarray(values)[draws]
 
     return World(
-        preset=preset, params=params, seed=seed, days=days,
-        user_vectors=user_vectors, user_cluster=user_cluster, user_join_day=user_join_day,
-        user_activity=user_activity, user_features=pd.DataFrame(features),
-        cluster_vectors=cluster_vectors, item_vectors=item_vectors,
-        item_log_popularity=item_log_popularity, item_arrival_day=arrival,
-        item_genre_matrix=genre_matrix, item_token_slots=item_token_slots.astype(np.int32),
+        preset=preset,
+        params=params,
+        seed=seed,
+        days=days,
+        user_vectors=user_vectors,
+        user_cluster=user_cluster,
+        user_join_day=user_join_day,
+        user_activity=user_activity,
+        user_features=pd.DataFrame(features),
+        cluster_vectors=cluster_vectors,
+        item_vectors=item_vectors,
+        item_log_popularity=item_log_popularity,
+        item_arrival_day=arrival,
+        item_genre_matrix=genre_matrix,
+        item_token_slots=item_token_slots.astype(np.int32),
         token_names=token_names,
     )
 
@@ -250,8 +324,9 @@ def simulate_day(world: World, day: int, start: pd.Timestamp) -> pd.DataFrame:
         eps_norm = np.linalg.norm(eps, axis=1)
         pending = np.arange(len(rows))
         while len(pending):
-            draws = np.minimum(np.searchsorted(cdf, rng.random(len(pending)), side="right"),
-                               len(available) - 1)
+            draws = np.minimum(
+                np.searchsorted(cdf, rng.random(len(pending)), side="right"), len(available) - 1
+            )
             cand = available[draws]
             score = np.einsum("nd,nd->n", eps[pending], world.item_vectors[cand])
             accept = rng.random(len(pending)) < np.exp(score - eps_norm[pending])
@@ -262,26 +337,38 @@ def simulate_day(world: World, day: int, start: pd.Timestamp) -> pd.DataFrame:
     seconds = hours * 3600 + rng.integers(0, 3600, size=n_events)
     # Users who join today act only after midnight of their join day (true for any second).
     purchase = rng.random(n_events) < p.purchase_share
-    frame = pd.DataFrame({
-        "user_id": world.user_ids[users],
-        "item_id": world.item_ids[items],
-        "timestamp": (date + pd.to_timedelta(seconds, unit="s")).as_unit("us"),
-        "event": np.where(purchase, "purchase", "click"),
-        "weight": np.where(purchase, 3.0, 1.0),
-    })
-    return frame.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+    frame = pd.DataFrame(
+        {
+            "user_id": world.user_ids[users],
+            "item_id": world.item_ids[items],
+            "timestamp": (date + pd.to_timedelta(seconds, unit="s")).as_unit("us"),
+            "event": np.where(purchase, "purchase", "click"),
+            "weight": np.where(purchase, 3.0, 1.0),
+        }
+    )
+    return frame.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(
+        drop=True
+    )
 
 
 def items_frame(world: World, start: pd.Timestamp) -> pd.DataFrame:
     """The catalog in contract form: `item_id, title, genres, created_at`."""
     names = world.token_names
-    titles = [" ".join(dict.fromkeys(names[t] for t in slots if t >= 0))
-              for slots in world.item_token_slots.tolist()]
+    titles = [
+        " ".join(dict.fromkeys(names[t] for t in slots if t >= 0))
+        for slots in world.item_token_slots.tolist()
+    ]
     genre_names = np.asarray(GENRES)
     genres = [GENRE_SEPARATOR.join(genre_names[row]) for row in world.item_genre_matrix]
     created = start + pd.to_timedelta(world.item_arrival_day.astype(np.int64), unit="D")
-    return pd.DataFrame({"item_id": world.item_ids, "title": titles, "genres": genres,
-                         "created_at": pd.DatetimeIndex(created).as_unit("us")})
+    return pd.DataFrame(
+        {
+            "item_id": world.item_ids,
+            "title": titles,
+            "genres": genres,
+            "created_at": pd.DatetimeIndex(created).as_unit("us"),
+        }
+    )
 
 
 def users_frame(world: World) -> pd.DataFrame:

@@ -15,7 +15,9 @@ CLI = [sys.executable, "-m", "pipelines"]
 
 
 def run(*args, cwd=None):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 @pytest.mark.parametrize("command", ["generate", "validate", *_PLANNED])
@@ -52,8 +54,12 @@ def test_generate_then_validate(tmp_path):
 def test_validate_failure_exits_1_and_names_file_column_rule(tmp_path):
     root = tmp_path / "ml"
     root.mkdir()
-    (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,10,4.0,978300760\n,11,3.5,978300761\n")
-    (root / "movies.csv").write_text("movieId,title,genres\n10,Toy Story (1995),Animation\n11,Heat (1995),Action\n")
+    (root / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,10,4.0,978300760\n,11,3.5,978300761\n"
+    )
+    (root / "movies.csv").write_text(
+        "movieId,title,genres\n10,Toy Story (1995),Animation\n11,Heat (1995),Action\n"
+    )
     result = run("validate", "--source", root, "--report-dir", tmp_path / "rep", "--json")
     assert result.returncode == 1
     report = json.loads(result.stdout)

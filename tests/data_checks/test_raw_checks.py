@@ -22,7 +22,9 @@ def validate(root, **kwargs):
 def only_failure(report, rule_fragment: str):
     """The single failed check whose rule mentions `rule_fragment` (asserting it is the one)."""
     matches = [r for r in report.failures if rule_fragment in r.rule]
-    assert matches, f"no failure about {rule_fragment!r}; failures: {[r.rule for r in report.failures]}"
+    assert matches, (
+        f"no failure about {rule_fragment!r}; failures: {[r.rule for r in report.failures]}"
+    )
     return matches[0]
 
 
@@ -34,8 +36,11 @@ def test_clean_source_passes_every_check(contract_source, tmp_path, fmt):
     assert report.rows == 600
     assert len(report.results) >= 15
     assert (tmp_path / "report" / "index.html").is_file()
-    assert "Great Expectations" in (tmp_path / "report" / "gx_interactions.html").read_text() or \
-        "expect_column_values_to_not_be_null" in (tmp_path / "report" / "gx_interactions.html").read_text()
+    assert (
+        "Great Expectations" in (tmp_path / "report" / "gx_interactions.html").read_text()
+        or "expect_column_values_to_not_be_null"
+        in (tmp_path / "report" / "gx_interactions.html").read_text()
+    )
     saved = json.loads((tmp_path / "report" / "validation.json").read_text())
     assert saved["success"] is True and saved["rows"] == 600
 
@@ -204,7 +209,9 @@ def test_weight_out_of_range_for_movielens(tmp_path):
     root = tmp_path / "ml"
     root.mkdir()
     (root / "ratings.dat").write_text("1::10::5::978300760\n1::11::9::978300761\n")
-    (root / "movies.dat").write_text("10::Toy Story (1995)::Animation|Comedy\n11::Heat (1995)::Action\n")
+    (root / "movies.dat").write_text(
+        "10::Toy Story (1995)::Animation|Comedy\n11::Heat (1995)::Action\n"
+    )
     report = validate(root)
     failure = only_failure(report, "weights (ratings) must be within [1, 5]")
     assert failure.failed == 1 and failure.samples[0].startswith("ratings.dat line 2:")
@@ -235,8 +242,13 @@ def test_validation_never_modifies_the_input(contract_source, tmp_path):
 
 
 def test_partition_volumes_need_history():
-    parts = pd.DataFrame({"dt": [f"2026-01-0{d}" for d in range(1, 6)], "path": "x",
-                          "rows": [100, 100, 100, 0, 1000]})
+    parts = pd.DataFrame(
+        {
+            "dt": [f"2026-01-0{d}" for d in range(1, 6)],
+            "path": "x",
+            "rows": [100, 100, 100, 0, 1000],
+        }
+    )
     vols = partition_volumes(parts, ChecksConfig(volume_min_history=3))
     assert vols["volume_ratio"].isna().tolist() == [True, True, True, True, False]
     assert vols["volume_ratio"].iloc[4] == pytest.approx(10.0)  # the empty day is not history

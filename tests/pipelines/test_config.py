@@ -34,12 +34,15 @@ def test_env_values_are_typed():
     assert cfg.data.format == "ml-1m"
 
 
-@pytest.mark.parametrize("overrides, field, allowed", [
-    ({"checks": {"max_duplicate_rate": 1.5}}, "checks.max_duplicate_rate", "0.0 <= x <= 1.0"),
-    ({"synthetic": {"days": 0}}, "synthetic.days", "1 <= x <= 730"),
-    ({"checks": {"volume_min_ratio": 0}}, "checks.volume_min_ratio", "0.0 < x <= 1.0"),
-    ({"synthetic": {"preset": "huge"}}, "synthetic.preset", "'small' | 'medium' | 'large'"),
-])
+@pytest.mark.parametrize(
+    "overrides, field, allowed",
+    [
+        ({"checks": {"max_duplicate_rate": 1.5}}, "checks.max_duplicate_rate", "0.0 <= x <= 1.0"),
+        ({"synthetic": {"days": 0}}, "synthetic.days", "1 <= x <= 730"),
+        ({"checks": {"volume_min_ratio": 0}}, "checks.volume_min_ratio", "0.0 < x <= 1.0"),
+        ({"synthetic": {"preset": "huge"}}, "synthetic.preset", "'small' | 'medium' | 'large'"),
+    ],
+)
 def test_out_of_range_values_name_field_and_range(overrides, field, allowed):
     with pytest.raises(ConfigError) as err:
         load_config(env={}, overrides=overrides)

@@ -20,8 +20,10 @@ def world(small_world):
 
 
 def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path):
-    a, b, c = (generate(tmp_path / name, preset="small", seed=seed, days=4)
-               for name, seed in (("a", 5), ("b", 5), ("c", 6)))
+    a, b, c = (
+        generate(tmp_path / name, preset="small", seed=seed, days=4)
+        for name, seed in (("a", 5), ("b", 5), ("c", 6))
+    )
     digest_a = tree_digest(tmp_path / "a")
     assert len(digest_a) == 4 + 2 + 8  # partitions, items/users, _truth files
     assert digest_a == tree_digest(tmp_path / "b")
@@ -53,17 +55,23 @@ def test_content_predicts_the_latent_item_vector(world):
     """Ridge regression from genres + title tokens to the true item vector, on held-out items."""
     snapshot, truth = world
     items = snapshot.items
-    features = np.hstack([items["genres"].str.get_dummies("|").to_numpy(float),
-                          items["title"].str.get_dummies(" ").to_numpy(float),
-                          np.ones((len(items), 1))])
+    features = np.hstack(
+        [
+            items["genres"].str.get_dummies("|").to_numpy(float),
+            items["title"].str.get_dummies(" ").to_numpy(float),
+            np.ones((len(items), 1)),
+        ]
+    )
     targets = truth.item_vectors[items["item_id"].str[1:].astype(int).to_numpy()]
     rng = np.random.default_rng(0)
     order = rng.permutation(len(items))
     train, test = order[:700], order[700:]
 
     def held_out_r2(y):
-        w = np.linalg.solve(features[train].T @ features[train] + np.eye(features.shape[1]),
-                            features[train].T @ y[train])
+        w = np.linalg.solve(
+            features[train].T @ features[train] + np.eye(features.shape[1]),
+            features[train].T @ y[train],
+        )
         residual = ((y[test] - features[test] @ w) ** 2).sum()
         return 1 - residual / ((y[test] - y[train].mean(0)) ** 2).sum()
 
@@ -112,7 +120,10 @@ def test_daily_and_weekly_rhythm(world):
     ts = world[0].interactions["timestamp"]
     hours = np.bincount(ts.dt.hour, minlength=24)
     assert hours[18:22].sum() > 4 * hours[1:5].sum()
-    per_weekday = ts.groupby(ts.dt.day_of_week).size() / ts.dt.normalize().groupby(ts.dt.day_of_week).nunique()
+    per_weekday = (
+        ts.groupby(ts.dt.day_of_week).size()
+        / ts.dt.normalize().groupby(ts.dt.day_of_week).nunique()
+    )
     assert per_weekday[5] > 1.1 * per_weekday[1]  # Saturday busier than Tuesday
 
 
