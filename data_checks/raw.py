@@ -437,8 +437,8 @@ def _describe_row(snapshot: RawSnapshot, frames, rule: Rule, index) -> str:
         path = str(row["source_file"])
         label = "row" if path.endswith(".parquet") else "line"
         return (
-            f"{Path(path).name} {label} {row['source_row']}: user_id={row['user_id']!r} "
-            f"item_id={row['item_id']!r} timestamp={_ts_text(row['timestamp'])} "
+            f"{Path(path).name} {label} {row['source_row']}: user_id={_id_text(row['user_id'])} "
+            f"item_id={_id_text(row['item_id'])} timestamp={_ts_text(row['timestamp'])} "
             f"event={row['event']!r} weight={row['weight']:g}"
         )
     table = snapshot.items if rule.table == "items" else snapshot.users
@@ -471,6 +471,10 @@ def _epoch_seconds(ts: pd.Series) -> np.ndarray:
     out = values.astype(np.int64).astype(np.float64) / 1e6
     out[np.isnat(values)] = np.nan
     return out
+
+
+def _id_text(value) -> str:
+    return "null" if pd.isna(value) else repr(value)
 
 
 def _ts_text(ts) -> str:

@@ -88,7 +88,7 @@ class ValidationReport:
             lines.append(f"  data interval: [{self.interval[0]}, {self.interval[1]})")
         for r in self.failures:
             where = f"{r.file}" + (f", column '{r.column}'" if r.column else "")
-            share = f" ({r.failed_share:.2%} of {r.total:,})" if r.total else ""
+            share = f" ({_percent(r.failed_share)} of {r.total:,})" if r.total else ""
             lines.append(f"  ✗ [{r.table}] {where}: {r.rule} — {r.failed:,} failing{share}")
             lines.extend(f"      {s}" for s in r.samples)
         if self.report_dir:
@@ -149,3 +149,7 @@ table{{border-collapse:collapse}}tr.fail{{background:#fdd}}tr.pass{{background:#
 <th>failing</th><th>evaluated</th><th>samples</th></tr>
 {"".join(rows)}</table></body></html>
 """
+
+
+def _percent(share: float) -> str:
+    return "<0.01%" if 0 < share < 0.0001 else f"{share:.2%}"

@@ -38,18 +38,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Great Expectations logs its own plumbing at INFO; keep the console about our steps.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    _configure_logging(args.verbose)
     try:
         return args.handler(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+_OUR_PACKAGES = {"pipelines", "data_checks", "tfrs_models", "scann_index", "dags"}
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Our steps log at INFO; libraries (GX, TensorFlow, Beam) only from WARNING unless -v."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        handler.addFilter(
+            lambda record: (
+                record.levelno >= logging.WARNING or record.name.split(".")[0] in _OUR_PACKAGES
+            )
+        )
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,9 @@ def test_every_copied_path_exists_in_the_repo():
     for line in copies:
         *sources, _dest = line.split()
         for source in sources:
-            assert (ROOT / source).exists(), f"docker/Dockerfile copies {source}, missing from the repo"
+            assert (ROOT / source).exists(), (
+                f"docker/Dockerfile copies {source}, missing from the repo"
+            )
 
 
 def test_image_installs_the_lock_and_the_project():
@@ -30,8 +32,14 @@ def test_image_installs_the_lock_and_the_project():
 def test_compose_runs_airflow3_on_postgres():
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     services = compose["services"]
-    for name in ("postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler",
-                 "airflow-dag-processor", "airflow-triggerer"):
+    for name in (
+        "postgres",
+        "airflow-init",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    ):
         assert name in services, name
     assert services["airflow-apiserver"]["command"] == ["airflow", "api-server"]
     assert services["airflow-dag-processor"]["command"] == ["airflow", "dag-processor"]
