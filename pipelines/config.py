@@ -76,12 +76,58 @@ class ChecksConfig(_Section):
         return self
 
 
+class FeaturesConfig(_Section):
+    """The Beam feature job (pipelines.features)."""
+
+    history_length: int = Field(
+        20, ge=1, le=500, description="Items kept in each point-in-time user history."
+    )
+    window_days: int | None = Field(
+        None,
+        ge=1,
+        le=3650,
+        description="Training window ending at the data's end; None = all data.",
+    )
+    eval_days: int | None = Field(
+        None, ge=1, le=365, description="Eval period length in days; None = use eval_fraction."
+    )
+    eval_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        lt=0.5,
+        description="When eval_days is None: the eval period starts at the UTC midnight before "
+        "the timestamp that leaves this share of events after it.",
+    )
+    user_min_count: int = Field(1, ge=1, le=1_000_000, description="Vocabulary min count.")
+    item_min_count: int = Field(1, ge=1, le=1_000_000, description="Vocabulary min count.")
+    token_min_count: int = Field(2, ge=1, le=1_000_000, description="Title-token min count.")
+    oov_buckets: int = Field(16, ge=1, le=1_000_000, description="Hash buckets for unseen ids.")
+    logq_smoothing: float = Field(
+        1.0, gt=0.0, le=1e6, description="Additive smoothing of item counts for logQ probabilities."
+    )
+    shards: int = Field(8, ge=1, le=4096, description="User shards = TFRecord files per split.")
+    min_train_examples: int = Field(1, ge=1, description="Feature check: fewest train examples.")
+    min_eval_queries: int = Field(1, ge=1, description="Feature check: fewest eval queries.")
+
+
+class BeamConfig(_Section):
+    """Default Beam runner options; any other Beam flag passes through the CLI untouched."""
+
+    runner: str = "DirectRunner"
+    direct_num_workers: int = Field(2, ge=0, le=256, description="0 = one per core.")
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
+        "multi_processing"
+    )
+
+
 class PipelineConfig(_Section):
     """The whole configuration; steps receive the part they need."""
 
     data: DataConfig = DataConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
     checks: ChecksConfig = ChecksConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    beam: BeamConfig = BeamConfig()
 
 
 def load_config(

@@ -1,0 +1,237 @@
+"""The feature job on Apache Beam: same code on the DirectRunner, Dataflow, Flink or Spark.
+
+Events travel in batches (pyarrow tables of a Parquet row group), never one element per
+interaction: each batch is split by user shard, one GroupByKey brings every event of a shard
+together, and the shard is processed with numpy in one DoFn call. Per-item and per-user counts
+are combined from per-batch value counts. That keeps the Python per-element overhead of the
+runner off the hot path.
+
+    python -m pipelines.features.beam_job --raw-dir RUN/raw --out RUN/features \\
+        [--window-start ISO --eval-start ISO --window-end ISO] [any Beam flag, e.g.
+        --runner DataflowRunner --project P --region R --temp_location gs://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.config import BeamConfig, FeaturesConfig
+from pipelines.features import io, steps
+from pipelines.features.examples import user_shard
+from pipelines.features.window import FeatureWindow, epoch_seconds
+
+log = logging.getLogger(__name__)
+EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event", "weight"]
+
+
+class ReadEventBatches(beam.PTransform):
+    """Snapshot interactions as pyarrow tables, one per Parquet row group."""
+
+    def __init__(self, raw_dir: str):
+        super().__init__()
+        self.pattern = io.join(raw_dir, "interactions", "*.parquet")
+
+    def expand(self, pbegin):
+        return pbegin | "ReadParquet" >> beam.io.ReadFromParquetBatched(
+            self.pattern, columns=EVENT_COLUMNS
+        )
+
+
+def split_by_shard(table: pa.Table, shards: int):
+    """Yield (shard, sub-table) for every user shard present in a batch."""
+    shard = user_shard(table.column("user_id").to_numpy(zero_copy_only=False), shards)
+    order = np.argsort(shard, kind="stable")
+    sorted_shard = shard[order]
+    bounds = np.flatnonzero(np.r_[True, sorted_shard[1:] != sorted_shard[:-1], True])
+    taken = table.take(pa.array(order))
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        yield int(sorted_shard[start]), taken.slice(start, end - start)
+
+
+class GroupEventsByUserShard(beam.PTransform):
+    """Event batches -> (shard, [tables]): every event of a user lands in one group."""
+
+    def __init__(self, shards: int):
+        super().__init__()
+        self.shards = shards
+
+    def expand(self, batches):
+        return (
+            batches
+            | "SplitByShard" >> beam.FlatMap(split_by_shard, self.shards)
+            | "GroupByShard" >> beam.GroupByKey()
+        )
+
+
+class BuildShardFiles(beam.DoFn):
+    """Builds and writes one shard's train/eval TFRecords; emits the shard summary."""
+
+    def __init__(self, raw_dir: str, out: str, window: FeatureWindow, cfg: FeaturesConfig):
+        self.raw_dir, self.out, self.window, self.cfg = raw_dir, out, window, cfg
+        self.users = None
+
+    def setup(self):
+        self.users = load_users(self.raw_dir)
+
+    def process(self, element):
+        shard, tables = element
+        events = pa.concat_tables(list(tables)).to_pandas()
+        yield steps.process_shard(shard, events, self.users, self.window, self.cfg, self.out)
+
+
+class CountTrainInteractions(beam.PTransform):
+    """Event batches -> one (item_counts, user_counts) pair for the training period."""
+
+    def __init__(self, window: FeatureWindow):
+        super().__init__()
+        self.window = window
+
+    def expand(self, batches):
+        window = self.window
+        return (
+            batches
+            | "CountBatch"
+            >> beam.Map(lambda t: steps.count_train_interactions(t.to_pandas(), window))
+            | "SumCounts" >> beam.CombineGlobally(_SumCounts())
+        )
+
+
+class _SumCounts(beam.CombineFn):
+    def create_accumulator(self):
+        return (pd.Series(dtype=np.int64), pd.Series(dtype=np.int64))
+
+    def add_input(self, accumulator, element):
+        return steps.add_counts(accumulator, element)
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged = steps.add_counts(merged, accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class WriteCatalogAndVocabularies(beam.PTransform):
+    """Training counts -> catalog.parquet and vocab/*.tsv; emits their summary."""
+
+    def __init__(self, raw_dir: str, out: str, cfg: FeaturesConfig):
+        super().__init__()
+        self.raw_dir, self.out, self.cfg = raw_dir, out, cfg
+
+    def expand(self, counts):
+        raw_dir, out, cfg = self.raw_dir, self.out, self.cfg
+        return counts | "Write" >> beam.Map(
+            lambda c: steps.write_catalog_and_vocabularies(load_items(raw_dir), c, cfg, out)
+        )
+
+
+def load_users(raw_dir: str) -> pd.DataFrame | None:
+    """User features indexed by user_id, or None when the snapshot has no users table."""
+    path = io.join(raw_dir, "users.parquet")
+    if not io.exists(path):
+        return None
+    users = _read_parquet(path)
+    return users.drop_duplicates("user_id").set_index("user_id")
+
+
+def load_items(raw_dir: str) -> pd.DataFrame | None:
+    path = io.join(raw_dir, "items.parquet")
+    return _read_parquet(path) if io.exists(path) else None
+
+
+def _read_parquet(path: str) -> pd.DataFrame:
+    import io as _io
+
+    return pd.read_parquet(_io.BytesIO(io.read_bytes(path)))
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, raw_dir: str, out: str, window: FeatureWindow, cfg: FeaturesConfig
+) -> None:
+    """Add the feature job's transforms to `pipeline` (the caller runs it)."""
+    batches = pipeline | "ReadEvents" >> ReadEventBatches(raw_dir)
+    shard_summaries = (
+        batches
+        | "GroupByUserShard" >> GroupEventsByUserShard(cfg.shards)
+        | "BuildShardFiles" >> beam.ParDo(BuildShardFiles(raw_dir, out, window, cfg))
+    )
+    catalog_summary = (
+        batches
+        | "CountTrainInteractions" >> CountTrainInteractions(window)
+        | "WriteCatalog" >> WriteCatalogAndVocabularies(raw_dir, out, cfg)
+    )
+    _ = (
+        pipeline
+        | "ManifestTrigger" >> beam.Create([None])
+        | "WriteManifest"
+        >> beam.Map(
+            lambda _, shards, catalog: steps.write_manifest(out, window, cfg, shards, catalog),
+            shards=beam.pvalue.AsList(shard_summaries),
+            catalog=beam.pvalue.AsSingleton(catalog_summary),
+        )
+    )
+
+
+def beam_options(beam_args: list[str], defaults: BeamConfig) -> PipelineOptions:
+    """Pipeline options: the config's runner defaults, overridden by any flag given."""
+    args = list(beam_args)
+    given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    for flag, value in (
+        ("--runner", defaults.runner),
+        ("--direct_num_workers", defaults.direct_num_workers),
+        ("--direct_running_mode", defaults.direct_running_mode),
+    ):
+        if flag not in given:
+            args.append(f"{flag}={value}")
+    return PipelineOptions(args)
+
+
+def run_beam(
+    raw_dir: str,
+    out: str,
+    window: FeatureWindow,
+    cfg: FeaturesConfig,
+    beam_args: list[str] | None = None,
+    beam_cfg: BeamConfig | None = None,
+) -> dict:
+    """Run the feature job with Beam and return the manifest it wrote."""
+    io.makedirs(out)
+    for split in steps.SPLITS:
+        io.makedirs(io.join(out, split))
+    options = beam_options(beam_args or [], beam_cfg or BeamConfig())
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, raw_dir, out, window, cfg)
+    return io.read_json(io.join(out, "manifest.json"))
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Standalone entry point: known flags here, everything else goes to PipelineOptions."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--raw-dir", required=True, help="snapshot directory (local or gs://, s3://)"
+    )
+    parser.add_argument("--out", required=True, help="features output directory")
+    parser.add_argument("--window-start", required=True, help="ISO date/time (UTC)")
+    parser.add_argument("--eval-start", required=True)
+    parser.add_argument("--window-end", required=True)
+    parser.add_argument("--history-length", type=int, default=FeaturesConfig().history_length)
+    parser.add_argument("--shards", type=int, default=FeaturesConfig().shards)
+    known, beam_args = parser.parse_known_args(argv)
+    seconds = [epoch_seconds(v) for v in (known.window_start, known.eval_start, known.window_end)]
+    window = FeatureWindow(seconds[0], seconds[0], seconds[1], seconds[2])
+    cfg = FeaturesConfig(history_length=known.history_length, shards=known.shards)
+    return run_beam(known.raw_dir, known.out, window, cfg, beam_args)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    run()

@@ -1,0 +1,175 @@
+"""The feature job's steps as plain functions over pandas frames.
+
+The Beam transforms (`beam_job.py`) and the single-process reference (`local.py`) are both thin
+drivers around these, so the two can only differ in how work is distributed, never in what is
+computed. Output layout under `out`:
+
+    train/part-SSSSS-of-NNNNN.tfrecord   train examples of user shard S
+    eval/part-SSSSS-of-NNNNN.tfrecord    eval queries of user shard S
+    catalog.parquet                      items, content, popularity, sampling probability
+    vocab/{user_id,item_id,genre,title_token}.tsv
+    manifest.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io as _io
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import FeaturesConfig
+from pipelines.features import io
+from pipelines.features.catalog import build_catalog, build_vocabularies
+from pipelines.features.examples import build_shard_examples
+from pipelines.features.tfrecord import write_tfrecords
+from pipelines.features.window import FeatureWindow
+
+SPLITS = ("train", "eval")
+FEATURES_VERSION = 1
+
+
+def shard_path(out: str, split: str, shard: int, shards: int) -> str:
+    return io.join(out, split, f"part-{shard:05d}-of-{shards:05d}.tfrecord")
+
+
+def process_shard(
+    shard: int,
+    events: pd.DataFrame,
+    users: pd.DataFrame | None,
+    window: FeatureWindow,
+    cfg: FeaturesConfig,
+    out: str,
+) -> dict:
+    """Build and write one user shard's train and eval files.
+
+    Args:
+        shard: shard number in [0, cfg.shards).
+        events: every event of the shard's users (snapshot columns).
+        users: user features indexed by user_id, or None.
+
+    Returns:
+        Summary: shard, counts, `min_history_gap_s`, and per split the file path, record count
+        and sha256.
+    """
+    built = build_shard_examples(events, window, cfg.history_length, users)
+    summary = {"shard": shard, **built.stats, "files": {}}
+    for split, records in (("train", built.train), ("eval", built.eval)):
+        path = shard_path(out, split, shard, cfg.shards)
+        data = write_tfrecords(path, records)
+        summary["files"][split] = {
+            "path": path,
+            "records": len(records),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+    return summary
+
+
+def count_train_interactions(
+    events: pd.DataFrame, window: FeatureWindow
+) -> tuple[pd.Series, pd.Series]:
+    """Training-period interaction counts per item and per user (for logQ and vocabularies)."""
+    t = events["timestamp"].to_numpy(np.int64)
+    train = events.loc[(t >= window.window_start) & (t < window.eval_start)]
+    return train["item_id"].value_counts(), train["user_id"].value_counts()
+
+
+def add_counts(a: tuple[pd.Series, pd.Series], b: tuple[pd.Series, pd.Series]):
+    """Sum two (item_counts, user_counts) pairs."""
+    return tuple(x.add(y, fill_value=0).astype(np.int64) for x, y in zip(a, b, strict=True))
+
+
+def write_catalog_and_vocabularies(
+    items: pd.DataFrame | None,
+    counts: tuple[pd.Series, pd.Series],
+    cfg: FeaturesConfig,
+    out: str,
+) -> dict:
+    """Build the catalog and the vocabularies from the training counts and write them.
+
+    Returns:
+        Summary: catalog path/size/sha256, `probability_sum`, and per vocabulary path/size/sha256.
+    """
+    item_counts, user_counts = counts
+    catalog = build_catalog(items, item_counts, cfg.logq_smoothing)
+    buffer = _io.BytesIO()
+    catalog.to_parquet(buffer, index=False)
+    catalog_bytes = buffer.getvalue()
+    catalog_path = io.join(out, "catalog.parquet")
+    io.write_bytes(catalog_path, catalog_bytes)
+    io.makedirs(io.join(out, "vocab"))
+    vocab_summary = {}
+    for name, table in build_vocabularies(catalog, user_counts, cfg).items():
+        text = "".join(f"{v}\t{c}\n" for v, c in zip(table["value"], table["count"], strict=True))
+        data = text.encode("utf-8")
+        path = io.join(out, "vocab", f"{name}.tsv")
+        io.write_bytes(path, data)
+        vocab_summary[name] = {
+            "path": path,
+            "size": len(table),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+    return {
+        "catalog": {
+            "path": catalog_path,
+            "items": len(catalog),
+            "sha256": hashlib.sha256(catalog_bytes).hexdigest(),
+            "items_with_train_interactions": int((catalog["train_count"] > 0).sum()),
+        },
+        "probability_sum": float(catalog["sampling_probability"].sum()),
+        "vocabularies": vocab_summary,
+        "train_interactions": int(item_counts.sum()),
+    }
+
+
+def write_manifest(
+    out: str,
+    window: FeatureWindow,
+    cfg: FeaturesConfig,
+    shard_summaries: list[dict],
+    catalog_summary: dict,
+    extra: dict | None = None,
+) -> dict:
+    """Combine the step summaries into `manifest.json` (counts, hashes, window, config).
+
+    The content hash of a split is the sha256 of its shard hashes in shard order, so two runs
+    on the same input agree on it exactly.
+    """
+    shards = sorted(shard_summaries, key=lambda s: s["shard"])
+    splits = {}
+    for split in SPLITS:
+        files = [s["files"][split] for s in shards]
+        splits[split] = {
+            "files": [f["path"] for f in files],
+            "records": sum(f["records"] for f in files),
+            "content_sha256": hashlib.sha256(
+                "".join(f["sha256"] for f in files).encode()
+            ).hexdigest(),
+        }
+    gaps = [s["min_history_gap_s"] for s in shards if s["min_history_gap_s"] is not None]
+    manifest = {
+        "features_version": FEATURES_VERSION,
+        "window": window.describe(),
+        "window_epoch_s": dataclasses.asdict(window),
+        "config": cfg.model_dump(),
+        "counts": {
+            "train_examples": sum(s["train_examples"] for s in shards),
+            "eval_queries": sum(s["eval_queries"] for s in shards),
+            "eval_interactions": sum(s["eval_interactions"] for s in shards),
+            "train_users": sum(s["train_users"] for s in shards),
+            "train_interactions_counted": catalog_summary["train_interactions"],
+            "catalog_items": catalog_summary["catalog"]["items"],
+        },
+        "min_history_gap_s": min(gaps) if gaps else None,
+        "splits": splits,
+        "catalog": catalog_summary["catalog"],
+        "sampling_probability_sum": catalog_summary["probability_sum"],
+        "vocabularies": catalog_summary["vocabularies"],
+        "oov_buckets": cfg.oov_buckets,
+        "shards": shards,
+        **(extra or {}),
+    }
+    io.write_json(io.join(out, "manifest.json"), manifest)
+    return manifest
