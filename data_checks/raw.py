@@ -7,31 +7,20 @@ lines, missing columns, untypeable values). It never writes to the source.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from data_checks.report import CheckResult, ValidationReport
+from data_checks.suite import Rule, evaluate
 from pipelines.config import ChecksConfig
 from pipelines.contract import RawSnapshot
 from pipelines.sources import read_source
 
 log = logging.getLogger(__name__)
 DAY_SECONDS = 86_400
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """A GX expectation plus the words a person needs when it fails."""
-
-    table: str
-    column: str | None
-    rule: str
-    expectation: object  # a great_expectations.expectations.Expectation
 
 
 def validate_source(
@@ -89,10 +78,11 @@ def validate_snapshot(
     ]
     frames = build_check_frames(snapshot, checks, interval=interval)
     rules = build_rules(snapshot, checks, frames, interval=interval, now=now)
-    gx_results, pages = _run_expectations(
-        frames, rules, checks.sample_rows, render=report_dir is not None
-    )
-    results.extend(_to_check_results(snapshot, frames, rules, gx_results))
+    checked, pages = evaluate(
+        frames, rules, _locator(snapshot, frames), suite_prefix="raw",
+        sample_rows=checks.sample_rows, render=report_dir is not None,
+    )  # fmt: skip
+    results.extend(checked)
     report = ValidationReport(
         source=snapshot.root,
         format=snapshot.format,
@@ -334,99 +324,25 @@ def build_rules(
     return rules
 
 
-def _run_expectations(frames, rules, sample_rows: int, *, render: bool):
-    """Evaluate the rules table by table in an ephemeral GX context.
-
-    Returns:
-        (list of GX `ExpectationValidationResult` aligned with `rules`, table -> HTML page).
-    """
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    datasource = context.data_sources.add_pandas("raw_snapshot")
-    by_rule: dict[int, object] = {}
-    pages: dict[str, str] = {}
-    for table, frame in frames.items():
-        table_rules = [(i, r) for i, r in enumerate(rules) if r.table == table]
-        if not table_rules:
-            continue
-        batch = datasource.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"raw_{table}"))
-        for i, rule in table_rules:
-            rule.expectation.meta = {"rule": rule.rule, "column": rule.column, "rule_index": i}
-            suite.add_expectation(rule.expectation)
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"raw_{table}", data=batch, suite=suite)
-        )
-        result = definition.run(
-            batch_parameters={"dataframe": frame},
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": sample_rows},
-        )
-        for expectation_result in result.results:
-            by_rule[int(expectation_result.expectation_config.meta["rule_index"])] = (
-                expectation_result
-            )
-        if render:
-            pages[table] = _render_page(result)
-    return [by_rule[i] for i in range(len(rules))], pages
-
-
-def _render_page(result) -> str:
-    from great_expectations.render.renderer import ValidationResultsPageRenderer
-    from great_expectations.render.view import DefaultJinjaPageView
-
-    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
-
-
-def _to_check_results(snapshot: RawSnapshot, frames, rules, gx_results) -> list[CheckResult]:
-    out = []
+def _locator(snapshot: RawSnapshot, frames):
+    """Names the file and describes the failing rows of a raw rule."""
     inter = snapshot.interactions
     files = inter["source_file"].cat.categories if len(inter) else []
-    for rule, res in zip(rules, gx_results, strict=True):
-        result = res.result or {}
-        if res.exception_info and res.exception_info.get("raised_exception"):
-            raise RuntimeError(
-                f"expectation for rule {rule.rule!r} crashed: "
-                f"{res.exception_info.get('exception_message')}"
-            )
-        failed = int(result.get("unexpected_count") or 0)
-        if not res.success and "observed_value" in result:  # table-level: row count
-            failed = max(failed, 1)
-        total = int(result.get("element_count") or len(frames[rule.table]))
-        index = result.get("partial_unexpected_index_list") or []
-        samples = (
-            tuple(_describe_row(snapshot, frames, rule, i) for i in index)
-            if not res.success
-            else ()
-        )
+
+    def locate(rule: Rule, index: list, failed: bool) -> tuple[str, tuple[str, ...]]:
+        samples = tuple(_describe_row(snapshot, frames, rule, i) for i in index) if failed else ()
         if rule.table == "interactions":
-            file = _file_of(inter, index) if (index and not res.success) else _files_label(files)
+            file = _file_of(inter, index) if (index and failed) else _files_label(files)
         elif rule.table == "partitions":
             file = str(Path(snapshot.root) / "interactions")
         else:
             file = _table_file(snapshot, rule.table)
-        out.append(
-            CheckResult(
-                table=rule.table,
-                file=file,
-                column=rule.column,
-                rule=rule.rule,
-                check=res.expectation_config.type,
-                success=bool(res.success),
-                failed=failed,
-                total=total,
-                samples=samples,
-            )
-        )
-    return out
+        return file, samples
+
+    return locate
 
 
 def _describe_row(snapshot: RawSnapshot, frames, rule: Rule, index) -> str:
-    if isinstance(index, dict):  # some expectations return column values instead of an index
-        return ", ".join(f"{k}={v!r}" for k, v in index.items())
     if rule.table == "partitions":
         row = frames["partitions"].loc[index]
         median = row["trailing_median"]
@@ -448,10 +364,7 @@ def _describe_row(snapshot: RawSnapshot, frames, rule: Rule, index) -> str:
 
 
 def _file_of(inter: pd.DataFrame, index: list) -> str:
-    rows = [i for i in index if not isinstance(i, dict)]
-    if not rows:
-        return _files_label(inter["source_file"].cat.categories)
-    names = inter.loc[rows, "source_file"].astype(str).unique()
+    names = inter.loc[index, "source_file"].astype(str).unique()
     return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} more files)"
 
 
