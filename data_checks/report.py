@@ -62,6 +62,8 @@ class ValidationReport:
     rows: int
     results: list[CheckResult]
     report_dir: str | None = None
+    title: str = "Raw data validation"
+    row_noun: str = "interactions"
 
     @property
     def success(self) -> bool:
@@ -79,8 +81,8 @@ class ValidationReport:
         """A human summary: verdict, then each failed rule with file, column, counts and samples."""
         verdict = "PASSED" if self.success else "FAILED"
         head = (
-            f"Raw data validation {verdict}: {self.source} (format {self.format}, "
-            f"{self.rows:,} interactions, {len(self.results)} checks, "
+            f"{self.title} {verdict}: {self.source} (format {self.format}, "
+            f"{self.rows:,} {self.row_noun}, {len(self.results)} checks, "
             f"{len(self.failures)} failed)"
         )
         lines = [head]
@@ -138,12 +140,12 @@ class ValidationReport:
         links = " · ".join(f"<a href='gx_{t}.html'>{html.escape(t)}</a>" for t in gx_pages)
         verdict = "PASSED" if self.success else "FAILED"
         return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>Raw data validation {verdict}</title>
+<title>{html.escape(self.title)} {verdict}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}
 table{{border-collapse:collapse}}tr.fail{{background:#fdd}}tr.pass{{background:#efe}}</style></head>
-<body><h1>Raw data validation: {verdict}</h1>
+<body><h1>{html.escape(self.title)}: {verdict}</h1>
 <p>Source <code>{html.escape(self.source)}</code> (format {html.escape(self.format)}),
-{self.rows:,} interactions, judged at {html.escape(self.now)}.</p>
+{self.rows:,} {html.escape(self.row_noun)}, judged at {html.escape(self.now)}.</p>
 <p>Great Expectations pages: {links or "none"}</p>
 <table><tr><th>status</th><th>table</th><th>file</th><th>column</th><th>rule</th>
 <th>failing</th><th>evaluated</th><th>samples</th></tr>
