@@ -102,7 +102,9 @@ def _read_split(files: list[str], max_records: int, *, eval_split: bool) -> pd.D
         columns = ["file", "record", "user_id", "timestamp", "latest_history_s", "history_len",
                    "history_items_len"] + (["labels"] if eval_split else [])  # fmt: skip
         frame = pd.DataFrame(columns=columns)
-    frame["history_gap_s"] = frame["timestamp"].astype(float) - frame["latest_history_s"].astype(float)
+    frame["history_gap_s"] = frame["timestamp"].astype(float) - frame["latest_history_s"].astype(
+        float
+    )
     frame["history_lengths_agree"] = frame["history_len"] == frame["history_items_len"]
     return frame
 
@@ -206,7 +208,8 @@ def _manifest_sample(frame: pd.DataFrame) -> tuple[str, ...]:
 def _int_text(value) -> str:
     if pd.isna(value):
         return "none"
-    return f"{value:.6g}" if isinstance(value, float) and not float(value).is_integer() else str(int(value))
-
-
-
+    return (
+        f"{value:.6g}"
+        if isinstance(value, float) and not float(value).is_integer()
+        else str(int(value))
+    )

@@ -101,3 +101,13 @@ def contract_source(tmp_path):
         return ContractSource(tmp_path / "source", **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def small_features(small_world, tmp_path_factory):
+    """Features of the small world built by the single-process engine (read-only for tests)."""
+    from pipelines.config import load_config
+    from pipelines.features import run_features
+
+    run_dir = tmp_path_factory.mktemp("small_features")
+    return run_features(small_world, run_dir, load_config(env={}), engine="local")

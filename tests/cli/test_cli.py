@@ -20,7 +20,7 @@ def run(*args, cwd=None):
     )
 
 
-@pytest.mark.parametrize("command", ["generate", "validate", *_PLANNED])
+@pytest.mark.parametrize("command", ["generate", "validate", "features", *_PLANNED])
 def test_every_step_has_help(command):
     result = run(command, "--help")
     assert result.returncode == 0

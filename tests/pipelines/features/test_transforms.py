@@ -1,0 +1,110 @@
+"""Each Beam step on a TestPipeline, checked with assert_that."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pandas as pd
+import pyarrow as pa
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines.config import FeaturesConfig
+from pipelines.features.beam_job import (
+    BuildShardFiles,
+    CountTrainInteractions,
+    GroupEventsByUserShard,
+    ReadEventBatches,
+)
+from pipelines.features.examples import user_shard
+from pipelines.features.window import FeatureWindow
+
+WINDOW = FeatureWindow(history_start=0, window_start=0, eval_start=1000, window_end=2000)
+
+
+def table(rows) -> pa.Table:
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event", "weight"])
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+BATCH_1 = table(
+    [("a", "x", 10, "click", 1.0), ("b", "y", 20, "click", 1.0), ("c", "x", 1500, "click", 1.0)]
+)
+BATCH_2 = table(
+    [("a", "z", 30, "click", 1.0), ("d", "x", 40, "click", 1.0), ("b", "x", 1200, "click", 1.0)]
+)
+
+
+def test_group_by_user_shard_keeps_every_user_in_one_group():
+    shards = 3
+    expected_shard = dict(zip("abcd", user_shard(list("abcd"), shards), strict=True))
+    expected = {}
+    for batch in (BATCH_1, BATCH_2):
+        for user in batch.column("user_id").to_pylist():
+            expected.setdefault(int(expected_shard[user]), []).append(user)
+    with TestPipeline() as p:
+        grouped = (
+            p
+            | beam.Create([BATCH_1, BATCH_2])
+            | GroupEventsByUserShard(shards)
+            | beam.Map(
+                lambda kv: (
+                    kv[0],
+                    sorted(pa.concat_tables(list(kv[1])).column("user_id").to_pylist()),
+                )
+            )
+        )
+        assert_that(grouped, equal_to([(k, sorted(v)) for k, v in expected.items()]))
+
+
+def test_count_train_interactions_counts_only_the_training_period():
+    with TestPipeline() as p:
+        counts = (
+            p
+            | beam.Create([BATCH_1, BATCH_2])
+            | CountTrainInteractions(WINDOW)
+            | beam.Map(lambda c: (c[0].sort_index().to_dict(), c[1].sort_index().to_dict()))
+        )
+        assert_that(counts, equal_to([({"x": 2, "y": 1, "z": 1}, {"a": 2, "b": 1, "d": 1})]))
+
+
+def test_build_shard_files_writes_tfrecords_and_summarises(tmp_path):
+    out = str(tmp_path / "features")
+    (tmp_path / "features" / "train").mkdir(parents=True)
+    (tmp_path / "features" / "eval").mkdir()
+    cfg = FeaturesConfig(shards=2, history_length=3)
+    with TestPipeline() as p:
+        summaries = (
+            p
+            | beam.Create([(1, [BATCH_1, BATCH_2])])
+            | beam.ParDo(BuildShardFiles(str(tmp_path / "no-raw"), out, WINDOW, cfg))
+            | beam.Map(
+                lambda s: (
+                    s["shard"],
+                    s["train_examples"],
+                    s["eval_queries"],
+                    s["eval_interactions"],
+                    s["files"]["train"]["records"],
+                )
+            )
+        )
+        assert_that(summaries, equal_to([(1, 4, 2, 2, 4)]))
+    assert (tmp_path / "features" / "train" / "part-00001-of-00002.tfrecord").stat().st_size > 0
+    assert (tmp_path / "features" / "eval" / "part-00001-of-00002.tfrecord").stat().st_size > 0
+
+
+def test_read_event_batches_reads_every_row_group(tmp_path):
+    import pyarrow.parquet as pq
+
+    (tmp_path / "interactions").mkdir()
+    pq.write_table(
+        pa.concat_tables([BATCH_1, BATCH_2]),
+        tmp_path / "interactions" / "part-00000.parquet",
+        row_group_size=2,
+    )
+    with TestPipeline() as p:
+        rows = (
+            p
+            | ReadEventBatches(str(tmp_path))
+            | beam.FlatMap(lambda t: t.column("item_id").to_pylist())
+        )
+        assert_that(rows, equal_to(["x", "y", "x", "z", "x", "x"]))
