@@ -60,7 +60,7 @@ def build_catalog(
     smoothed = counts + smoothing
     catalog["sampling_probability"] = smoothed / smoothed.sum()
     catalog["popularity_bucket"] = np.floor(np.log2(1 + counts)).astype(np.int64)
-    catalog["in_items_table"] = np.isin(catalog["item_id"], known.index)
+    catalog["in_items_table"] = catalog["item_id"].isin(known.index).to_numpy()
     return catalog
 
 

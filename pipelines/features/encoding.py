@@ -1,14 +1,12 @@
-"""tf.train.Example encoding without importing TensorFlow.
+"""tf.train.Example parsing without importing TensorFlow.
 
 The Example schema (tensorflow/core/example/{feature,example}.proto) is rebuilt in a private
-protobuf descriptor pool, so Beam workers and checks serialize and parse the exact wire format
-TensorFlow reads (`tf.io.parse_example`) without paying for a TensorFlow import, and without
-clashing with TensorFlow's own classes when both are loaded.
+protobuf descriptor pool, so checks and tests parse the records TensorFlow reads without paying
+for a TensorFlow import, and without clashing with TensorFlow's own classes when both are
+loaded. (Writing goes through `wire.py`, which is faster for whole columns of records.)
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping, Sequence
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
@@ -71,37 +69,6 @@ def _build_example_class():
 
 
 Example = _build_example_class()
-
-# One value kind per feature: bytes (strings), int64 or float, scalar or list.
-BytesValues = Sequence[bytes]
-Feature = tuple[str, Sequence]
-
-
-def encode_example(
-    bytes_features: Mapping[str, Sequence[bytes]],
-    int_features: Mapping[str, Sequence[int]],
-    float_features: Mapping[str, Sequence[float]],
-) -> bytes:
-    """Serialize one tf.train.Example.
-
-    Args:
-        bytes_features: name -> list of byte strings (ids, categorical values).
-        int_features: name -> list of ints (timestamps, hour, day of week).
-        float_features: name -> list of floats (weights).
-
-    Returns:
-        The serialized proto; features are written in sorted key order, so equal inputs give
-        equal bytes.
-    """
-    example = Example()
-    feature = example.features.feature
-    for name, values in bytes_features.items():
-        feature[name].bytes_list.value.extend(values)
-    for name, values in int_features.items():
-        feature[name].int64_list.value.extend(values)
-    for name, values in float_features.items():
-        feature[name].float_list.value.extend(values)
-    return example.SerializeToString(deterministic=True)
 
 
 def decode_example(data: bytes) -> dict[str, list]:

@@ -12,6 +12,12 @@ Given every event of some users (a user shard), this builds
 Records are serialized tf.train.Examples in a fixed order (user, timestamp, item, event), so
 the same events always give the same bytes. Both the Beam job and the single-process
 reference call this function; neither has its own copy of the logic.
+
+Record features (all lists; ids as bytes, times as int64 epoch seconds):
+    train: user_id, user_<feature>..., item_id, event, weight (float), timestamp, hour,
+           day_of_week (Monday = 0), history_item_ids, history_timestamps (most recent first)
+    eval:  user_id, user_<feature>..., timestamp (first eval interaction), hour, day_of_week,
+           history_item_ids, history_timestamps, seen_item_ids, label_item_ids (sorted)
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from pipelines.features.encoding import Example
 from pipelines.features.window import DAY, FeatureWindow
+from pipelines.features.wire import FeatureKey, join_examples, value_field, varint_buffer
 
 EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event", "weight"]
+_HOURS = FeatureKey("hour", "int64").entries(range(24))
+_DAYS = FeatureKey("day_of_week", "int64").entries(range(7))
 
 
 @dataclasses.dataclass
@@ -50,6 +58,38 @@ def user_shard(user_ids: pd.Series | np.ndarray, shards: int) -> np.ndarray:
     return (hashed % np.uint64(shards)).astype(np.int64)
 
 
+@dataclasses.dataclass
+class _Events:
+    """A shard's events sorted by (user, time, item, event), with per-row group boundaries."""
+
+    user_codes: np.ndarray  # [n] index into user_names
+    item_codes: np.ndarray  # [n] index into item_names
+    user_names: np.ndarray  # sorted distinct user ids
+    item_names: np.ndarray  # sorted distinct item ids
+    t: np.ndarray  # [n] epoch seconds
+    user_start: np.ndarray  # [n] first row of the row's user
+    tie_start: np.ndarray  # [n] first row of the row's (user, timestamp) group
+    frame: pd.DataFrame
+
+    @classmethod
+    def sort(cls, events: pd.DataFrame, window: FeatureWindow) -> _Events:
+        ts = events["timestamp"].to_numpy(np.int64)
+        events = events.loc[(ts >= window.history_start) & (ts < window.window_end)]
+        events = events.sort_values(
+            ["user_id", "timestamp", "item_id", "event", "weight"], kind="stable"
+        )
+        user_codes, user_names = pd.factorize(events["user_id"], sort=True)
+        item_codes, item_names = pd.factorize(events["item_id"], sort=True)
+        t = events["timestamp"].to_numpy(np.int64)
+        rows = np.arange(len(t))
+        new_user = np.diff(user_codes, prepend=-1) != 0
+        new_tie = new_user | (np.diff(t, prepend=t[:1] - 1) != 0)
+        return cls(user_codes, item_codes, np.asarray(user_names), np.asarray(item_names), t,
+                   np.maximum.accumulate(np.where(new_user, rows, 0)) if len(t) else rows,
+                   np.maximum.accumulate(np.where(new_tie, rows, 0)) if len(t) else rows,
+                   events)  # fmt: skip
+
+
 def build_shard_examples(
     events: pd.DataFrame,
     window: FeatureWindow,
@@ -68,44 +108,26 @@ def build_shard_examples(
     Returns:
         `ShardExamples`.
     """
-    ts_all = events["timestamp"].to_numpy(np.int64)
-    events = events.loc[(ts_all >= window.history_start) & (ts_all < window.window_end)]
-    events = events.sort_values(
-        ["user_id", "timestamp", "item_id", "event", "weight"], kind="stable"
-    )
-    user_codes, user_names = pd.factorize(events["user_id"], sort=True)
-    item_codes, item_names = pd.factorize(events["item_id"])
-    t = events["timestamp"].to_numpy(np.int64)
-    n = len(t)
-    positions = np.arange(n)
-    new_user = np.r_[True, user_codes[1:] != user_codes[:-1]] if n else np.zeros(0, bool)
-    user_start = np.maximum.accumulate(np.where(new_user, positions, 0)) if n else positions
-    new_tie = new_user | (np.r_[True, t[1:] != t[:-1]] if n else new_user)
-    tie_start = np.maximum.accumulate(np.where(new_tie, positions, 0)) if n else positions
-
-    item_bytes = np.array([s.encode() for s in item_names], dtype=object)
-    user_bytes = [s.encode() for s in user_names]
-    features = _user_feature_bytes(users, user_names)
-    encoder = _Encoder(item_bytes, item_codes, t, history_length)
-
-    train_rows = np.flatnonzero((t >= window.window_start) & (t < window.eval_start))
-    hist_idx, hist_len = encoder.history(tie_start[train_rows], user_start[train_rows])
-    events_b = [s.encode() for s in events["event"].to_numpy(str)]
-    weights = events["weight"].to_numpy(np.float64)
-    train = [
-        encoder.train_example(
-            row, hist_idx[k, : hist_len[k]], user_bytes[user_codes[row]],
-            features[user_codes[row]], events_b[row], weights[row],
+    ev = _Events.sort(events, window)
+    tables = _Tables(ev, users)
+    rows = np.flatnonzero((ev.t >= window.window_start) & (ev.t < window.eval_start))
+    hist = _history(ev, ev.tie_start[rows], ev.user_start[rows], history_length)
+    columns = tables.user_columns(ev.user_codes[rows])
+    columns.update(tables.context_columns(ev.t[rows]))
+    columns.update(tables.history_columns(ev, hist))
+    columns["item_id"] = [tables.item_entries[c] for c in ev.item_codes[rows].tolist()]
+    for name in ("event", "weight"):
+        codes, values = pd.factorize(ev.frame[name].to_numpy()[rows])
+        kind = "bytes" if name == "event" else "float"
+        table = FeatureKey(name, kind).entries(
+            [str(v).encode() for v in values] if kind == "bytes" else values
         )
-        for k, row in enumerate(train_rows)
-    ]  # fmt: skip
+        columns[name] = [table[c] for c in codes.tolist()]
+    train = join_examples(columns) if len(rows) else []
 
-    evaluation, eval_interactions = _eval_queries(
-        encoder, user_codes, user_start, t, window, user_bytes, features
-    )
-    gaps = np.where(
-        hist_len > 0, t[train_rows] - t[hist_idx[:, 0].clip(min=0)], np.iinfo(np.int64).max
-    )
+    evaluation, eval_interactions = _eval_queries(ev, tables, window, history_length)
+    gaps = ev.t[rows] - ev.t[hist[0][:, 0].clip(min=0)] if len(rows) else np.zeros(0, np.int64)
+    with_history = hist[1] > 0
     return ShardExamples(
         train=train,
         eval=evaluation,
@@ -113,96 +135,103 @@ def build_shard_examples(
             "train_examples": len(train),
             "eval_queries": len(evaluation),
             "eval_interactions": eval_interactions,
-            "train_users": int(len(np.unique(user_codes[train_rows]))),
-            "min_history_gap_s": int(gaps.min()) if len(gaps) and (hist_len > 0).any() else None,
+            "train_users": int(len(np.unique(ev.user_codes[rows]))),
+            "min_history_gap_s": int(gaps[with_history].min()) if with_history.any() else None,
         },
     )
 
 
-def _eval_queries(encoder, user_codes, user_start, t, window, user_bytes, features):
-    in_eval = (t >= window.eval_start) & (t < window.window_end)
-    eval_users = np.unique(user_codes[in_eval])
+def _history(ev: _Events, before: np.ndarray, floor: np.ndarray, h: int):
+    """History rows, most recent first: (int `[n, H]` with -1 padding, lengths `[n]`)."""
+    idx = before[:, None] - np.arange(1, h + 1)[None, :]
+    valid = idx >= floor[:, None]
+    return np.where(valid, idx, -1), valid.sum(axis=1)
+
+
+def _eval_queries(ev: _Events, tables, window: FeatureWindow, h: int) -> tuple[list[bytes], int]:
+    in_eval = (ev.t >= window.eval_start) & (ev.t < window.window_end)
+    eval_users = np.unique(ev.user_codes[in_eval])
     if len(eval_users) == 0:
         return [], 0
     # Users are factorized in sorted order and rows sorted by user then time, so user code k
     # is the k-th block of rows and its eval rows are a suffix of that block.
-    first_eval_of_user = np.full(user_codes.max() + 1, len(t))
-    np.minimum.at(first_eval_of_user, user_codes[in_eval], np.flatnonzero(in_eval))
+    first_eval_of_user = np.full(ev.user_codes.max() + 1, len(ev.t))
+    np.minimum.at(first_eval_of_user, ev.user_codes[in_eval], np.flatnonzero(in_eval))
     first_eval = first_eval_of_user[eval_users]
-    last_row = np.r_[np.flatnonzero(np.diff(user_codes)), len(t) - 1]
-    starts = user_start[last_row][eval_users]
+    last_row = np.r_[np.flatnonzero(np.diff(ev.user_codes)), len(ev.t) - 1]
+    starts = ev.user_start[last_row][eval_users]
     ends = last_row[eval_users] + 1
-    hist_idx, hist_len = encoder.history(first_eval, starts)
-    records = [
-        encoder.eval_query(
-            first_eval[k], hist_idx[k, : hist_len[k]], starts[k], ends[k],
-            user_bytes[user], features[user],
+    columns = tables.user_columns(eval_users)
+    columns.update(tables.context_columns(ev.t[first_eval]))
+    columns.update(tables.history_columns(ev, _history(ev, first_eval, starts, h)))
+    for name, lo, hi in (
+        ("seen_item_ids", starts, first_eval),
+        ("label_item_ids", first_eval, ends),
+    ):
+        sets = [
+            np.unique(ev.item_codes[a:b]) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
+        ]
+        bounds = np.cumsum([0] + [len(x) for x in sets]).tolist()
+        flat = np.concatenate(sets) if sets else np.zeros(0, np.int64)
+        columns[name] = tables.item_lists(
+            name, flat, list(zip(bounds[:-1], bounds[1:], strict=True))
         )
-        for k, user in enumerate(eval_users)
-    ]  # fmt: skip
-    return records, int(in_eval.sum())
+    return join_examples(columns), int(in_eval.sum())
 
 
-class _Encoder:
-    """Turns row indices into serialized Examples (ids as bytes, timestamps as int64 seconds)."""
+class _Tables:
+    """Encoded map entries shared by the records of a shard (one per distinct value)."""
 
-    def __init__(self, item_bytes, item_codes, t, history_length):
-        self.item_bytes, self.item_codes, self.t = item_bytes, item_codes, t
-        self.offsets = np.arange(1, history_length + 1)
+    def __init__(self, ev: _Events, users: pd.DataFrame | None):
+        user_names = ev.user_names
+        item_bytes = [s.encode() for s in ev.item_names]
+        self.item_entries = FeatureKey("item_id", "bytes").entries(item_bytes)
+        self.item_values = [value_field(b) for b in item_bytes]
+        self.users = {
+            "user_id": FeatureKey("user_id", "bytes").entries([s.encode() for s in user_names])
+        }
+        if users is not None and not users.empty:
+            table = users.reindex(pd.Index(user_names))
+            for column in table.columns:
+                values = [("" if pd.isna(v) else str(v)).encode() for v in table[column]]
+                self.users[f"user_{column}"] = FeatureKey(f"user_{column}", "bytes").entries(values)
 
-    def history(self, before, floor):
-        """History rows, most recent first: int `[n, H]` (-1 = padding) and lengths `[n]`."""
-        idx = before[:, None] - self.offsets[None, :]
-        valid = idx >= floor[:, None]
-        return np.where(valid, idx, -1), valid.sum(axis=1)
-
-    def _context(self, feature, ts: int) -> None:
-        feature["timestamp"].int64_list.value.append(int(ts))
-        feature["hour"].int64_list.value.append(int(ts // 3600 % 24))
-        feature["day_of_week"].int64_list.value.append(int((ts // DAY + 3) % 7))  # Monday = 0
-
-    def _history(self, feature, hist) -> None:
-        feature["history_item_ids"].bytes_list.value.extend(self.item_bytes[self.item_codes[hist]])
-        feature["history_timestamps"].int64_list.value.extend(self.t[hist].tolist())
+    def user_columns(self, user_codes: np.ndarray) -> dict[str, list[bytes]]:
+        codes = user_codes.tolist()
+        return {name: [entries[c] for c in codes] for name, entries in self.users.items()}
 
     @staticmethod
-    def _user(feature, user_id: bytes, user_features: dict[str, bytes]) -> None:
-        feature["user_id"].bytes_list.value.append(user_id)
-        for name, value in user_features.items():
-            feature[name].bytes_list.value.append(value)
+    def context_columns(t: np.ndarray) -> dict[str, list[bytes]]:
+        key = FeatureKey("timestamp", "int64")
+        data, offsets = varint_buffer(t)
+        return {
+            "timestamp": [
+                key.entry(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+            ],
+            "hour": [_HOURS[h] for h in (t // 3600 % 24).tolist()],
+            "day_of_week": [
+                _DAYS[d] for d in ((t // DAY + 3) % 7).tolist()
+            ],  # 1970-01-01: Thursday
+        }
 
-    def train_example(self, row, hist, user_id, user_features, event, weight) -> bytes:
-        example = Example()
-        feature = example.features.feature
-        self._user(feature, user_id, user_features)
-        feature["item_id"].bytes_list.value.append(self.item_bytes[self.item_codes[row]])
-        feature["event"].bytes_list.value.append(event)
-        feature["weight"].float_list.value.append(weight)
-        self._context(feature, self.t[row])
-        self._history(feature, hist)
-        return example.SerializeToString(deterministic=True)
+    def history_columns(self, ev: _Events, history) -> dict[str, list[bytes]]:
+        idx, lengths = history
+        flat = idx[idx >= 0]  # row-major: each row's history, most recent first
+        bounds = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=bounds[1:])
+        bounds = bounds.tolist()
+        ts_data, ts_offsets = varint_buffer(ev.t[flat])
+        ts_key = FeatureKey("history_timestamps", "int64")
+        pairs = list(zip(bounds[:-1], bounds[1:], strict=True))
+        return {
+            "history_item_ids": self.item_lists("history_item_ids", ev.item_codes[flat], pairs),
+            "history_timestamps": [
+                ts_key.entry(ts_data[ts_offsets[a] : ts_offsets[b]]) for a, b in pairs
+            ],
+        }
 
-    def eval_query(self, first_eval, hist, start, end, user_id, user_features) -> bytes:
-        example = Example()
-        feature = example.features.feature
-        self._user(feature, user_id, user_features)
-        self._context(feature, self.t[first_eval])
-        self._history(feature, hist)
-        seen = np.unique(self.item_codes[start:first_eval])
-        labels = np.unique(self.item_codes[first_eval:end])
-        feature["seen_item_ids"].bytes_list.value.extend(sorted(self.item_bytes[seen]))
-        feature["label_item_ids"].bytes_list.value.extend(sorted(self.item_bytes[labels]))
-        return example.SerializeToString(deterministic=True)
-
-
-def _user_feature_bytes(users: pd.DataFrame | None, user_names) -> list[dict[str, bytes]]:
-    """Per user (in `user_names` order) the `user_<column>` features as bytes ("" if unknown)."""
-    if users is None or users.empty:
-        return [{} for _ in user_names]
-    table = users.reindex(pd.Index(user_names))
-    columns = {f"user_{c}": table[c] for c in table.columns}
-    encoded = {
-        name: [("" if pd.isna(v) else str(v)).encode() for v in values]
-        for name, values in columns.items()
-    }
-    return [{name: encoded[name][k] for name in encoded} for k in range(len(user_names))]
+    def item_lists(self, name: str, codes: np.ndarray, pairs: list[tuple[int, int]]) -> list[bytes]:
+        """One bytes-list entry per row: the items `codes[a:b]` for each (a, b) in `pairs`."""
+        key = FeatureKey(name, "bytes")
+        values = [self.item_values[c] for c in codes.tolist()]
+        return [key.entry(b"".join(values[a:b])) for a, b in pairs]

@@ -23,16 +23,17 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
+_HEADERS: dict[int, bytes] = {}  # record length -> framed header (it depends on nothing else)
+
+
 def encode_record(data: bytes) -> bytes:
-    header = struct.pack("<Q", len(data))
-    return b"".join(
-        (
-            header,
-            struct.pack("<I", masked_crc32c(header)),
-            data,
-            struct.pack("<I", masked_crc32c(data)),
-        )
-    )
+    """One framed record: length, its masked crc, the data, the data's masked crc."""
+    size = len(data)
+    header = _HEADERS.get(size)
+    if header is None:
+        length = struct.pack("<Q", size)
+        header = _HEADERS.setdefault(size, length + struct.pack("<I", masked_crc32c(length)))
+    return b"".join((header, data, struct.pack("<I", masked_crc32c(data))))
 
 
 def write_tfrecords(path: str, records: Iterable[bytes]) -> bytes:

@@ -1,0 +1,122 @@
+"""Fast tf.train.Example encoding for whole columns of records.
+
+Building one protobuf object per record costs ~10 µs in Python and was the feature job's
+bottleneck. Here a record is assembled from byte strings instead: the map entry of a feature
+whose value repeats (an item id, a user's country, an hour) is encoded once per distinct value
+and reused; variable parts (histories, timestamps) are encoded per row from vectorized varints.
+Entries are joined in sorted key order, the canonical layout protobuf's deterministic
+serializer also uses; the tests parse every record back with protobuf and TensorFlow.
+
+Wire format reminder: Example{1: Features{1: repeated FeatureEntry{1: key, 2: Feature}}},
+Feature{1: BytesList | 2: FloatList | 3: Int64List}, each list {1: repeated value} (numbers
+packed).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+
+_TAG = {"bytes": b"\x0a", "float": b"\x12", "int64": b"\x1a"}
+_SMALL = [bytes([v]) if v < 0x80 else bytes([(v & 0x7F) | 0x80, v >> 7]) for v in range(1 << 14)]
+
+
+def varint(value: int) -> bytes:
+    """Protobuf varint of a non-negative int (negatives: 10-byte two's complement)."""
+    if 0 <= value < 1 << 14:
+        return _SMALL[value]
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def varint_buffer(values: np.ndarray) -> tuple[bytes, list[int]]:
+    """Varints of many int64 values at once: (concatenated bytes, offsets `[n + 1]`)."""
+    v = np.asarray(values, dtype=np.int64).view(np.uint64)
+    lengths = np.ones(len(v), dtype=np.int64)
+    for k in range(1, 10):
+        lengths += v >= np.uint64(1 << (7 * k))
+    offsets = np.zeros(len(v) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    width = int(lengths.max()) if len(v) else 0
+    position = np.arange(width)[None, :]
+    groups = ((v[:, None] >> (np.uint64(7) * position.astype(np.uint64))) & np.uint64(0x7F)).astype(
+        np.uint8
+    )
+    groups |= ((position < lengths[:, None] - 1) * 0x80).astype(np.uint8)
+    return groups[position < lengths[:, None]].tobytes(), offsets.tolist()
+
+
+def _length_delimited(tag: bytes, content: bytes) -> bytes:
+    return tag + varint(len(content)) + content
+
+
+class FeatureKey:
+    """Encodes the map entry (`key` -> Feature) of one feature name and kind."""
+
+    def __init__(self, name: str, kind: str):
+        if kind not in _TAG:
+            raise ValueError(f"feature kind must be one of {sorted(_TAG)}, got {kind!r}")
+        self.name, self.kind = name, kind
+        self._key_field = _length_delimited(b"\x0a", name.encode())
+        self._prefixes: dict[int, bytes] = {}
+
+    def entry(self, list_content: bytes) -> bytes:
+        """Map entry for a list whose content is already encoded.
+
+        Args:
+            list_content: for bytes features the concatenated `value_field`s; for numbers the
+                packed values (varints or little-endian float32), empty for an empty list.
+        """
+        size = len(list_content)
+        prefix = self._prefixes.get(size)
+        if prefix is None:  # headers depend only on the content length: build once per length
+            prefix = self._prefixes[size] = self._prefix(size)
+        return prefix + list_content
+
+    def _prefix(self, size: int) -> bytes:
+        list_header = b"\x0a" + varint(size) if (self.kind != "bytes" and size) else b""
+        list_size = len(list_header) + size
+        feature_size = 1 + len(varint(list_size)) + list_size
+        feature_header = _TAG[self.kind] + varint(list_size) + list_header
+        body_size = len(self._key_field) + 1 + len(varint(feature_size)) + feature_size
+        return (
+            b"\x0a"
+            + varint(body_size)
+            + self._key_field
+            + b"\x12"
+            + varint(feature_size)
+            + feature_header
+        )
+
+    def entries(self, values: Sequence) -> list[bytes]:
+        """Entries of scalar features, one per value (ids as bytes, ints, floats)."""
+        if self.kind == "bytes":
+            return [self.entry(value_field(v)) for v in values]
+        if self.kind == "int64":
+            return [self.entry(varint(int(v))) for v in values]
+        return [self.entry(struct.pack("<f", float(v))) for v in values]
+
+
+def value_field(value: bytes) -> bytes:
+    """One element of a BytesList (field 1, length-delimited)."""
+    return _length_delimited(b"\x0a", value)
+
+
+def join_examples(columns: dict[str, list[bytes]]) -> list[bytes]:
+    """Serialized Examples from per-feature columns of map entries.
+
+    Args:
+        columns: feature name -> list of encoded map entries, one per record (same length).
+
+    Returns:
+        One serialized tf.train.Example per record, entries in sorted key order.
+    """
+    ordered = [columns[name] for name in sorted(columns)]
+    return [_length_delimited(b"\x0a", body) for body in map(b"".join, zip(*ordered, strict=True))]
