@@ -45,14 +45,17 @@ class ReadEventBatches(beam.PTransform):
 
 
 def split_by_shard(table: pa.Table, shards: int):
-    """Yield (shard, sub-table) for every user shard present in a batch."""
+    """Yield (shard, sub-table) for every user shard present in a batch.
+
+    Each sub-table is a compact copy (`take`), not a slice: a pickled slice would carry its
+    parent's whole buffers through the shuffle.
+    """
     shard = user_shard(table.column("user_id").to_numpy(zero_copy_only=False), shards)
     order = np.argsort(shard, kind="stable")
     sorted_shard = shard[order]
     bounds = np.flatnonzero(np.r_[True, sorted_shard[1:] != sorted_shard[:-1], True])
-    taken = table.take(pa.array(order))
     for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-        yield int(sorted_shard[start]), taken.slice(start, end - start)
+        yield int(sorted_shard[start]), table.take(pa.array(order[start:end]))
 
 
 class GroupEventsByUserShard(beam.PTransform):
