@@ -108,3 +108,57 @@ def test_read_event_batches_reads_every_row_group(tmp_path):
             | beam.FlatMap(lambda t: t.column("item_id").to_pylist())
         )
         assert_that(rows, equal_to(["x", "y", "x", "z", "x", "x"]))
+
+
+def test_write_catalog_and_vocabularies_from_counts(tmp_path):
+    from pipelines.features.beam_job import WriteCatalogAndVocabularies
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pd.DataFrame(
+        {
+            "item_id": ["x", "y", "z", "w"],
+            "title": ["X one", "Y two", "Z", "W new"],
+            "genres": ["A", "B", "A|B", "A"],
+        }
+    ).to_parquet(raw / "items.parquet")
+    counts = (pd.Series({"x": 2, "y": 1, "z": 1}), pd.Series({"a": 2, "b": 1, "d": 1}))
+    with TestPipeline() as p:
+        summary = (
+            p
+            | beam.Create([counts])
+            | WriteCatalogAndVocabularies(str(raw), str(tmp_path / "out"), FeaturesConfig())
+            | beam.Map(
+                lambda s: (
+                    s["catalog"]["items"],
+                    round(s["probability_sum"], 9),
+                    {k: v["size"] for k, v in s["vocabularies"].items()},
+                )
+            )
+        )
+        assert_that(
+            summary,
+            equal_to([(4, 1.0, {"user_id": 3, "item_id": 3, "genre": 2, "title_token": 0})]),
+        )
+    assert (tmp_path / "out" / "vocab" / "item_id.tsv").read_text() == "x\t2\ny\t1\nz\t1\n"
+
+
+def test_standalone_job_passes_beam_flags_through(tmp_path):
+    """`python -m pipelines.features.beam_job` with explicit window and any Beam flag."""
+    import pyarrow.parquet as pq
+
+    from pipelines.features.beam_job import run
+
+    raw = tmp_path / "raw"
+    (raw / "interactions").mkdir(parents=True)
+    pq.write_table(
+        pa.concat_tables([BATCH_1, BATCH_2]), raw / "interactions" / "part-00000.parquet"
+    )
+    manifest = run([
+        "--raw-dir", str(raw), "--out", str(tmp_path / "features"),
+        "--window-start", "1970-01-01T00:00:00", "--eval-start", "1970-01-01T00:16:40",
+        "--window-end", "1970-01-01T00:33:20", "--shards", "2",
+        "--runner", "DirectRunner", "--direct_running_mode", "in_memory",
+    ])  # fmt: skip
+    assert manifest["counts"]["train_examples"] == 4 and manifest["counts"]["eval_queries"] == 2
+    assert manifest["window_epoch_s"]["eval_start"] == 1000
