@@ -110,6 +110,47 @@ class FeaturesConfig(_Section):
     min_eval_queries: int = Field(1, ge=1, description="Feature check: fewest eval queries.")
 
 
+class TrainConfig(_Section):
+    """The two-tower model and its training (tfrs_models)."""
+
+    embedding_dim: int = Field(64, ge=4, le=1024, description="Output dimension of both towers.")
+    id_embedding_dim: int = Field(64, ge=4, le=1024, description="User/item id embedding size.")
+    hidden_units: int = Field(256, ge=8, le=8192, description="Width of each tower's MLP layer.")
+    use_history: bool = Field(True, description="History encoder in the query tower.")
+    history_pooling: Literal["mean", "attention"] = "mean"
+    recency_half_life_days: float = Field(
+        7.0, gt=0.0, le=3650.0, description="History items lose half their weight per this age."
+    )
+    use_content: bool = Field(
+        True, description="Title tokens, genres, popularity in the item tower."
+    )
+    use_user_features: bool = Field(True, description="User categorical features and context.")
+    user_feature_buckets: int = Field(
+        1000, ge=2, le=1_000_000, description="Hash bins per feature."
+    )
+    temperature: float = Field(0.05, gt=0.0, le=10.0, description="Softmax temperature.")
+    logq_correction: bool = Field(True, description="Subtract log sampling probability.")
+    remove_accidental_hits: bool = True
+    mixed_negatives: int = Field(
+        0, ge=0, le=100_000, description="Extra uniform catalog negatives."
+    )
+    hard_negatives: int | None = Field(None, ge=1, le=100_000, description="Keep top-k negatives.")
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    learning_rate: float = Field(0.003, gt=0.0, le=10.0)
+    batch_size: int = Field(1024, ge=2, le=1_000_000)
+    epochs: int = Field(5, ge=1, le=1000)
+    shuffle_buffer: int = Field(100_000, ge=1, le=10_000_000)
+    early_stopping_patience: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="Epochs without quick-eval recall gain before stopping; 0 = off.",
+    )
+    eval_k: int = Field(100, ge=1, le=10_000, description="K of the per-epoch quick Recall@K.")
+    eval_sample: int = Field(2000, ge=1, le=10_000_000, description="Eval queries per quick eval.")
+    seed: int = Field(13, ge=0, le=2**31 - 1)
+
+
 class BeamConfig(_Section):
     """Default Beam runner options; any other Beam flag passes through the CLI untouched."""
 
@@ -128,6 +169,7 @@ class PipelineConfig(_Section):
     checks: ChecksConfig = ChecksConfig()
     features: FeaturesConfig = FeaturesConfig()
     beam: BeamConfig = BeamConfig()
+    train: TrainConfig = TrainConfig()
 
 
 def load_config(

@@ -146,6 +146,17 @@ def load_users(raw_dir: str) -> pd.DataFrame | None:
     return users.drop_duplicates("user_id").set_index("user_id")
 
 
+def user_feature_names(raw_dir: str) -> list[str]:
+    """Names of the `user_<column>` features the records carry (from the users table)."""
+    path = io.join(raw_dir, "users.parquet")
+    if not io.exists(path):
+        return []
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(pa.BufferReader(io.read_bytes(path)))
+    return [f"user_{name}" for name in schema.names if name not in ("user_id", "__index_level_0__")]
+
+
 def load_items(raw_dir: str) -> pd.DataFrame | None:
     path = io.join(raw_dir, "items.parquet")
     return _read_parquet(path) if io.exists(path) else None
@@ -161,6 +172,7 @@ def build_pipeline(
     pipeline: beam.Pipeline, raw_dir: str, out: str, window: FeatureWindow, cfg: FeaturesConfig
 ) -> None:
     """Add the feature job's transforms to `pipeline` (the caller runs it)."""
+    user_features = user_feature_names(raw_dir)
     batches = pipeline | "ReadEvents" >> ReadEventBatches(raw_dir)
     shard_summaries = (
         batches
@@ -177,7 +189,9 @@ def build_pipeline(
         | "ManifestTrigger" >> beam.Create([None])
         | "WriteManifest"
         >> beam.Map(
-            lambda _, shards, catalog: steps.write_manifest(out, window, cfg, shards, catalog),
+            lambda _, shards, catalog: steps.write_manifest(
+                out, window, cfg, shards, catalog, {"user_features": user_features}
+            ),
             shards=beam.pvalue.AsList(shard_summaries),
             catalog=beam.pvalue.AsSingleton(catalog_summary),
         )

@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 
 from pipelines.config import FeaturesConfig
 from pipelines.features import io, steps
-from pipelines.features.beam_job import EVENT_COLUMNS, load_items, load_users
+from pipelines.features.beam_job import EVENT_COLUMNS, load_items, load_users, user_feature_names
 from pipelines.features.examples import user_shard
 from pipelines.features.window import FeatureWindow
 
@@ -39,4 +39,5 @@ def run_local(raw_dir: str, out: str, window: FeatureWindow, cfg: FeaturesConfig
     ]
     counts = steps.count_train_interactions(events, window)
     catalog = steps.write_catalog_and_vocabularies(load_items(raw_dir), counts, cfg, out)
-    return steps.write_manifest(out, window, cfg, summaries, catalog)
+    extra = {"user_features": user_feature_names(raw_dir)}
+    return steps.write_manifest(out, window, cfg, summaries, catalog, extra)

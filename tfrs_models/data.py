@@ -1,0 +1,164 @@
+"""tf.data input from the feature job's output: train batches, eval queries, the item catalog.
+
+Records are read with parallel reads, shuffled, batched *before* parsing (one vectorized
+`parse_example` per batch) and prefetched, so the input pipeline keeps up with the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from pipelines.config import TrainConfig
+
+MAX_TITLE_TOKENS = 16
+MAX_GENRES = 8
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    """Everything training needs from one feature run.
+
+    Attributes:
+        manifest: the features manifest.
+        catalog: the item catalog (`item_id`, `title_tokens`, `genre_list`, `popularity_bucket`,
+            `sampling_probability`, `train_count`, ...), sorted by item_id.
+        vocab: name -> list of values (most frequent first) for user_id, item_id, genre,
+            title_token.
+        user_features: names of the `user_<column>` features in the records.
+        history_length: H.
+    """
+
+    directory: str
+    manifest: dict
+    catalog: pd.DataFrame
+    vocab: dict[str, list[str]]
+    user_features: list[str]
+    history_length: int
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FeatureSet:
+        directory = Path(directory)
+        manifest = json.loads((directory / "manifest.json").read_text())
+        vocab = {}
+        for name in ("user_id", "item_id", "genre", "title_token"):
+            lines = (directory / "vocab" / f"{name}.tsv").read_text(encoding="utf-8").splitlines()
+            vocab[name] = [line.split("\t", 1)[0] for line in lines]
+        return cls(
+            directory=str(directory),
+            manifest=manifest,
+            catalog=pd.read_parquet(directory / "catalog.parquet"),
+            vocab=vocab,
+            user_features=list(manifest.get("user_features", [])),
+            history_length=int(manifest["config"]["history_length"]),
+        )
+
+    @property
+    def oov_buckets(self) -> int:
+        return int(self.manifest["oov_buckets"])
+
+    def files(self, split: str) -> list[str]:
+        return list(self.manifest["splits"][split]["files"])
+
+
+def _spec(features: FeatureSet, split: str) -> dict:
+    spec = {
+        "user_id": tf.io.FixedLenFeature([], tf.string),
+        "timestamp": tf.io.FixedLenFeature([], tf.int64),
+        "history_item_ids": tf.io.RaggedFeature(tf.string),
+        "history_timestamps": tf.io.RaggedFeature(tf.int64),
+    }
+    for name in features.user_features:
+        spec[name] = tf.io.FixedLenFeature([], tf.string, default_value="")
+    if split == "train":
+        spec["item_id"] = tf.io.FixedLenFeature([], tf.string)
+        spec["weight"] = tf.io.FixedLenFeature([], tf.float32, default_value=1.0)
+    else:
+        spec["seen_item_ids"] = tf.io.RaggedFeature(tf.string)
+        spec["label_item_ids"] = tf.io.RaggedFeature(tf.string)
+    return spec
+
+
+def parse_batch(serialized: tf.Tensor, features: FeatureSet, split: str) -> dict[str, tf.Tensor]:
+    """Parse a batch of serialized records; histories padded to `[batch, H]` ("" / 0)."""
+    parsed = tf.io.parse_example(serialized, _spec(features, split))
+    h = features.history_length
+    parsed["history_item_ids"] = parsed["history_item_ids"].to_tensor(
+        default_value="", shape=[None, h]
+    )
+    parsed["history_timestamps"] = parsed["history_timestamps"].to_tensor(
+        default_value=0, shape=[None, h]
+    )
+    return parsed
+
+
+def train_dataset(
+    features: FeatureSet, cfg: TrainConfig, *, shuffle: bool = True
+) -> tf.data.Dataset:
+    """Batches of parsed train examples (drop_remainder, so every batch has `batch_size` rows)."""
+    files = tf.data.Dataset.from_tensor_slices(features.files("train"))
+    if shuffle:
+        files = files.shuffle(
+            len(features.files("train")), seed=cfg.seed, reshuffle_each_iteration=True
+        )
+    records = files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=4,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not shuffle,
+    )
+    if shuffle:
+        records = records.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+    return (
+        records.batch(cfg.batch_size, drop_remainder=True)
+        .map(lambda x: parse_batch(x, features, "train"), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def load_eval_queries(
+    features: FeatureSet, limit: int | None = None, seed: int = 0
+) -> dict[str, tf.Tensor]:
+    """Eval queries as one batch of tensors (a random subset of `limit` when given).
+
+    Returns:
+        Parsed features; `seen_item_ids` and `label_item_ids` stay ragged.
+    """
+    records = list(tf.data.TFRecordDataset(features.files("eval")).as_numpy_iterator())
+    if limit is not None and len(records) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
+        records = [records[i] for i in keep]
+    return parse_batch(tf.constant(records, dtype=tf.string), features, "eval")
+
+
+def catalog_arrays(features: FeatureSet) -> dict[str, np.ndarray]:
+    """Item content as fixed-size arrays aligned with the catalog rows.
+
+    Returns:
+        `item_id` [N] str, `title_tokens` [N, 16] int32 (vocab position + 1, 0 = none),
+        `genres` [N, 8] int32 (same encoding), `popularity_bucket` [N] int32,
+        `sampling_probability` [N] float32.
+    """
+    catalog = features.catalog
+    token_index = {t: i + 1 for i, t in enumerate(features.vocab["title_token"])}
+    genre_index = {g: i + 1 for i, g in enumerate(features.vocab["genre"])}
+
+    def padded(lists, index, width):
+        out = np.zeros((len(lists), width), dtype=np.int32)
+        for row, values in enumerate(lists):
+            ids = [index[v] for v in values if v in index][:width]
+            out[row, : len(ids)] = ids
+        return out
+
+    return {
+        "item_id": catalog["item_id"].to_numpy(str),
+        "title_tokens": padded(catalog["title_tokens"], token_index, MAX_TITLE_TOKENS),
+        "genres": padded(catalog["genre_list"], genre_index, MAX_GENRES),
+        "popularity_bucket": catalog["popularity_bucket"].to_numpy(np.int32),
+        "sampling_probability": catalog["sampling_probability"].to_numpy(np.float32),
+    }
