@@ -22,7 +22,6 @@ log = logging.getLogger("pipelines")
 
 # Steps whose implementation lands with later issues; listed so `--help` shows the whole vocabulary.
 _PLANNED = {
-    "train": "train the TFRS two-tower model",
     "index": "build and tune the ScaNN index",
     "evaluate": "evaluate challenger, champion and baselines on the eval period",
     "promote": "promote a bundle to production (atomic pointer swap)",
@@ -166,6 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     feat.set_defaults(handler=_features)
 
+    tr = sub.add_parser(
+        "train",
+        help="train the TFRS two-tower model on a feature run and export it",
+        description="Train the query and item towers with an in-batch softmax (temperature, "
+        "logQ correction, accidental-hit removal; optional mixed and hard negatives), checkpoint "
+        "every epoch (a rerun resumes), early-stop on exact Recall@K of eval queries, log to "
+        "TensorBoard (<model-dir>/logs) and export the query-tower SavedModel and the catalog's "
+        "item embeddings. Prints Recall@K against the popularity baseline.",
+    )
+    _common(tr)
+    tr.add_argument("--features", type=Path, required=True, help="feature job output directory")
+    tr.add_argument("--model-dir", type=Path, required=True, help="checkpoints, logs and export")
+    tr.add_argument("--warm-start", type=Path, help="previous model directory to initialise from")
+    tr.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --model-dir")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--learning-rate", type=float)
+    tr.add_argument("--embedding-dim", type=int)
+    tr.add_argument("--temperature", type=float)
+    tr.add_argument("--mixed-negatives", type=int)
+    tr.set_defaults(handler=_train)
+
     for name, text in _PLANNED.items():
         planned = sub.add_parser(
             name,
@@ -295,6 +316,42 @@ def _features(args) -> int:
         f"({counts['eval_interactions']:,} eval interactions), {counts['catalog_items']:,} catalog items"
     )
     print(run.report.summary())
+    return 0
+
+
+def _train(args) -> int:
+    cfg = _load(args, train={
+        "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+        "embedding_dim": args.embedding_dim, "temperature": args.temperature,
+        "mixed_negatives": args.mixed_negatives,
+    })  # fmt: skip
+    if not (args.features / "manifest.json").is_file():
+        print(
+            f"error: {args.features} has no manifest.json; run `two-tower features` first",
+            file=sys.stderr,
+        )
+        return 2
+    from tfrs_models.train import train_model
+
+    result = train_model(
+        args.features,
+        args.model_dir,
+        cfg.train,
+        warm_start_from=args.warm_start,
+        resume=not args.no_resume,
+    )
+    m, k = result.manifest, cfg.train.eval_k
+    print(
+        f"model written to {result.model_dir} (best epoch {m['best_epoch']} of {m['epochs_run']}, "
+        f"{m['train_examples_per_second']:,.0f} examples/s)"
+    )
+    print(
+        f"  Recall@{k} on {m['eval_queries']:,} eval queries: model {m[f'recall@{k}']:.4f}, "
+        f"popularity {m[f'popularity_recall@{k}']:.4f}"
+    )
+    print(
+        f"  query tower: {m['export']['query_tower']}; item embeddings: {m['export']['item_embeddings']}"
+    )
     return 0
 
 

@@ -63,6 +63,7 @@ class TwoTowerModel(tfrs.models.Model):
         candidates: tf.Tensor,
         candidate_ids: tf.Tensor,
         batch_size: tf.Tensor,
+        sample_weight: tf.Tensor | None = None,
     ) -> tf.Tensor:
         """In-batch softmax loss.
 
@@ -71,12 +72,14 @@ class TwoTowerModel(tfrs.models.Model):
             candidates: `[batch + mixed_negatives, d]`; row i < batch is query i's positive.
             candidate_ids: `[batch + mixed_negatives]` item ids of the candidates.
             batch_size: number of queries (positives come first among candidates).
+            sample_weight: optional `[batch]` weight of each query's term in the summed loss.
         """
         probability = None
         if self.cfg.logq_correction:
             probability = self.candidate_probability(candidate_ids, batch_size)
         return self.task(
             query, candidates,
+            sample_weight=sample_weight,
             candidate_sampling_probability=probability,
             candidate_ids=candidate_ids if self.cfg.remove_accidental_hits else None,
             compute_metrics=False, compute_batch_metrics=False,

@@ -20,7 +20,7 @@ def run(*args, cwd=None):
     )
 
 
-@pytest.mark.parametrize("command", ["generate", "validate", "features", *_PLANNED])
+@pytest.mark.parametrize("command", ["generate", "validate", "features", "train", *_PLANNED])
 def test_every_step_has_help(command):
     result = run(command, "--help")
     assert result.returncode == 0
@@ -78,5 +78,5 @@ def test_usage_errors_exit_2_with_a_reason(tmp_path):
     config = run("validate", "--source", tmp_path, "--config", bad_config)
     assert config.returncode == 2
     assert "checks.max_duplicate_rate" in config.stderr and "0.0 <= x <= 1.0" in config.stderr
-    planned = run("train")
+    planned = run("recommend")
     assert planned.returncode == 2 and "not available in this version yet" in planned.stderr
