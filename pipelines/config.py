@@ -139,7 +139,9 @@ class TrainConfig(_Section):
     learning_rate: float = Field(0.003, gt=0.0, le=10.0)
     batch_size: int = Field(1024, ge=2, le=1_000_000)
     epochs: int = Field(5, ge=1, le=1000)
-    shuffle_buffer: int = Field(100_000, ge=1, le=10_000_000)
+    shuffle_buffer: int = Field(
+        20_000, ge=1, le=10_000_000, description="Records; train files are already mixed."
+    )
     early_stopping_patience: int = Field(
         2,
         ge=0,

@@ -9,8 +9,8 @@ Given every event of some users (a user shard), this builds
   eval_start, every item seen before eval_start (to exclude at evaluation) and the items
   interacted with in the eval period (the labels).
 
-Records are serialized tf.train.Examples in a fixed order (user, timestamp, item, event), so
-the same events always give the same bytes. Both the Beam job and the single-process
+Records are serialized tf.train.Examples in a fixed order (train: a pseudo-random order that
+mixes users; eval: by user), so the same events always give the same bytes. Both the Beam job and the single-process
 reference call this function; neither has its own copy of the logic.
 
 Record features (all lists; ids as bytes, times as int64 epoch seconds):
@@ -40,7 +40,8 @@ class ShardExamples:
     """Serialized records of one user shard plus what the checks and manifest need.
 
     Attributes:
-        train: serialized train Examples, in (user, timestamp, item, event) order.
+        train: serialized train Examples, in a fixed pseudo-random order (a hash of each
+            record's (user, timestamp, item, event) rank), which mixes users.
         eval: serialized eval-query Examples, in user order.
         stats: counts (`train_examples`, `eval_queries`, `eval_interactions`, `train_users`)
             and `min_history_gap_s`, the smallest example-minus-history timestamp (None when
@@ -124,6 +125,9 @@ def build_shard_examples(
         )
         columns[name] = [table[c] for c in codes.tolist()]
     train = join_examples(columns) if len(rows) else []
+    # Written in a fixed pseudo-random order, not user by user: consecutive records then mix
+    # users, so readers get well-mixed batches from a small shuffle buffer.
+    train = [train[i] for i in np.argsort(pd.util.hash_array(rows.astype(np.int64)), kind="stable")]
 
     evaluation, eval_interactions = _eval_queries(ev, tables, window, history_length)
     gaps = ev.t[rows] - ev.t[hist[0][:, 0].clip(min=0)] if len(rows) else np.zeros(0, np.int64)

@@ -18,7 +18,11 @@ def events(rows):
 
 
 def decoded(records):
-    return [decode_example(r) for r in records]
+    """Decoded records in (user, timestamp, item, event) order (train files mix users)."""
+    rows = [decode_example(r) for r in records]
+    return sorted(
+        rows, key=lambda d: (d["user_id"], d["timestamp"], d.get("item_id", []), d.get("event", []))
+    )
 
 
 def test_first_event_has_empty_history_and_ties_are_not_history():

@@ -1,0 +1,191 @@
+"""Two-tower quality and speed on a synthetic world, with baselines, ablations and the oracle.
+
+On one feature run (default: the `medium` preset) it trains, in this one process and on the
+same data and batch size:
+
+    ours            the default config (history, content, user features, logQ, temperature)
+    no logQ / no history / no content / + mixed negatives     one switch changed each
+    ID-only         the TFRS tutorial's model: id embeddings only, no logQ
+
+and reports, on every eval query of the eval period (seen items excluded): Recall@10/100 for
+each, popularity, EASE (closed-form item-item; the bar to clear) and the oracle (the
+generator's true model: the ceiling); recall on cold items (not in training); training
+examples/s; and the input pipeline's throughput vs the same steps on in-memory tensors.
+
+    python bench/bench_training.py --preset medium --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from baselines import ease_scores, oracle_scores  # noqa: E402
+
+from pipelines.config import TrainConfig, load_config  # noqa: E402
+from pipelines.metrics import recall_at_k, top_k  # noqa: E402
+from tfrs_models.data import FeatureSet, train_dataset  # noqa: E402
+from tfrs_models.quick_eval import QuickEval  # noqa: E402
+from tfrs_models.train import build_model, train_model  # noqa: E402
+
+VARIANTS = {
+    "ours": {},
+    "no logQ": {"logq_correction": False},
+    "no history": {"use_history": False},
+    "no content": {"use_content": False},
+    "+ mixed negatives": {"mixed_negatives": 512},
+    "ID-only (tutorial)": {
+        "use_history": False,
+        "use_content": False,
+        "use_user_features": False,
+        "logq_correction": False,
+    },
+}
+
+
+class Scorer:
+    """Recall@K of score blocks on every eval query, overall and on cold-item targets."""
+
+    def __init__(self, evaluation: QuickEval, catalog):
+        self.ev = evaluation
+        cold = np.flatnonzero(catalog["train_count"].to_numpy() == 0)
+        self.cold_targets = [np.intersect1d(t, cold) for t in evaluation.targets]
+
+    def score(self, blocks, ks=(10, 100)) -> dict:
+        tops, start = [], 0
+        for block in blocks:
+            block = np.array(block, dtype=np.float64)
+            for row, seen in enumerate(self.ev.seen[start : start + len(block)]):
+                block[row, seen] = -np.inf
+            tops.append(top_k(block, max(ks)))
+            start += len(block)
+        ranked = np.concatenate(tops)
+        out = {f"recall@{k}": recall_at_k(ranked[:, :k], self.ev.targets) for k in ks}
+        out["cold recall@100"] = recall_at_k(ranked[:, :100], self.cold_targets)
+        return out
+
+
+def model_blocks(model, ev: QuickEval, batch: int = 2048):
+    items = ev.item_embeddings(model.item_tower)
+    queries = ev.query_embeddings(model.query_tower)
+    for start in range(0, len(queries), batch):
+        yield queries[start : start + batch] @ items.T
+
+
+def input_pipeline_ratio(features: FeatureSet, cfg: TrainConfig, steps: int = 80) -> float:
+    """Training throughput from TFRecords / from the same number of batches held in memory.
+
+    Both run through `model.fit` (the iterator lives inside the compiled train function, as in
+    real training); each is fitted once untimed to compile and fill the shuffle buffer.
+    """
+    model = build_model(features, cfg)
+    records = train_dataset(features, cfg).repeat()
+    cached = list(records.take(steps))
+    in_memory = tf.data.Dataset.from_tensor_slices(
+        {k: tf.stack([b[k] for b in cached]) for k in cached[0]}
+    ).repeat()
+
+    def timed(dataset) -> float:
+        model.fit(dataset, steps_per_epoch=10, epochs=1, verbose=0)
+        t = time.perf_counter()
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+        return time.perf_counter() - t
+
+    rounds = [(timed(records), timed(in_memory)) for _ in range(3)]  # alternate: noisy machines
+    return float(np.median([m for _, m in rounds]) / np.median([r for r, _ in rounds]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="medium")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--work-dir", help="keep data and models here (default: a temp dir)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-training-"))
+
+    from pipelines.features import run_features
+    from pipelines.sources import read_source
+    from pipelines.synthetic import GroundTruth, generate
+
+    landing = work / "landing"
+    if not (landing / "items.parquet").exists():
+        generate(landing, preset=args.preset, seed=7)
+    run = work / "run"
+    if not (run / "features" / "manifest.json").exists():
+        run_features(landing, run, load_config(env={}), engine="local")
+    features = FeatureSet.load(run / "features")
+    ev = QuickEval(features, None)
+    scorer = Scorer(ev, features.catalog)
+    users = [u.decode() for u in ev.queries["user_id"].numpy()]
+    times = ev.queries["timestamp"].numpy()
+
+    rows = {}
+    t = time.perf_counter()
+    rows["oracle"] = scorer.score(
+        oracle_scores(GroundTruth.load(landing), ev.item_ids, users, times)
+    )
+    rows["popularity"] = scorer.score(
+        [np.broadcast_to(ev.popularity, (len(users), len(ev.item_ids)))]
+    )
+    inter = read_source(landing).interactions
+    window = features.manifest["window_epoch_s"]
+    seconds = inter["timestamp"].astype("int64") // 10**6
+    train = inter[(seconds >= window["window_start"]) & (seconds < window["eval_start"])]
+    if len(ev.item_ids) <= 25_000:
+        rows["EASE"] = scorer.score(ease_scores(train, ev.item_ids, users))
+    print(f"baselines: {time.perf_counter() - t:.0f} s", flush=True)
+
+    speeds = {}
+    for name in args.variants:
+        cfg = TrainConfig(epochs=args.epochs, **VARIANTS[name])
+        t = time.perf_counter()
+        result = train_model(
+            features.directory,
+            work / "models" / name.replace(" ", "_"),
+            cfg,
+            resume=False,
+            progress=False,
+        )
+        rows[name] = scorer.score(model_blocks(result.model, ev))
+        speeds[name] = result.manifest["train_examples_per_second"]
+        rows[name]["epochs"] = f"{result.manifest['best_epoch']}/{result.manifest['epochs_run']}"
+        print(f"{name}: {rows[name]} ({time.perf_counter() - t:.0f} s)", flush=True)
+
+    oracle = rows["oracle"]["recall@100"]
+    print(
+        f"\npreset {args.preset}: {features.manifest['counts']['train_examples']:,} train examples, "
+        f"{len(users):,} eval queries, {len(ev.item_ids):,} items, epochs <= {args.epochs}"
+    )
+    print(
+        f"{'model':<20} {'R@10':>7} {'R@100':>7} {'R@100 / oracle':>15} {'cold R@100':>11} {'best/run':>9}"
+    )
+    for name, r in rows.items():
+        print(
+            f"{name:<20} {r['recall@10']:>7.4f} {r['recall@100']:>7.4f} {r['recall@100'] / oracle:>15.2f} "
+            f"{r['cold recall@100']:>11.4f} {r.get('epochs', ''):>9}"
+        )
+    if "ours" in speeds and "ID-only (tutorial)" in speeds:
+        ours, tutorial = speeds["ours"], speeds["ID-only (tutorial)"]
+        print(
+            f"\ntraining examples/s (batch {TrainConfig().batch_size}): ours {ours:,.0f}, "
+            f"ID-only {tutorial:,.0f}, ratio {ours / tutorial:.2f}"
+        )
+    ratio = input_pipeline_ratio(features, TrainConfig())
+    print(f"input pipeline: TFRecord steps / in-memory steps throughput = {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
