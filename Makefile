@@ -37,10 +37,13 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
-## run: the main job end-to-end on the embedded synthetic data
+## run: the main job end-to-end on the embedded synthetic data (generate, validate, features, train)
 run: setup
 	$(PY) -m pipelines generate --preset $(PRESET) --seed $(SEED) --out $(ARTIFACTS)/landing/$(PRESET)
 	$(PY) -m pipelines validate --source $(ARTIFACTS)/landing/$(PRESET) --artifact-root $(ARTIFACTS)
+	$(PY) -m pipelines features --source $(ARTIFACTS)/landing/$(PRESET) --run-dir $(ARTIFACTS)/runs/$(PRESET)
+	$(PY) -m pipelines train --features $(ARTIFACTS)/runs/$(PRESET)/features \
+	  --model-dir $(ARTIFACTS)/runs/$(PRESET)/model --no-resume
 
 ## lint: ruff
 lint: setup
@@ -54,9 +57,12 @@ lock:
 	/tmp/ttr-lock-venv/bin/pip install -q -r requirements.in
 	/tmp/ttr-lock-venv/bin/pip freeze --all | grep -v '^pip==' | sort -f > requirements.lock
 
-## bench: generator throughput and peak memory (medium and large presets)
+## bench: every benchmark (long: medium/large presets); figures go to bench/RESULTS.md by hand
 bench: setup
 	$(PY) bench/bench_generator.py --presets medium large
+	$(PY) bench/bench_features.py --preset medium
+	$(PY) bench/bench_training.py --preset medium --epochs 3
+	$(PY) bench/bench_warm_start.py --preset small --epochs 4
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache

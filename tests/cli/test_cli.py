@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,22 @@ def test_usage_errors_exit_2_with_a_reason(tmp_path):
     assert "checks.max_duplicate_rate" in config.stderr and "0.0 <= x <= 1.0" in config.stderr
     planned = run("recommend")
     assert planned.returncode == 2 and "not available in this version yet" in planned.stderr
+
+
+@pytest.mark.slow
+def test_train_prints_recall_against_popularity(small_features, tmp_path):
+    result = run(
+        "train",
+        "--features",
+        small_features.features_dir,
+        "--model-dir",
+        tmp_path / "model",
+        "--epochs",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = re.search(
+        r"Recall@100 on [\d,]+ eval queries: model (0\.\d+), popularity (0\.\d+)", result.stdout
+    )
+    assert found and float(found.group(1)) > float(found.group(2))
+    assert (tmp_path / "model" / "query_tower" / "saved_model.pb").is_file()
