@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipelines.config import PipelineConfig, load_config
-from pipelines.errors import PipelineError
+from pipelines.errors import PipelineError, UsageError
 
 log = logging.getLogger("pipelines")
 
@@ -104,14 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "save the HTML report. Exits 1 when any rule fails. Never modifies the input.",
     )
     _common(val)
-    val.add_argument(
-        "--source", type=Path, help="source directory (or set data.source in the config)"
-    )
-    val.add_argument(
-        "--format",
-        choices=["auto", "contract", "ml-100k", "ml-1m", "ml-latest"],
-        help="source format (default: auto-detect)",
-    )
+    _source_args(val)
     val.add_argument(
         "--start", type=_utc_timestamp, help="data interval start (ISO date/time, UTC)"
     )
@@ -140,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Default: DirectRunner, multi_processing, 2 workers. Exits 1 when the checks fail.",
     )
     _common(feat)
-    feat.add_argument("--source", type=Path, help="source directory (or data.source in the config)")
-    feat.add_argument("--format", choices=["auto", "contract", "ml-100k", "ml-1m", "ml-latest"])
+    _source_args(feat)
     feat.add_argument(
         "--run-dir", type=Path, help="run directory (default: <artifact-root>/runs/features-<time>)"
     )
@@ -202,6 +194,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifact-root", help="root for runs/ and registry/ (default: artifacts)")
 
 
+def _source_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source", type=Path, help="source directory (or data.source in the config)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=["auto", "contract", "ml-100k", "ml-1m", "ml-latest"],
+        help="source format (default: auto-detect)",
+    )
+
+
+def _load_with_source(args, **sections) -> PipelineConfig:
+    """Config with --source/--format applied; a missing source is a usage error."""
+    source = str(args.source) if args.source else None
+    cfg = _load(args, data={"source": source, "format": args.format}, **sections)
+    if cfg.data.source is None:
+        raise UsageError("give --source DIR (or data.source in the config)")
+    return cfg
+
+
 def _load(args, **sections) -> PipelineConfig:
     overrides = {"data": {"artifact_root": args.artifact_root}, **sections}
     return load_config(args.config, overrides=overrides)
@@ -241,12 +253,7 @@ def _validate(args) -> int:
 
     from data_checks.raw import validate_source
 
-    cfg = _load(
-        args, data={"source": str(args.source) if args.source else None, "format": args.format}
-    )
-    if cfg.data.source is None:
-        print("error: give --source DIR (or data.source in the config)", file=sys.stderr)
-        return 2
+    cfg = _load_with_source(args)
     if (args.start is None) != (args.end is None):
         print("error: --start and --end go together", file=sys.stderr)
         return 2
@@ -278,14 +285,9 @@ def _features(args) -> int:
     from pipelines.errors import DataValidationError
     from pipelines.features import run_features
 
-    cfg = _load(
-        args,
-        data={"source": str(args.source) if args.source else None, "format": args.format},
-        features={"history_length": args.history_length, "shards": args.shards},
+    cfg = _load_with_source(
+        args, features={"history_length": args.history_length, "shards": args.shards}
     )
-    if cfg.data.source is None:
-        print("error: give --source DIR (or data.source in the config)", file=sys.stderr)
-        return 2
     run_dir = args.run_dir or (
         Path(cfg.data.artifact_root)
         / "runs"

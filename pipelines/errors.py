@@ -11,6 +11,10 @@ class ConfigError(PipelineError):
     """A configuration value is missing, malformed or out of its allowed range."""
 
 
+class UsageError(PipelineError):
+    """The command line is incomplete or contradictory (the CLI exits with code 2)."""
+
+
 class SourceError(PipelineError):
     """A data source cannot be read at all (missing directory, unknown format, no interactions)."""
 
