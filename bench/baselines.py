@@ -29,6 +29,8 @@ def ease_scores(
     Yields:
         float32 `[rows, n_items]` score blocks, in `users` order.
     """
+    from scipy import sparse
+
     index = pd.Index(item_ids)
     users_index = pd.Index(sorted(set(train["user_id"])))
     pairs = train[["user_id", "item_id"]].drop_duplicates()
@@ -36,19 +38,21 @@ def ease_scores(
     cols = index.get_indexer(pairs["item_id"])
     keep = cols >= 0
     n = len(index)
-    x = np.zeros((len(users_index), n), dtype=np.float32)
-    x[rows[keep], cols[keep]] = 1.0
-    gram = x.T @ x
+    x = sparse.csr_matrix(
+        (np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])),
+        shape=(len(users_index), n),
+    )
+    gram = (x.T @ x).toarray().astype(np.float64)
     gram[np.diag_indices(n)] += lam
     p = np.linalg.inv(gram)
-    b = p / (-np.diag(p))
+    b = (p / (-np.diag(p))).astype(np.float32)
     b[np.diag_indices(n)] = 0.0
-    popularity = x.sum(axis=0) * 1e-6  # tie-break for users without history
+    popularity = np.asarray(x.sum(axis=0)).ravel() * 1e-6  # tie-break for users without history
     position = users_index.get_indexer(users)
     for start in range(0, len(users), batch):
         block = position[start : start + batch]
-        history = np.where((block >= 0)[:, None], x[np.maximum(block, 0)], 0.0)
-        yield history @ b + popularity
+        history = x[np.maximum(block, 0)].multiply((block >= 0)[:, None].astype(np.float32)).tocsr()
+        yield np.asarray(history @ b) + popularity
 
 
 def oracle_scores(

@@ -44,24 +44,51 @@ def main() -> None:
     cfg = load_config(env={})
     runs = {}
     for name, (first, last) in {"day1": (0, days - 1), "day2": (1, days)}.items():
-        runs[name] = run_features(landing, work / name, cfg, engine="local", window_start=day(first),
-                                  eval_start=day(last - 1), window_end=day(last))
+        runs[name] = run_features(
+            landing,
+            work / name,
+            cfg,
+            engine="local",
+            window_start=day(first),
+            eval_start=day(last - 1),
+            window_end=day(last),
+        )
     train = TrainConfig(epochs=args.epochs, early_stopping_patience=0)
-    day1 = train_model(runs["day1"].features_dir, work / "model_day1", train, resume=False, progress=False)
-    cold = train_model(runs["day2"].features_dir, work / "model_day2_cold", train, resume=False, progress=False)
-    warm = train_model(runs["day2"].features_dir, work / "model_day2_warm", train, resume=False,
-                       warm_start_from=day1.model_dir, progress=False)
-    curves = {name: [c["recall@100"] for c in r.manifest["curve"]] for name, r in (("cold", cold), ("warm", warm))}
+    day1 = train_model(
+        runs["day1"].features_dir, work / "model_day1", train, resume=False, progress=False
+    )
+    cold = train_model(
+        runs["day2"].features_dir, work / "model_day2_cold", train, resume=False, progress=False
+    )
+    warm = train_model(
+        runs["day2"].features_dir,
+        work / "model_day2_warm",
+        train,
+        resume=False,
+        warm_start_from=day1.model_dir,
+        progress=False,
+    )
+    curves = {
+        name: [c["recall@100"] for c in r.manifest["curve"]]
+        for name, r in (("cold", cold), ("warm", warm))
+    }
     target = max(curves["cold"])
-    reached = {name: next((i + 1 for i, r in enumerate(c) if r >= target), None) for name, c in curves.items()}
-    print(f"preset {args.preset}, day-2 window slid by one day; warm start copied "
-          f"{warm.manifest['warm_start']['user_id_rows_copied']} user rows and "
-          f"{warm.manifest['warm_start']['item_id_rows_copied']} item rows")
+    reached = {
+        name: next((i + 1 for i, r in enumerate(c) if r >= target), None)
+        for name, c in curves.items()
+    }
+    print(
+        f"preset {args.preset}, day-2 window slid by one day; warm start copied "
+        f"{warm.manifest['warm_start']['user_id_rows_copied']} user rows and "
+        f"{warm.manifest['warm_start']['item_id_rows_copied']} item rows"
+    )
     print(f"{'epoch':<6}" + "".join(f"{e:>9}" for e in range(1, args.epochs + 1)))
     for name, curve in curves.items():
         print(f"{name:<6}" + "".join(f"{r:>9.4f}" for r in curve))
-    print(f"epochs to reach the cold run's best Recall@100 ({target:.4f}): cold {reached['cold']}, "
-          f"warm {reached['warm']}")
+    print(
+        f"epochs to reach the cold run's best Recall@100 ({target:.4f}): cold {reached['cold']}, "
+        f"warm {reached['warm']}"
+    )
 
 
 if __name__ == "__main__":
