@@ -25,10 +25,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.config import BeamConfig, FeaturesConfig
 from pipelines.features import io, steps
 from pipelines.features.examples import user_shard
+from pipelines.features.snapshot import EVENT_COLUMNS
 from pipelines.features.window import FeatureWindow, epoch_seconds
 
 log = logging.getLogger(__name__)
-EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event", "weight"]
 
 
 class ReadEventBatches(beam.PTransform):

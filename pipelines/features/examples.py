@@ -30,7 +30,6 @@ import pandas as pd
 from pipelines.features.window import DAY, FeatureWindow
 from pipelines.features.wire import FeatureKey, join_examples, value_field, varint_buffer
 
-EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event", "weight"]
 _HOURS = FeatureKey("hour", "int64").entries(range(24))
 _DAYS = FeatureKey("day_of_week", "int64").entries(range(7))
 

@@ -11,8 +11,9 @@ import pyarrow.dataset as ds
 
 from pipelines.config import FeaturesConfig
 from pipelines.features import io, steps
-from pipelines.features.beam_job import EVENT_COLUMNS, load_items, load_users, user_feature_names
+from pipelines.features.beam_job import load_items, load_users, user_feature_names
 from pipelines.features.examples import user_shard
+from pipelines.features.snapshot import EVENT_COLUMNS
 from pipelines.features.window import FeatureWindow
 
 

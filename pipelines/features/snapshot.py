@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from pipelines.contract import RawSnapshot
 
+EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event", "weight"]  # interactions schema
 ROWS_PER_FILE = 1_000_000
 ROW_GROUP = 250_000
 
