@@ -18,6 +18,7 @@ examples/s; and the input pipeline's throughput vs the same steps on in-memory t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -34,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 from baselines import ease_scores, oracle_scores  # noqa: E402
 
 from pipelines.config import TrainConfig, load_config  # noqa: E402
-from pipelines.metrics import recall_at_k, top_k  # noqa: E402
+from pipelines.metrics import recall_at_k  # noqa: E402
 from tfrs_models.data import FeatureSet, train_dataset  # noqa: E402
 from tfrs_models.quick_eval import QuickEval  # noqa: E402
 from tfrs_models.train import build_model, train_model  # noqa: E402
@@ -63,24 +64,10 @@ class Scorer:
         self.cold_targets = [np.intersect1d(t, cold) for t in evaluation.targets]
 
     def score(self, blocks, ks=(10, 100)) -> dict:
-        tops, start = [], 0
-        for block in blocks:
-            block = np.array(block, dtype=np.float64)
-            for row, seen in enumerate(self.ev.seen[start : start + len(block)]):
-                block[row, seen] = -np.inf
-            tops.append(top_k(block, max(ks)))
-            start += len(block)
-        ranked = np.concatenate(tops)
+        ranked = self.ev.ranked(blocks, max(ks))
         out = {f"recall@{k}": recall_at_k(ranked[:, :k], self.ev.targets) for k in ks}
         out["cold recall@100"] = recall_at_k(ranked[:, :100], self.cold_targets)
         return out
-
-
-def model_blocks(model, ev: QuickEval, batch: int = 2048):
-    items = ev.item_embeddings(model.item_tower)
-    queries = ev.query_embeddings(model.query_tower)
-    for start in range(0, len(queries), batch):
-        yield queries[start : start + batch] @ items.T
 
 
 def input_pipeline_ratio(features: FeatureSet, cfg: TrainConfig, steps: int = 80) -> float:
@@ -137,9 +124,7 @@ def main() -> None:
     rows["oracle"] = scorer.score(
         oracle_scores(GroundTruth.load(landing), ev.item_ids, users, times)
     )
-    rows["popularity"] = scorer.score(
-        [np.broadcast_to(ev.popularity, (len(users), len(ev.item_ids)))]
-    )
+    rows["popularity"] = scorer.score(ev.popularity_blocks())
     inter = read_source(landing).interactions
     window = features.manifest["window_epoch_s"]
     seconds = inter["timestamp"].astype("int64") // 10**6
@@ -159,10 +144,11 @@ def main() -> None:
             resume=False,
             progress=False,
         )
-        rows[name] = scorer.score(model_blocks(result.model, ev))
+        rows[name] = scorer.score(ev.model_blocks(result.model))
         speeds[name] = result.manifest["train_examples_per_second"]
         rows[name]["epochs"] = f"{result.manifest['best_epoch']}/{result.manifest['epochs_run']}"
         print(f"{name}: {rows[name]} ({time.perf_counter() - t:.0f} s)", flush=True)
+        (work / "results.json").write_text(json.dumps(rows, indent=1))
 
     oracle = rows["oracle"]["recall@100"]
     print(

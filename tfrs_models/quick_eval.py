@@ -56,16 +56,35 @@ class QuickEval:
             [item_tower(ids[i : i + _BATCH]).numpy() for i in range(0, len(ids), _BATCH)]
         )
 
-    def recall(self, scores: np.ndarray, k: int) -> float:
-        """Recall@k of a score matrix `[n_queries, n_items]` after masking seen items."""
-        scores = scores.astype(np.float64, copy=True)
-        for row, seen in enumerate(self.seen):
-            scores[row, seen] = -np.inf
-        return recall_at_k(top_k(scores, k), self.targets)
+    def ranked(self, blocks, k: int) -> np.ndarray:
+        """Top-k catalog indices per query, seen items excluded: int `[n_queries, k]`.
+
+        Args:
+            blocks: score matrices `[rows, n_items]` for consecutive queries (bounded memory).
+        """
+        tops, start = [], 0
+        for block in blocks:
+            block = np.array(block, dtype=np.float32)
+            for row, seen in enumerate(self.seen[start : start + len(block)]):
+                block[row, seen] = -np.inf
+            tops.append(top_k(block, k))
+            start += len(block)
+        return np.concatenate(tops) if tops else np.zeros((0, k), np.int64)
+
+    def model_blocks(self, model):
+        """Score blocks of the model: query vectors x catalog item vectors."""
+        items = self.item_embeddings(model.item_tower)
+        queries = self.query_embeddings(model.query_tower)
+        for start in range(0, len(queries), _BATCH):
+            yield queries[start : start + _BATCH] @ items.T
+
+    def popularity_blocks(self):
+        for start in range(0, len(self), _BATCH):
+            rows = min(_BATCH, len(self) - start)
+            yield np.broadcast_to(self.popularity, (rows, len(self.popularity)))
 
     def model_recall(self, model, k: int) -> float:
-        scores = self.query_embeddings(model.query_tower) @ self.item_embeddings(model.item_tower).T
-        return self.recall(scores, k)
+        return recall_at_k(self.ranked(self.model_blocks(model), k), self.targets)
 
     def popularity_recall(self, k: int) -> float:
-        return self.recall(np.broadcast_to(self.popularity, (len(self), len(self.popularity))), k)
+        return recall_at_k(self.ranked(self.popularity_blocks(), k), self.targets)
