@@ -128,7 +128,9 @@ class TrainConfig(_Section):
     user_feature_buckets: int = Field(
         1000, ge=2, le=1_000_000, description="Hash bins per feature."
     )
-    temperature: float = Field(0.05, gt=0.0, le=10.0, description="Softmax temperature.")
+    temperature: float = Field(
+        0.2, gt=0.0, le=10.0, description="Softmax temperature (lower = sharper; 0.05 overfit)."
+    )
     logq_correction: bool = Field(True, description="Subtract log sampling probability.")
     remove_accidental_hits: bool = True
     mixed_negatives: int = Field(
