@@ -104,6 +104,7 @@ def main() -> None:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-training-"))
 
     from pipelines.features import run_features
+    from pipelines.features.snapshot import epoch_seconds
     from pipelines.sources import read_source
     from pipelines.synthetic import GroundTruth, generate
 
@@ -127,7 +128,7 @@ def main() -> None:
     rows["popularity"] = scorer.score(ev.popularity_blocks())
     inter = read_source(landing).interactions
     window = features.manifest["window_epoch_s"]
-    seconds = inter["timestamp"].astype("int64") // 10**6
+    seconds = epoch_seconds(inter["timestamp"])
     train = inter[(seconds >= window["window_start"]) & (seconds < window["eval_start"])]
     if len(ev.item_ids) <= 25_000:
         rows["EASE"] = scorer.score(ease_scores(train, ev.item_ids, users))
