@@ -20,8 +20,10 @@ CFG = TrainConfig(epochs=2, eval_sample=500)
 
 @pytest.fixture(scope="module")
 def trained(small_features, tmp_path_factory):
+    # Four epochs: at temperature 0.2 recall still climbs after two (0.66-0.72 run to run there).
+    cfg = CFG.model_copy(update={"epochs": 4})
     return train_model(
-        small_features.features_dir, tmp_path_factory.mktemp("model"), CFG, progress=False
+        small_features.features_dir, tmp_path_factory.mktemp("model"), cfg, progress=False
     )
 
 
@@ -29,7 +31,8 @@ def test_training_beats_popularity_on_the_eval_period(trained):
     m = trained.manifest
     assert m["eval_queries"] > 1000
     assert m["recall@100"] > 1.5 * m["popularity_recall@100"] > 0
-    assert len(m["curve"]) == 2 and m["train_examples_per_second"] > 0
+    # Four epochs, or three when early stopping (patience 2) ends the run.
+    assert len(m["curve"]) in (3, 4) and m["train_examples_per_second"] > 0
     assert (
         trained.model_dir
         and json.loads(open(f"{trained.model_dir}/train_manifest.json").read())["best_epoch"]
