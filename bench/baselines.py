@@ -1,4 +1,4 @@
-"""Non-neural baselines for the benchmarks only: EASE (Steck 2019) and the synthetic oracle.
+"""Non-neural baseline for the benchmarks only: EASE (Steck 2019).
 
 EASE is the bar a two-tower model must clear on MovieLens-style data: a closed-form item-item
 model, B = I - P / diag(P) with P = (X'X + lambda I)^-1, zero diagonal.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.synthetic import GroundTruth
 
 
 def ease_scores(
@@ -53,20 +52,3 @@ def ease_scores(
         block = position[start : start + batch]
         history = x[np.maximum(block, 0)].multiply((block >= 0)[:, None].astype(np.float32)).tocsr()
         yield np.asarray(history @ b) + popularity
-
-
-def oracle_scores(
-    truth: GroundTruth, item_ids: np.ndarray, users: list[str], times: np.ndarray, batch: int = 1024
-):
-    """True logits (the generator's model) of `users` at `times` over `item_ids`, in batches."""
-    columns = np.array([int(i[1:]) for i in item_ids])
-    user_index = np.array([int(u[1:]) for u in users])
-    for start in range(0, len(users), batch):
-        block = []
-        for u, t in zip(
-            user_index[start : start + batch], times[start : start + batch], strict=True
-        ):
-            block.append(
-                truth.logits(np.array([u]), pd.Timestamp(int(t), unit="s", tz="UTC"))[0, columns]
-            )
-        yield np.stack(block)

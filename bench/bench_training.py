@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from baselines import ease_scores, oracle_scores  # noqa: E402
+from baselines import ease_scores  # noqa: E402
 
 from pipelines.config import TrainConfig, load_config  # noqa: E402
 from pipelines.metrics import recall_at_k  # noqa: E402
@@ -123,7 +123,7 @@ def main() -> None:
     rows = {}
     t = time.perf_counter()
     rows["oracle"] = scorer.score(
-        oracle_scores(GroundTruth.load(landing), ev.item_ids, users, times)
+        GroundTruth.load(landing).score_blocks(ev.item_ids, users, times)
     )
     rows["popularity"] = scorer.score(ev.popularity_blocks())
     inter = read_source(landing).interactions

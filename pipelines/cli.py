@@ -20,17 +20,6 @@ from pipelines.errors import PipelineError, UsageError
 
 log = logging.getLogger("pipelines")
 
-# Steps whose implementation lands with later issues; listed so `--help` shows the whole vocabulary.
-_PLANNED = {
-    "index": "build and tune the ScaNN index",
-    "evaluate": "evaluate challenger, champion and baselines on the eval period",
-    "promote": "promote a bundle to production (atomic pointer swap)",
-    "rollback": "restore the previous production bundle",
-    "registry": "list bundles in the registry",
-    "recommend": "top-K recommendations from the production bundle",
-    "run": "all steps end to end in one process",
-}
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
@@ -179,13 +168,112 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--mixed-negatives", type=int)
     tr.set_defaults(handler=_train)
 
-    for name, text in _PLANNED.items():
-        planned = sub.add_parser(
-            name,
-            help=f"{text} (not available yet)",
-            description=f"{text}. Not available in this version yet.",
-        )
-        planned.set_defaults(handler=_planned(name))
+    idx = sub.add_parser(
+        "index",
+        help="build and tune the ScaNN index over a trained model's item embeddings",
+        description="Build exact search (small catalogs) or tree + asymmetric hashing + exact "
+        "reordering (large ones) over <run-dir>/model/item_embeddings.npy, tune leaves to "
+        "search / reorder depth on eval queries to the cheapest setting reaching the target "
+        "recall vs exact search, and write <run-dir>/model/index plus the serving state.",
+    )
+    _common(idx)
+    idx.add_argument("--run-dir", type=Path, required=True, help="run with features/ and model/")
+    idx.add_argument("--target-recall", type=float, help="ANN recall@k to reach (default 0.95)")
+    idx.add_argument("--k", type=int, help="neighbours the index is tuned for (default 100)")
+    idx.set_defaults(handler=_index)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate challenger, champion and baselines on the eval period",
+        description="Answer every eval query through query tower -> index (seen items "
+        "excluded) for the run's model and the production bundle, plus popularity and, on "
+        "synthetic data, the oracle; write metrics.json, report.md and recall_at_k.png to "
+        "<run-dir>/evaluation, then apply the gate (gate.md).",
+    )
+    _common(ev)
+    ev.add_argument(
+        "--run-dir", type=Path, required=True, help="run with features/ and model/index"
+    )
+    ev.add_argument(
+        "--champion", type=Path, help="served directory to compare (default: production)"
+    )
+    ev.add_argument(
+        "--source", type=Path, help="source with _truth/ for the oracle (synthetic data)"
+    )
+    ev.set_defaults(handler=_evaluate)
+
+    pr = sub.add_parser(
+        "promote",
+        help="promote a run's bundle (if its gate passes) or an existing bundle",
+        description="With --run-dir: apply the gate to the run's evaluation and, if it passes "
+        "(or --force), publish the bundle and swap the production pointer atomically. With "
+        "--bundle: point production at a bundle already in the registry.",
+    )
+    _common(pr)
+    group = pr.add_mutually_exclusive_group(required=True)
+    group.add_argument("--run-dir", type=Path, help="an evaluated run")
+    group.add_argument("--bundle", help="bundle id in the registry")
+    pr.add_argument("--force", action="store_true", help="promote even if gate rules fail")
+    pr.set_defaults(handler=_promote)
+
+    rb = sub.add_parser(
+        "rollback",
+        help="restore the previous production bundle",
+        description="Point production back at the bundle it served before the current one.",
+    )
+    _common(rb)
+    rb.set_defaults(handler=_rollback)
+
+    reg = sub.add_parser("registry", help="list bundles in the registry")
+    reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    lst = reg_sub.add_parser("list", help="bundles, oldest first; * marks production")
+    _common(lst)
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(handler=_registry_list)
+
+    rec = sub.add_parser(
+        "recommend",
+        help="top-K recommendations from the production bundle",
+        description="Recommend for one user (--user) or a file of user ids, one per line "
+        "(--users FILE --out FILE: one JSON line per user, {user_id, source, items: "
+        "[{item_id, score}]}). Unknown users get the recent-popularity fallback.",
+    )
+    _common(rec)
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="one user id")
+    who.add_argument("--users", type=Path, help="file with one user id per line")
+    rec.add_argument("--out", type=Path, help="JSON lines output (with --users; default stdout)")
+    rec.add_argument("--k", type=int, default=10, help="items per user (default 10)")
+    seen = rec.add_mutually_exclusive_group()
+    seen.add_argument(
+        "--exclude-seen",
+        dest="exclude_seen",
+        action="store_true",
+        default=True,
+        help="leave out items the user already interacted with (default)",
+    )
+    seen.add_argument("--include-seen", dest="exclude_seen", action="store_false")
+    rec.add_argument("--bundle", help="bundle id (default: production)")
+    rec.set_defaults(handler=_recommend)
+
+    run = sub.add_parser(
+        "run",
+        help="all steps end to end in one process",
+        description="validate -> features -> train (warm start from production) -> index -> "
+        "evaluate -> gate -> promote, the same functions the Airflow DAG calls. Without "
+        "--source the synthetic preset is generated under <artifact-root>/landing.",
+    )
+    _common(run)
+    _source_args(run)
+    run.add_argument("--run-id", help="run directory name (default: run-<UTC time>)")
+    run.add_argument("--preset", choices=["small", "medium", "large"], help="synthetic preset")
+    run.add_argument("--epochs", type=int)
+    run.add_argument("--engine", choices=["beam", "local"], default="beam")
+    run.add_argument("--force-promote", action="store_true", default=None)
+    run.add_argument(
+        "--dry-run", action="store_true", default=None, help="every step but promotion"
+    )
+    run.set_defaults(handler=_run)
     return parser
 
 
@@ -215,7 +303,8 @@ def _load_with_source(args, **sections) -> PipelineConfig:
 
 
 def _load(args, **sections) -> PipelineConfig:
-    overrides = {"data": {"artifact_root": args.artifact_root}, **sections}
+    data = {"artifact_root": args.artifact_root, **sections.pop("data", {})}
+    overrides = {"data": data, **sections}
     return load_config(args.config, overrides=overrides)
 
 
@@ -357,12 +446,138 @@ def _train(args) -> int:
     return 0
 
 
-def _planned(name: str) -> Callable[[argparse.Namespace], int]:
-    def handler(_args) -> int:
-        print(f"error: '{name}' is not available in this version yet", file=sys.stderr)
-        return 2
+def _index(args) -> int:
+    from pipelines.run import build_index
 
-    return handler
+    cfg = _load(args, index={"target_recall": args.target_recall, "k": args.k})
+    out = build_index(cfg, args.run_dir)
+    print(
+        f"index written to {out['index_dir']} ({out['kind']}): recall@{cfg.index.k} vs exact "
+        f"{out['recall']:.4f} (target {out['target_recall']}), leaves {out['leaves_to_search']}, "
+        f"reorder {out['pre_reorder']}, {out['qps_batched']} queries/s, p99 {out['latency_p99_ms']} ms"
+    )
+    return 0
+
+
+def _evaluate(args) -> int:
+    from pipelines.registry import Registry
+    from pipelines.run import evaluate, gate
+
+    cfg = _load(args, data={"source": str(args.source) if args.source else None})
+    champion = args.champion or Registry(cfg.data.artifact_root).production_dir()
+    out = evaluate(cfg, args.run_dir, champion)
+    decision = gate(cfg, args.run_dir)
+    print((Path(out["report"])).read_text())
+    print(Path(args.run_dir, "evaluation", "gate.md").read_text())
+    return 0 if decision["promote"] else 1
+
+
+def _promote(args) -> int:
+    from pipelines.registry import Registry
+
+    cfg = _load(args, gate={"force_promote": args.force or None})
+    registry = Registry(cfg.data.artifact_root)
+    if args.bundle:
+        pointer = registry.promote(args.bundle, reason="manual promote")
+        print(f"production -> {pointer['bundle_id']} (was {pointer['previous']})")
+        return 0
+    from pipelines.run import gate, promote
+
+    decision = gate(cfg, args.run_dir)
+    out = promote(cfg, args.run_dir, decision, Path(args.run_dir).name, registry.production())
+    print(Path(args.run_dir, "evaluation", "gate.md").read_text())
+    if out["promoted"]:
+        print(f"production -> {out['bundle_id']}")
+        return 0
+    print("not promoted; production unchanged")
+    return 1
+
+
+def _rollback(args) -> int:
+    from pipelines.registry import Registry
+
+    cfg = _load(args)
+    pointer = Registry(cfg.data.artifact_root).rollback()
+    print(f"production -> {pointer['bundle_id']} (rolled back)")
+    return 0
+
+
+def _registry_list(args) -> int:
+    from pipelines.registry import Registry
+
+    cfg = _load(args)
+    bundles = Registry(cfg.data.artifact_root).bundles()
+    if args.json:
+        print(json.dumps(bundles, indent=2))
+        return 0
+    if not bundles:
+        print(f"no bundles in {cfg.data.artifact_root}/registry")
+    for b in bundles:
+        value = b["primary_value"]
+        metric = f"{b['primary_metric']}={value:.4f}" if value is not None else ""
+        print(f"{'*' if b['production'] else ' '} {b['bundle_id']}  {b['created_at']}  "
+              f"run={b['run_id']}  {metric}  parent={b['parent']}")  # fmt: skip
+    return 0
+
+
+def _recommend(args) -> int:
+    from pipelines.recommend import Recommender
+    from pipelines.registry import Registry
+
+    cfg = _load(args)
+    registry = Registry(cfg.data.artifact_root)
+    bundle = args.bundle or registry.production()
+    if bundle is None:
+        raise UsageError(
+            f"no production bundle in {cfg.data.artifact_root}/registry; run `two-tower run` first"
+        )
+    recommender = Recommender(registry.fetch(bundle))
+    if args.user:
+        users = [args.user]
+    else:
+        try:
+            users = [line.strip() for line in args.users.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise UsageError(f"cannot read --users {args.users}: {exc.strerror}") from None
+    results = recommender.recommend(users, k=args.k, exclude_seen=args.exclude_seen)
+    lines = "".join(json.dumps(r) + "\n" for r in results)
+    if args.out:
+        args.out.write_text(lines)
+        print(f"wrote {len(results)} users to {args.out} (bundle {bundle})", file=sys.stderr)
+    else:
+        sys.stdout.write(lines)
+    return 0
+
+
+def _run(args) -> int:
+    import pandas as pd
+
+    from pipelines.errors import DataValidationError
+    from pipelines.run import run_pipeline
+
+    cfg = _load(
+        args,
+        data={"source": str(args.source) if args.source else None, "format": args.format},
+        synthetic={"preset": args.preset},
+        train={"epochs": args.epochs},
+        gate={"force_promote": args.force_promote, "dry_run": args.dry_run},
+    )
+    run_id = args.run_id or f"run-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}"
+    try:
+        summary = run_pipeline(cfg, run_id, engine=args.engine)
+    except DataValidationError as exc:
+        print(str(exc))
+        print("run stopped: data checks failed; production unchanged")
+        return 1
+    run_dir = Path(summary["run_dir"])
+    print((run_dir / "evaluation" / "report.md").read_text())
+    print((run_dir / "evaluation" / "gate.md").read_text())
+    promoted = summary["promote"]
+    print(
+        f"run {run_id}: {promoted['decision']}; production bundle: {summary['production']}"
+        f" (champion was {summary['champion']})"
+    )
+    return 0
 
 
 def _progress(step: str) -> Callable[[int, int, int], None]:

@@ -155,6 +155,88 @@ class TrainConfig(_Section):
     seed: int = Field(13, ge=0, le=2**31 - 1)
 
 
+class IndexConfig(_Section):
+    """The ScaNN index over the item embeddings (scann_index)."""
+
+    k: int = Field(100, ge=1, le=10_000, description="Neighbours the index is tuned for.")
+    target_recall: float = Field(
+        0.95, gt=0.0, le=1.0, description="ANN recall@k vs exact search the tuning must reach."
+    )
+    brute_force_max_items: int = Field(
+        20_000, ge=0, le=100_000_000, description="Catalogs up to this size use exact search."
+    )
+    num_leaves: int | None = Field(
+        None, ge=2, le=1_000_000, description="Tree partitions; None = about 2 * sqrt(items)."
+    )
+    dimensions_per_block: int = Field(2, ge=1, le=16, description="Asymmetric hashing block size.")
+    anisotropic_threshold: float = Field(
+        0.2, ge=0.0, le=1.0, description="Anisotropic quantization threshold (dot product)."
+    )
+    tune_queries: int = Field(
+        2000, ge=10, le=1_000_000, description="Eval queries sampled to tune the search."
+    )
+    threads: int = Field(0, ge=0, le=256, description="Search threads; 0 = one per core.")
+
+
+class EvalConfig(_Section):
+    """The evaluation step (pipelines.evaluation)."""
+
+    ks: list[int] = Field([10, 50, 100], description="Cutoffs of Recall@K / NDCG@K / hit rate.")
+    primary_metric: str = Field("recall@100", description="The metric the gate compares.")
+    head_share: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Head items = most popular items taking this share of training interactions.",
+    )
+    max_queries: int | None = Field(
+        None, ge=1, description="Evaluate a random subset of eval queries; None = all."
+    )
+
+    @model_validator(mode="after")
+    def _valid_metric(self) -> EvalConfig:
+        name, _, k = self.primary_metric.partition("@")
+        if name not in ("recall", "ndcg", "hit_rate") or not k.isdigit() or int(k) not in self.ks:
+            raise ValueError(
+                f"eval.primary_metric {self.primary_metric!r} must be recall@K, ndcg@K or "
+                f"hit_rate@K with K in eval.ks {self.ks}"
+            )
+        return self
+
+
+class GateConfig(_Section):
+    """Rules a challenger must pass before promotion (pipelines.gate)."""
+
+    min_lift_over_popularity: float = Field(
+        0.05,
+        ge=-1.0,
+        le=100.0,
+        description="Challenger primary metric must be >= popularity's x (1 + this).",
+    )
+    max_regression: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="Challenger may be at most this fraction below the champion.",
+    )
+    min_ann_recall: float = Field(
+        0.9, ge=0.0, le=1.0, description="Index recall vs exact search on the eval queries."
+    )
+    max_latency_p99_ms: float = Field(
+        50.0, gt=0.0, description="Single-query search latency budget (p99, ms)."
+    )
+    max_index_mb: float = Field(2048.0, gt=0.0, description="Index size on disk budget (MB).")
+    force_promote: bool = Field(False, description="Promote even if rules fail (recorded).")
+    dry_run: bool = Field(False, description="Run every step but leave production alone.")
+
+
+class RegistryConfig(_Section):
+    """The bundle registry under `<artifact_root>/registry` (pipelines.registry)."""
+
+    keep_bundles: int = Field(5, ge=2, le=1000, description="Bundles kept (production included).")
+    warm_start: bool = Field(True, description="Initialise training from the production bundle.")
+
+
 class BeamConfig(_Section):
     """Default Beam runner options; any other Beam flag passes through the CLI untouched."""
 
@@ -174,6 +256,10 @@ class PipelineConfig(_Section):
     features: FeaturesConfig = FeaturesConfig()
     beam: BeamConfig = BeamConfig()
     train: TrainConfig = TrainConfig()
+    index: IndexConfig = IndexConfig()
+    eval: EvalConfig = EvalConfig()
+    gate: GateConfig = GateConfig()
+    registry: RegistryConfig = RegistryConfig()
 
 
 def load_config(

@@ -82,6 +82,20 @@ class GroundTruth:
             + bias
         )
 
+    def score_blocks(self, item_ids, users, times, batch: int = 1024):
+        """True logits of `users` at `times` (epoch s) over `item_ids`, in `[rows, items]` blocks.
+
+        Ids are the generator's (`u<n>`, `i<n>`); the oracle of every evaluation.
+        """
+        columns = np.array([int(i[1:]) for i in item_ids])
+        user_index = np.array([int(u[1:]) for u in users])
+        for start in range(0, len(user_index), batch):
+            rows = zip(user_index[start : start + batch], times[start : start + batch], strict=True)
+            yield np.stack([
+                self.logits(np.array([u]), pd.Timestamp(int(t), unit="s", tz="UTC"))[0, columns]
+                for u, t in rows
+            ])  # fmt: skip
+
 
 def item_logit_bias(
     log_popularity: np.ndarray,

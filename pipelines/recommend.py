@@ -1,0 +1,84 @@
+"""Top-K recommendations from a served directory (usually the production bundle).
+
+Known users get a query vector from their point-in-time history and features at the bundle's
+data window end; users with neither history nor features fall back to the recent popularity
+ranking (marked `"source": "popularity"`), never an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.errors import UsageError
+from pipelines.serving import ServingModel, read_state
+
+
+class Recommender:
+    """Loaded once, then `recommend` any number of users."""
+
+    def __init__(self, directory: str | Path, at: int | None = None):
+        self.model = ServingModel(directory)
+        self.state, self.popular = read_state(directory)
+        manifest = Path(directory) / "manifest.json"
+        self.at = at
+        if self.at is None:
+            import json
+
+            meta = json.loads(manifest.read_text()) if manifest.exists() else {}
+            self.at = int(meta.get("data_window", {}).get("window_end", 0)) or None
+        self.feature_names = [
+            n for n in self.model.inputs if n.startswith("user_") and n != "user_id"
+        ]
+        self.h = max((len(v) for v in self.state["history_item_ids"]), default=1) or 1
+
+    def recommend(self, user_ids: list[str], k: int = 10, exclude_seen: bool = True) -> list[dict]:
+        """One `{"user_id", "source", "items": [{"item_id", "score"}]}` per user, in order."""
+        if k < 1:
+            raise UsageError(f"--k must be >= 1, got {k}")
+        known = [u for u in user_ids if u in self.state.index]
+        results = {}
+        if known:
+            rows = self.state.loc[known]
+            n = len(known)
+            hist = np.full((n, self.h), "", dtype=object)
+            hist_t = np.zeros((n, self.h), dtype=np.int64)
+            for i, (items, times) in enumerate(
+                zip(rows["history_item_ids"], rows["history_timestamps"], strict=True)
+            ):
+                hist[i, : len(items)] = list(items)
+                hist_t[i, : len(times)] = list(times)
+            at = self.at or int(hist_t.max(initial=0)) + 1
+            features = {
+                "user_id": np.array(known, dtype=object),
+                "timestamp": np.full(n, at, dtype=np.int64),
+                "history_item_ids": hist,
+                "history_timestamps": hist_t,
+            }
+            for name in self.feature_names:
+                if name in rows:
+                    features[name] = rows[name].fillna("").astype(str).to_numpy(object)
+            vectors = self.model.embed(features)
+            exclude = (
+                [self.model.rows(seen) for seen in rows["seen_item_ids"]] if exclude_seen else None
+            )
+            found, scores = self.model.index.search(vectors, k, exclude=exclude)
+            for user, r, s in zip(known, found, scores, strict=True):
+                keep = r >= 0
+                results[user] = {
+                    "user_id": user,
+                    "source": "model",
+                    "items": [
+                        {"item_id": str(self.model.item_ids[i]), "score": round(float(v), 6)}
+                        for i, v in zip(r[keep], s[keep], strict=True)
+                    ],
+                }
+        for user in user_ids:
+            if user not in results:
+                results[user] = {
+                    "user_id": user,
+                    "source": "popularity",
+                    "items": [{"item_id": item, "score": None} for item in self.popular[:k]],
+                }
+        return [results[u] for u in user_ids]

@@ -1,0 +1,275 @@
+"""The retraining run as library steps: the `run` subcommand and the Airflow DAG call these.
+
+Each step takes the config and the run directory and returns a small JSON-able dict (paths,
+counts, decisions: what an orchestrator may pass between tasks), never data. Layout:
+
+    <artifact_root>/runs/<run_id>/
+        raw_report/      raw-data checks (HTML, JSON)
+        raw/ features/   snapshot and Beam feature job output (+ features_report/)
+        model/           training output; index/, serving_state.parquet, popular_items.txt
+        evaluation/      metrics.json, report.md, recall_at_k.png, gate.json, gate.md
+        bundle/          the staged bundle (what promotion publishes)
+    <artifact_root>/registry/   bundles and the production pointer (pipelines.registry)
+
+A re-run with the same run id overwrites only its own run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from pipelines.config import PipelineConfig
+from pipelines.errors import DataValidationError, PipelineError
+
+log = logging.getLogger(__name__)
+
+_BUNDLE_IGNORE = ("checkpoints", "logs")
+
+
+def run_dir_for(cfg: PipelineConfig, run_id: str) -> Path:
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise PipelineError(f"run id {run_id!r} must be a plain name (no '/', not hidden)")
+    return Path(cfg.data.artifact_root) / "runs" / run_id
+
+
+def validate_raw(cfg: PipelineConfig, run_dir: str | Path, interval=None, now=None) -> dict:
+    """Raw-data checks on the source.
+
+    Raises:
+        DataValidationError: a rule failed (the report is attached and written to disk).
+    """
+    from data_checks.raw import validate_source
+
+    report_dir = Path(run_dir) / "raw_report"
+    report = validate_source(
+        cfg.data.source, cfg.data.format, cfg.checks, interval=interval, now=now,
+        report_dir=report_dir,
+    )  # fmt: skip
+    summary = {
+        "success": report.success,
+        "report_dir": str(report_dir),
+        "failed": [f.rule for f in report.failures],
+        "html": report.html_path,
+    }
+    if not report.success:
+        raise DataValidationError(report.summary(), report=report)
+    return summary
+
+
+def build_features(
+    cfg: PipelineConfig, run_dir: str | Path, engine: str = "beam", beam_args=None
+) -> dict:
+    """Snapshot + Beam feature job + feature checks into `<run_dir>`."""
+    from pipelines.features import run_features
+
+    run = run_features(cfg.data.source, run_dir, cfg, engine=engine, beam_args=beam_args)
+    return {"features_dir": str(run.features_dir), "counts": run.manifest["counts"]}
+
+
+def train(cfg: PipelineConfig, run_dir: str | Path, warm_start_from: str | Path | None) -> dict:
+    """Train (resuming from this run's checkpoints) and export into `<run_dir>/model`."""
+    from tfrs_models.train import train_model
+
+    run_dir = Path(run_dir)
+    result = train_model(
+        run_dir / "features", run_dir / "model", cfg.train, warm_start_from=warm_start_from,
+        progress=False,
+    )  # fmt: skip
+    m, k = result.manifest, cfg.train.eval_k
+    return {
+        "model_dir": result.model_dir,
+        "best_epoch": m["best_epoch"],
+        "epochs_run": m["epochs_run"],
+        f"quick_recall@{k}": m[f"recall@{k}"],
+        "warm_start": str(warm_start_from) if warm_start_from else None,
+    }
+
+
+def build_index(cfg: PipelineConfig, run_dir: str | Path) -> dict:
+    """Index the exported item embeddings, tune on eval queries, write the serving state."""
+    import numpy as np
+
+    from pipelines.evaluation import EvalSet
+    from pipelines.serving import build_serving_state
+    from scann_index.index import build_index as build
+    from scann_index.index import tune_index
+    from tfrs_models.export import load_query_tower
+
+    run_dir = Path(run_dir)
+    model_dir = run_dir / "model"
+    embeddings = np.load(model_dir / "item_embeddings.npy")
+    item_ids = np.array((model_dir / "item_ids.txt").read_text(encoding="utf-8").splitlines())
+    index = build(embeddings, item_ids, cfg.index)
+    sample = cfg.eval.model_copy(update={"max_queries": cfg.index.tune_queries})
+    evalset = EvalSet(run_dir / "features", sample, seed=1)
+    tower = load_query_tower(model_dir)
+    names = {spec.name for spec in tower.structured_input_signature[1].values()}
+    queries = tower(**{n: v for n, v in evalset.queries.items() if n in names})["embedding"]
+    tuned = tune_index(index, embeddings, queries.numpy(), cfg.index)
+    index.save(model_dir / "index")
+    state = build_serving_state(run_dir, model_dir)
+    return {"index_dir": str(model_dir / "index"), "kind": index.kind, **tuned, "state": state}
+
+
+def evaluate(cfg: PipelineConfig, run_dir: str | Path, champion_dir: str | Path | None) -> dict:
+    """Challenger vs champion vs popularity (vs oracle) through the serving path."""
+    from pipelines.evaluation import evaluate as run_evaluation
+
+    run_dir = Path(run_dir)
+    metrics = run_evaluation(
+        run_dir / "features", run_dir / "model", champion_dir, run_dir / "evaluation", cfg.eval,
+        truth_dir=cfg.data.source,
+    )  # fmt: skip
+    primary = cfg.eval.primary_metric
+    return {
+        "metrics": str(run_dir / "evaluation" / "metrics.json"),
+        "report": str(run_dir / "evaluation" / "report.md"),
+        **{
+            name: metrics[name][primary]
+            for name in ("challenger", "champion", "popularity", "oracle")
+            if name in metrics
+        },
+    }
+
+
+def smoke_test(served_dir: str | Path, k: int = 10) -> str | None:
+    """Serve a few known users and an unknown one; None if fine, else what went wrong."""
+    from pipelines.recommend import Recommender
+
+    try:
+        rec = Recommender(served_dir)
+        users = list(rec.state.index[:3]) + ["__smoke_test_unknown_user__"]
+        results = rec.recommend(users, k=k)
+        catalog = set(rec.model.item_ids)
+        for r in results:
+            items = [i["item_id"] for i in r["items"]]
+            if len(items) != min(k, len(catalog)) or not set(items) <= catalog:
+                return f"user {r['user_id']}: {len(items)} items, expected {k} catalog items"
+            if len(set(items)) != len(items):
+                return f"user {r['user_id']}: duplicate items"
+    except Exception as exc:  # noqa: BLE001 - the gate reports any serving failure
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def gate(cfg: PipelineConfig, run_dir: str | Path) -> dict:
+    """Apply the gate rules to this run's evaluation; writes gate.json / gate.md."""
+    from pipelines.gate import decide
+
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    decision = decide(
+        metrics, cfg.gate, cfg.eval.primary_metric, smoke_test=smoke_test(run_dir / "model")
+    )
+    decision.write(run_dir / "evaluation")
+    log.info("gate: %s", decision.decision)
+    return decision.to_dict()
+
+
+def stage_bundle(run_dir: str | Path) -> Path:
+    """Copy what serving needs (and the evaluation) into `<run_dir>/bundle`."""
+    run_dir = Path(run_dir)
+    staging = run_dir / "bundle"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(run_dir / "model", staging, ignore=shutil.ignore_patterns(*_BUNDLE_IGNORE))
+    shutil.copytree(run_dir / "evaluation", staging / "evaluation")
+    return staging
+
+
+def promote(
+    cfg: PipelineConfig,
+    run_dir: str | Path,
+    decision: dict,
+    run_id: str,
+    champion_id: str | None,
+) -> dict:
+    """Publish the staged bundle and swap the production pointer, if the gate said so."""
+    from pipelines.registry import Registry, code_version
+
+    run_dir = Path(run_dir)
+    if not decision["promote"]:
+        return {"promoted": False, "decision": decision["decision"], "bundle_id": None}
+    staging = stage_bundle(run_dir)
+    metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    primary = cfg.eval.primary_metric
+    features = json.loads((run_dir / "features" / "manifest.json").read_text())
+    manifest = {
+        "created_at": _now(),
+        "run_id": run_id,
+        "source": cfg.data.source,
+        "data_window": features["window_epoch_s"],
+        "data_window_iso": features["window"],
+        "config": cfg.model_dump(mode="json"),
+        "metrics": {
+            name: {k: v for k, v in section.items() if k != "slices"}
+            for name, section in metrics.items()
+        },  # fmt: skip
+        "primary_metric": primary,
+        "primary_value": metrics["challenger"][primary],
+        "gate": decision,
+        "code_version": code_version(),
+        "parent_bundle": champion_id,
+    }
+    registry = Registry(cfg.data.artifact_root)
+    bundle_id = registry.publish(staging, manifest)
+    registry.promote(bundle_id, reason=f"run {run_id}: {decision['decision']}")
+    pruned = registry.prune(cfg.registry.keep_bundles)
+    return {
+        "promoted": True,
+        "decision": decision["decision"],
+        "bundle_id": bundle_id,
+        "pruned": pruned,
+    }
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def run_pipeline(cfg: PipelineConfig, run_id: str, *, engine: str = "beam", beam_args=None) -> dict:
+    """Every step in one process: validate, features, train, index, evaluate, gate, promote.
+
+    Without `data.source` the embedded synthetic world is generated (once) under
+    `<artifact_root>/landing/<preset>`.
+
+    Raises:
+        DataValidationError: raw or feature checks failed (production untouched).
+    """
+    from pipelines.registry import Registry
+
+    if cfg.data.source is None:
+        from pipelines.synthetic import generate
+
+        landing = Path(cfg.data.artifact_root) / "landing" / cfg.synthetic.preset
+        if not (landing / "items.parquet").exists():
+            syn = cfg.synthetic
+            generate(
+                landing, preset=syn.preset, seed=syn.seed, days=syn.days, start_date=syn.start_date
+            )
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": str(landing)})})
+    run_dir = run_dir_for(cfg, run_id)
+    if run_dir.exists():
+        for name in ("raw_report", "evaluation", "bundle"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    registry = Registry(cfg.data.artifact_root)
+    champion_id = registry.production()
+    champion_dir = registry.production_dir() if champion_id else None
+    summary = {"run_id": run_id, "run_dir": str(run_dir), "champion": champion_id}
+    summary["validate_raw"] = validate_raw(cfg, run_dir)
+    summary["features"] = build_features(cfg, run_dir, engine=engine, beam_args=beam_args)
+    warm = champion_dir if (cfg.registry.warm_start and champion_dir) else None
+    summary["train"] = train(cfg, run_dir, warm)
+    summary["index"] = build_index(cfg, run_dir)
+    summary["evaluate"] = evaluate(cfg, run_dir, champion_dir)
+    summary["gate"] = gate(cfg, run_dir)
+    summary["promote"] = promote(cfg, run_dir, summary["gate"], run_id, champion_id)
+    summary["production"] = registry.production()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary

@@ -1,0 +1,133 @@
+"""The serving path: query tower SavedModel -> ScaNN index, plus the user state it needs.
+
+A served model directory (a training output with an `index/`, or a registry bundle) holds:
+
+    query_tower/            SavedModel taking raw features (tfrs_models.export)
+    item_ids.txt            the catalog, rows of the index
+    index/                  scann_index.ItemIndex
+    serving_state.parquet   per user at the data window's end: the last H events (most recent
+                            first), every item seen, user features
+    popular_items.txt       fallback ranking for users the model knows nothing about
+
+Evaluation, the gate's smoke test and `recommend` all go through `ServingModel`, so what is
+measured is what serves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+
+from pipelines.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "serving_state.parquet"
+POPULAR_FILE = "popular_items.txt"
+_BATCH = 4096
+_POPULAR_DAYS = 7
+
+
+def build_serving_state(run_dir: str | Path, out_dir: str | Path) -> dict:
+    """Write the user state and popularity fallback of a run's data window to `out_dir`.
+
+    Histories follow the feature job's rules (events before the window end, most recent
+    first, `history_length` of them) so serving queries look like training queries.
+
+    Returns:
+        Counts for the manifest.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    manifest = json.loads((run_dir / "features" / "manifest.json").read_text())
+    window = manifest["window_epoch_s"]
+    h = int(manifest["config"]["history_length"])
+    table = ds.dataset(run_dir / "raw" / "interactions", format="parquet").to_table(
+        columns=["user_id", "item_id", "timestamp"],
+        filter=(ds.field("timestamp") >= window["history_start"])
+        & (ds.field("timestamp") < window["window_end"]),
+    )
+    events = table.to_pandas().sort_values(["user_id", "timestamp"], kind="stable")
+    latest = events.groupby("user_id", sort=True).tail(h).iloc[::-1]
+    grouped = latest.groupby("user_id", sort=True)
+    state = pd.DataFrame(
+        {
+            "history_item_ids": grouped["item_id"].agg(list),
+            "history_timestamps": grouped["timestamp"].agg(list),
+            "seen_item_ids": events.groupby("user_id", sort=True)["item_id"].agg(
+                lambda s: sorted(set(s))
+            ),
+        }
+    )
+    users_path = run_dir / "raw" / "users.parquet"
+    if users_path.exists():
+        users = pd.read_parquet(users_path).set_index("user_id")
+        users.columns = [f"user_{c}" for c in users.columns]
+        state = state.join(users, how="outer")
+    state.index.name = "user_id"
+    state = state.reset_index()
+    for column in ("history_item_ids", "history_timestamps", "seen_item_ids"):
+        state[column] = state[column].apply(lambda v: v if isinstance(v, list) else [])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state.to_parquet(out_dir / STATE_FILE, index=False)
+    recent = events[events["timestamp"] >= window["window_end"] - _POPULAR_DAYS * 86_400]
+    popular = recent["item_id"].value_counts(sort=True).index.tolist()[:1000]
+    (out_dir / POPULAR_FILE).write_text("".join(f"{i}\n" for i in popular), encoding="utf-8")
+    return {"users": int(len(state)), "window_end": int(window["window_end"])}
+
+
+class ServingModel:
+    """Loads a served directory; embeds queries and searches the index."""
+
+    def __init__(self, directory: str | Path, threads: int = 0):
+        from scann_index.index import ItemIndex
+        from tfrs_models.export import load_query_tower
+
+        self.directory = Path(directory)
+        if not (self.directory / "query_tower").is_dir():
+            raise PipelineError(f"{self.directory}: no query_tower/ SavedModel to serve")
+        self.query_tower = load_query_tower(self.directory)
+        self.index = ItemIndex.load(self.directory / "index", threads=threads)
+        self.item_ids = self.index.item_ids
+        self.row_of = {item: row for row, item in enumerate(self.item_ids)}
+        self.inputs = {
+            spec.name: spec for spec in self.query_tower.structured_input_signature[1].values()
+        }
+
+    def embed(self, features: dict) -> np.ndarray:
+        """Query vectors `[n, d]` from raw features (numpy or tensors, keyed by input name).
+
+        Inputs the tower needs but `features` lacks (e.g. a user feature the data does not
+        have) are filled with empty strings, as the feature job does for missing values.
+        """
+        import tensorflow as tf
+
+        n = len(features["user_id"])
+        out = []
+        for start in range(0, n, _BATCH):
+            batch = {}
+            for name, spec in self.inputs.items():
+                value = features.get(name)
+                if value is None:
+                    value = tf.fill([min(_BATCH, n - start)], "")
+                else:
+                    value = value[start : start + _BATCH]
+                batch[name] = tf.convert_to_tensor(value, dtype=spec.dtype)
+            out.append(self.query_tower(**batch)["embedding"].numpy())
+        return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+    def rows(self, item_ids) -> np.ndarray:
+        """Index rows of item ids (unknown ids dropped)."""
+        return np.array([self.row_of[i] for i in item_ids if i in self.row_of], dtype=np.int64)
+
+
+def read_state(directory: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """The user state (indexed by user_id) and the popularity fallback of a served directory."""
+    directory = Path(directory)
+    state = pd.read_parquet(directory / STATE_FILE).set_index("user_id")
+    popular = (directory / POPULAR_FILE).read_text(encoding="utf-8").split()
+    return state, popular
