@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 
-
 def ease_scores(
     train: pd.DataFrame,
     item_ids: np.ndarray,

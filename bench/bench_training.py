@@ -122,9 +122,7 @@ def main() -> None:
 
     rows = {}
     t = time.perf_counter()
-    rows["oracle"] = scorer.score(
-        GroundTruth.load(landing).score_blocks(ev.item_ids, users, times)
-    )
+    rows["oracle"] = scorer.score(GroundTruth.load(landing).score_blocks(ev.item_ids, users, times))
     rows["popularity"] = scorer.score(ev.popularity_blocks())
     inter = read_source(landing).interactions
     window = features.manifest["window_epoch_s"]
