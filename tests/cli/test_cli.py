@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cli import _PLANNED
-
 CLI = [sys.executable, "-m", "pipelines"]
 
 
@@ -21,7 +19,11 @@ def run(*args, cwd=None):
     )
 
 
-@pytest.mark.parametrize("command", ["generate", "validate", "features", "train", *_PLANNED])
+STEPS = ["generate", "validate", "features", "train", "index", "evaluate", "promote", "rollback",
+         "registry", "recommend", "run"]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", STEPS)
 def test_every_step_has_help(command):
     result = run(command, "--help")
     assert result.returncode == 0
@@ -79,8 +81,10 @@ def test_usage_errors_exit_2_with_a_reason(tmp_path):
     config = run("validate", "--source", tmp_path, "--config", bad_config)
     assert config.returncode == 2
     assert "checks.max_duplicate_rate" in config.stderr and "0.0 <= x <= 1.0" in config.stderr
-    planned = run("recommend")
-    assert planned.returncode == 2 and "not available in this version yet" in planned.stderr
+    no_bundle = run("recommend", "--user", "u1", "--artifact-root", tmp_path / "empty")
+    assert no_bundle.returncode == 2 and "no production bundle" in no_bundle.stderr
+    no_previous = run("rollback", "--artifact-root", tmp_path / "empty")
+    assert no_previous.returncode == 2 and "no previous production bundle" in no_previous.stderr
 
 
 @pytest.mark.slow

@@ -1,0 +1,88 @@
+"""The ScaNN index: exact and tree + AH paths, recall-targeted tuning, exclusion, I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.config import IndexConfig
+from pipelines.errors import PipelineError
+from scann_index.index import ItemIndex, ann_recall, build_index, exact_top_k, tune_index
+
+
+def clustered(n, dim=32, clusters=40, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, dim))
+    x = centers[rng.integers(0, clusters, n)] + 0.6 * rng.normal(size=(n, dim))
+    q = centers[rng.integers(0, clusters, 500)] + 0.6 * rng.normal(size=(500, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), q.astype(np.float32), np.array([f"i{i}" for i in range(n)])
+
+
+def test_small_catalog_gets_exact_search():
+    x, q, ids = clustered(2000)
+    index = build_index(x, ids, IndexConfig(k=20))
+    assert index.kind == "brute_force"
+    tuned = tune_index(index, x, q, IndexConfig(k=20))
+    assert tuned["recall"] == 1.0 and tuned["reached_target"]
+    rows, scores = index.search(q, 20)
+    assert (rows == exact_top_k(x, q, 20)).mean() > 0.99  # exact up to float ties
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+
+
+@pytest.mark.parametrize("target", [0.8, 0.95])
+def test_tuning_reaches_the_target_with_the_cheapest_setting_found(target, tmp_path):
+    x, q, ids = clustered(30_000)
+    cfg = IndexConfig(k=50, brute_force_max_items=1000, target_recall=target, tune_queries=500)
+    index = build_index(x, ids, cfg)
+    assert index.kind == "tree_ah" and index.manifest["num_leaves"] == 346  # ~2 sqrt(N)
+    tuned = tune_index(index, x, q[:250], cfg)
+    assert tuned["reached_target"] and tuned["recall"] >= target
+    assert tuned["leaves_to_search"] < index.manifest["num_leaves"]
+    # Held-out queries: recall stays near the target (tuning is not just memorising).
+    found, _ = index.search(q[250:], 50)
+    assert ann_recall(found, exact_top_k(x, q[250:], 50)) >= target - 0.05
+    assert tuned["latency_p99_ms"] > 0 and tuned["qps_batched"] > 0
+
+    loaded = ItemIndex.load(index.save(tmp_path / "index"))
+    assert loaded.params == index.params and loaded.manifest["tuned"] == tuned
+    assert loaded.manifest["size_bytes"] > x.nbytes // 8
+    again, _ = loaded.search(q[250:], 50)
+    assert (again == found).mean() > 0.99
+    assert not list((tmp_path / "index").rglob("*.pkl"))  # ids live in item_ids.txt
+
+
+def test_higher_target_searches_more():
+    x, q, ids = clustered(30_000, seed=1)
+    chosen = {}
+    for target in (0.7, 0.97):
+        cfg = IndexConfig(k=50, brute_force_max_items=1000, target_recall=target)
+        index = build_index(x, ids, cfg)
+        t = tune_index(index, x, q, cfg)
+        chosen[target] = t["leaves_to_search"] * t["pre_reorder"]
+    assert chosen[0.97] > chosen[0.7]
+
+
+def test_excluded_rows_never_come_back_and_k_is_still_filled():
+    x, q, ids = clustered(3000)
+    index = build_index(x, ids, IndexConfig(k=10))
+    plain, _ = index.search(q[:50], 10)
+    exclude = [row[:7] for row in plain]  # the 7 best of each query
+    rows, scores = index.search(q[:50], 10, exclude=exclude)
+    for row, ex, base in zip(rows, exclude, plain, strict=True):
+        assert not np.isin(row, ex).any()
+        assert (row >= 0).all()
+        assert row[:3].tolist() == base[7:10].tolist()
+    one, _ = index.search(q[0], 10, exclude=[exclude[0]])
+    assert one[0].tolist() == rows[0].tolist()
+
+
+def test_bad_inputs_are_named():
+    x, _, ids = clustered(100)
+    with pytest.raises(PipelineError, match="99 item ids for 100 embedding rows"):
+        build_index(x, ids[:99], IndexConfig())
+    x[5, 3] = np.nan
+    with pytest.raises(PipelineError, match=r"embedding row 5 \(i5\) is not finite"):
+        build_index(x, ids, IndexConfig())
+    with pytest.raises(PipelineError, match="not an index directory"):
+        ItemIndex.load(ids[0])
