@@ -59,10 +59,12 @@ lock:
 
 ## bench: every benchmark (long: medium/large presets); figures go to bench/RESULTS.md by hand
 bench: setup
+	$(BIN)/pip install -q "faiss-cpu==1.15.1"
 	$(PY) bench/bench_generator.py --presets medium large
 	$(PY) bench/bench_features.py --preset medium
 	$(PY) bench/bench_training.py --preset medium --epochs 3
 	$(PY) bench/bench_warm_start.py --preset small --epochs 4
+	$(PY) bench/bench_index.py --items 1000000
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache

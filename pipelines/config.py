@@ -162,6 +162,13 @@ class IndexConfig(_Section):
     target_recall: float = Field(
         0.95, gt=0.0, le=1.0, description="ANN recall@k vs exact search the tuning must reach."
     )
+    tune_margin: float = Field(
+        0.005,
+        ge=0.0,
+        le=0.2,
+        description="Tuning aims at target_recall + this on its sample, so unseen queries "
+        "still reach the target.",
+    )
     brute_force_max_items: int = Field(
         20_000, ge=0, le=100_000_000, description="Catalogs up to this size use exact search."
     )
