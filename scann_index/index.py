@@ -224,10 +224,9 @@ def tune_index(
 
     The goal on the tuning queries is `target_recall + tune_margin` (the margin keeps unseen
     queries at the target). For each reorder depth (k, 2k, 4k, 8k) the smallest number of
-    leaves reaching the goal
-    is found by doubling then bisection; the candidates are timed on the same queries and
-    the fastest wins (if none reaches the target, the most accurate setting tried is kept
-    and the shortfall is reported, for the gate to judge). Then batched QPS and single-query
+    leaves reaching the goal is found by doubling then bisection; the candidates are timed
+    on the same queries and the fastest wins (if none reaches the goal, the most accurate
+    setting tried is kept and the shortfall is reported, for the gate to judge). Then batched QPS and single-query
     p50/p99 latency are measured with the chosen setting.
 
     Args:
