@@ -232,6 +232,21 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def with_source(cfg: PipelineConfig) -> PipelineConfig:
+    """The config with `data.source` set: the synthetic preset's landing (generated once)."""
+    if cfg.data.source is not None:
+        return cfg
+    from pipelines.synthetic import generate
+
+    landing = Path(cfg.data.artifact_root) / "landing" / cfg.synthetic.preset
+    if not (landing / "items.parquet").exists():
+        syn = cfg.synthetic
+        generate(
+            landing, preset=syn.preset, seed=syn.seed, days=syn.days, start_date=syn.start_date
+        )
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": str(landing)})})
+
+
 def run_pipeline(cfg: PipelineConfig, run_id: str, *, engine: str = "beam", beam_args=None) -> dict:
     """Every step in one process: validate, features, train, index, evaluate, gate, promote.
 
@@ -243,16 +258,7 @@ def run_pipeline(cfg: PipelineConfig, run_id: str, *, engine: str = "beam", beam
     """
     from pipelines.registry import Registry
 
-    if cfg.data.source is None:
-        from pipelines.synthetic import generate
-
-        landing = Path(cfg.data.artifact_root) / "landing" / cfg.synthetic.preset
-        if not (landing / "items.parquet").exists():
-            syn = cfg.synthetic
-            generate(
-                landing, preset=syn.preset, seed=syn.seed, days=syn.days, start_date=syn.start_date
-            )
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": str(landing)})})
+    cfg = with_source(cfg)
     run_dir = run_dir_for(cfg, run_id)
     if run_dir.exists():
         for name in ("raw_report", "evaluation", "bundle"):

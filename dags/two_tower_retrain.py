@@ -1,0 +1,246 @@
+"""Airflow 3 DAG `two_tower_retrain`: validate -> features -> train -> index -> evaluate -> gate
+-> promote -> publish, every `TTR_SCHEDULE_HOURS` hours (1-24, default 24) or when the landing
+asset gets a new partition.
+
+Tasks call the library steps in `pipelines.run` with the run's config (deployment YAML / env,
+then the trigger form's Params) and pass only small references (paths, ids) through XCom.
+Nothing heavy is imported at parse time: TensorFlow, Beam and ScaNN load inside the tasks.
+
+Deployment settings (environment):
+    TTR_DATA__ARTIFACT_ROOT   runs/ and registry/ (default ./artifacts)
+    TTR_DATA_ROOT             the only directory the `source` Param may point into
+    TTR_CONFIG                optional YAML with the pipeline config
+    TTR_SCHEDULE_HOURS        1..24 (default 24)
+Alerts go to the HTTP Connection `two_tower_alerts` (a Slack-compatible webhook URL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    BaseNotifier,
+    DeltaTriggerTimetable,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from pipelines import orchestration as orch
+
+log = logging.getLogger(__name__)
+
+DAG_ID = "two_tower_retrain"
+
+
+def _schedule_hours() -> int:
+    value = os.environ.get("TTR_SCHEDULE_HOURS", "24")
+    if not value.isdigit() or not 1 <= int(value) <= 24:
+        raise ValueError(f"TTR_SCHEDULE_HOURS={value!r}: must be a whole number of hours, 1..24")
+    return int(value)
+
+
+LANDING = Asset(name="two_tower_landing", uri=f"file://{orch.data_root()}/landing")
+PRODUCTION = Asset(name="production_bundle", uri="two-tower://registry/production")
+
+
+def _alert(payload: dict) -> None:
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(orch.ALERT_CONNECTION)
+    except Exception:  # noqa: BLE001 - no connection configured: log only
+        conn = None
+    orch.send_alert(payload, orch.webhook_url_from_connection(conn))
+
+
+class TaskFailureNotifier(BaseNotifier):
+    """Posts a task-failure alert (Slack-compatible JSON) to the alerts webhook."""
+
+    template_fields = ()
+
+    def notify(self, context):
+        ti = context["ti"]
+        error = context.get("exception")
+        _alert(
+            orch.task_failure_alert(
+                ti.dag_id, ti.run_id, ti.task_id, repr(error), getattr(ti, "log_url", None)
+            )
+        )
+
+
+def _context():
+    """(config, run directory, run id) of the running task."""
+    from pipelines.run import run_dir_for, with_source
+
+    context = get_current_context()
+    cfg = with_source(orch.config_from_params(dict(context["params"])))
+    run_id = orch.safe_run_id(context["run_id"])
+    return cfg, run_dir_for(cfg, run_id), run_id
+
+
+_RETRY = {
+    "retries": 2,
+    "retry_delay": dt.timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(minutes=10),
+}
+
+
+@dag(
+    dag_id=DAG_ID,
+    description="Retrain, index, evaluate, gate and promote the two-tower retrieval model",
+    schedule=AssetOrTimeSchedule(
+        timetable=DeltaTriggerTimetable(dt.timedelta(hours=_schedule_hours())), assets=[LANDING]
+    ),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "retries": 0,
+        "execution_timeout": dt.timedelta(hours=1),
+        "on_failure_callback": [TaskFailureNotifier()],
+    },
+    params={name: Param(**spec) for name, spec in orch.param_specs().items()},
+    tags=["two-tower", "retrieval"],
+    doc_md=__doc__,
+)
+def two_tower_retrain():
+    @task(execution_timeout=dt.timedelta(minutes=30))
+    def validate_raw() -> dict:
+        """Raw-data contract checks; failure = high-severity alert, no retry, run stops."""
+        import shutil
+
+        from pipelines.errors import DataValidationError
+        from pipelines.run import validate_raw as check
+
+        cfg, run_dir, run_id = _context()
+        if run_dir.exists():  # a re-run of this run id starts clean (only its own directory)
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        try:
+            out = check(cfg, run_dir)
+        except DataValidationError as exc:
+            report = exc.report
+            _alert(orch.data_check_alert(DAG_ID, run_id, {
+                "failed": [f"{f.table}.{f.column or '*'}: {f.rule} ({f.failed} rows) in {f.file}"
+                           for f in report.failures],
+                "html": report.html_path, "report_dir": str(run_dir / "raw_report"),
+            }))  # fmt: skip
+            raise AirflowFailException(str(exc)) from None
+        return {"run_dir": str(run_dir), "source": cfg.data.source, "report": out["report_dir"]}
+
+    @task(**_RETRY, execution_timeout=dt.timedelta(hours=2))
+    def features(ref: dict) -> dict:
+        from pipelines.run import build_features
+
+        cfg, run_dir, _ = _context()
+        return {**ref, **build_features(cfg, run_dir)}
+
+    @task
+    def validate_features(ref: dict) -> dict:
+        """Feature checks (leakage, split order, counts) on the written features."""
+        from data_checks.features import validate_features as check
+
+        cfg, run_dir, _ = _context()
+        report = check(
+            str(run_dir / "features"), cfg.features, report_dir=run_dir / "features_report"
+        )
+        if not report.success:
+            raise AirflowFailException(report.summary())
+        return ref
+
+    @task(**_RETRY, execution_timeout=dt.timedelta(hours=4))
+    def train(ref: dict) -> dict:
+        """Trains from this run's checkpoints on retry; warm-starts from production."""
+        from pipelines.registry import Registry
+        from pipelines.run import train as fit
+
+        cfg, run_dir, _ = _context()
+        registry = Registry(cfg.data.artifact_root)
+        warm = registry.production_dir() if cfg.registry.warm_start else None
+        return {**ref, **fit(cfg, run_dir, warm)}
+
+    @task(**_RETRY)
+    def build_index(ref: dict) -> dict:
+        from pipelines.run import build_index as build
+
+        cfg, run_dir, _ = _context()
+        out = build(cfg, run_dir)
+        return {**ref, "index_dir": out["index_dir"], "ann_recall": out["recall"]}
+
+    @task(**_RETRY)
+    def evaluate(ref: dict) -> dict:
+        from pipelines.registry import Registry
+        from pipelines.run import evaluate as run_evaluation
+
+        cfg, run_dir, _ = _context()
+        registry = Registry(cfg.data.artifact_root)
+        champion = registry.production()
+        out = run_evaluation(cfg, run_dir, registry.production_dir() if champion else None)
+        return {**ref, "champion": champion, "metrics": out["metrics"], "report": out["report"]}
+
+    @task
+    def gate(ref: dict) -> dict:
+        import json
+
+        from pipelines.run import gate as decide
+
+        cfg, run_dir, run_id = _context()
+        decision = decide(cfg, run_dir)
+        if not decision["promote"] and not cfg.gate.dry_run:
+            metrics = json.loads(Path(ref["metrics"]).read_text())
+            _alert(orch.gate_alert(DAG_ID, run_id, decision, metrics))
+        return {**ref, "decision": decision["decision"], "promote": decision["promote"]}
+
+    @task(outlets=[PRODUCTION])
+    def promote(ref: dict) -> dict:
+        """Publish + atomic pointer swap; a rejected challenger ends as 'skipped promotion'."""
+        import json
+
+        from pipelines.run import promote as publish
+
+        cfg, run_dir, run_id = _context()
+        if not ref["promote"]:
+            raise AirflowSkipException(f"skipped promotion: {ref['decision']}")
+        decision = json.loads((run_dir / "evaluation" / "gate.json").read_text())
+        out = publish(cfg, run_dir, decision, run_id, ref["champion"])
+        events = get_current_context()["outlet_events"]
+        events[PRODUCTION].extra = {"bundle_id": out["bundle_id"], "run_id": run_id}
+        return {**ref, "bundle_id": out["bundle_id"]}
+
+    @task(trigger_rule="none_failed")
+    def publish(ref: dict) -> dict:
+        """Print where the reports are and what production serves now."""
+        import json
+
+        from pipelines.registry import Registry
+
+        cfg, run_dir, run_id = _context()
+        production = Registry(cfg.data.artifact_root).production()
+        summary = {
+            "run_id": run_id,
+            "decision": ref["decision"],
+            "production_bundle": production,
+            "report": ref["report"],
+            "gate_report": str(run_dir / "evaluation" / "gate.md"),
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("gate report:\n%s", (run_dir / "evaluation" / "gate.md").read_text())
+        log.info("production bundle: %s", production)
+        return summary
+
+    checked = gate(evaluate(build_index(train(validate_features(features(validate_raw()))))))
+    promoted = promote(checked)
+    done = publish(checked)
+    promoted >> done
+
+
+two_tower_retrain()

@@ -1,0 +1,256 @@
+"""What the Airflow DAG needs that is not Airflow: Params -> config, safe paths, alerts.
+
+Kept free of Airflow, TensorFlow, Beam and ScaNN imports so the DAG file parses fast and the
+logic is testable on its own.
+
+Alerts are Slack-compatible JSON (`text` plus `blocks`-free `attachments`) posted to a webhook
+URL; every payload is also logged, so an alert is never lost when no webhook is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import PipelineConfig, load_config
+from pipelines.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ALERT_CONNECTION = "two_tower_alerts"
+
+# Param name -> (config section, field). The form's types and ranges mirror the config's, and
+# the config validates again when the task builds it (a value the form let through by API is
+# still refused).
+PARAM_FIELDS: dict[str, tuple[str, str]] = {
+    "format": ("data", "format"),
+    "preset": ("synthetic", "preset"),
+    "window_days": ("features", "window_days"),
+    "eval_days": ("features", "eval_days"),
+    "epochs": ("train", "epochs"),
+    "learning_rate": ("train", "learning_rate"),
+    "embedding_dim": ("train", "embedding_dim"),
+    "batch_size": ("train", "batch_size"),
+    "min_lift_over_popularity": ("gate", "min_lift_over_popularity"),
+    "max_regression": ("gate", "max_regression"),
+    "min_ann_recall": ("gate", "min_ann_recall"),
+    "force_promote": ("gate", "force_promote"),
+    "dry_run": ("gate", "dry_run"),
+}
+
+
+def param_specs() -> dict[str, dict[str, Any]]:
+    """Typed Param definitions (JSON schema keywords) for the DAG's trigger form."""
+    return {
+        "source": {
+            "default": None, "type": ["null", "string"],
+            "description": "Data source directory relative to the data root (TTR_DATA_ROOT); "
+            "empty = the embedded synthetic world. Absolute paths, URLs and '..' are refused.",
+        },
+        "format": {
+            "default": "auto", "enum": ["auto", "contract", "ml-100k", "ml-1m", "ml-latest"],
+            "description": "Source format ('auto' detects it).",
+        },
+        "preset": {
+            "default": "small", "enum": ["small", "medium", "large"],
+            "description": "Synthetic world size (only without a source).",
+        },
+        "window_days": {
+            "default": None, "type": ["null", "integer"], "minimum": 1, "maximum": 3650,
+            "description": "Training window in days ending at the data's end; empty = all data.",
+        },
+        "eval_days": {
+            "default": None, "type": ["null", "integer"], "minimum": 1, "maximum": 365,
+            "description": "Eval period in days; empty = the most recent 10% of events.",
+        },
+        "epochs": {
+            "default": 5, "type": "integer", "minimum": 1, "maximum": 100,
+            "description": "Maximum training epochs (early stopping may end sooner).",
+        },
+        "learning_rate": {
+            "default": 0.003, "type": "number", "exclusiveMinimum": 0, "maximum": 1,
+            "description": "Adam learning rate.",
+        },
+        "embedding_dim": {
+            "default": 64, "type": "integer", "minimum": 8, "maximum": 512,
+            "description": "Output dimension of both towers.",
+        },
+        "batch_size": {
+            "default": 1024, "type": "integer", "minimum": 32, "maximum": 65536,
+            "description": "Training batch size (= in-batch negatives + 1).",
+        },
+        "min_lift_over_popularity": {
+            "default": 0.05, "type": "number", "minimum": -1, "maximum": 100,
+            "description": "Gate: challenger must beat popularity by this relative margin.",
+        },
+        "max_regression": {
+            "default": 0.02, "type": "number", "minimum": 0, "maximum": 1,
+            "description": "Gate: largest relative drop vs the champion allowed.",
+        },
+        "min_ann_recall": {
+            "default": 0.9, "type": "number", "minimum": 0, "maximum": 1,
+            "description": "Gate: index recall vs exact search.",
+        },
+        "force_promote": {
+            "default": False, "type": "boolean",
+            "description": "Promote even if gate rules fail (recorded in the bundle).",
+        },
+        "dry_run": {
+            "default": False, "type": "boolean",
+            "description": "Run everything but promotion; production stays as it is.",
+        },
+    }  # fmt: skip
+
+
+def data_root() -> Path:
+    """The only directory data sources may come from (TTR_DATA_ROOT; default ./data)."""
+    return Path(os.environ.get("TTR_DATA_ROOT", "data")).resolve()
+
+
+def resolve_source(value: str | None, root: Path | None = None) -> str | None:
+    """A source Param as a path inside the data root.
+
+    Raises:
+        ConfigError: absolute, URL-like or escaping the root (path traversal).
+    """
+    if value in (None, ""):
+        return None
+    root = (root or data_root()).resolve()
+    if "://" in value or Path(value).is_absolute():
+        raise ConfigError(f"param source={value!r}: give a path relative to the data root {root}")
+    path = (root / value).resolve()
+    if path != root and root not in path.parents:
+        raise ConfigError(f"param source={value!r} points outside the data root {root}")
+    return str(path)
+
+
+def config_from_params(params: dict[str, Any], config_path: str | None = None) -> PipelineConfig:
+    """The run's config: deployment YAML/env, then the trigger form's Params on top.
+
+    Raises:
+        ConfigError: a Param is unknown, out of range or points outside the data root.
+    """
+    unknown = set(params) - set(PARAM_FIELDS) - {"source"}
+    if unknown:
+        raise ConfigError(f"unknown params: {', '.join(sorted(unknown))}")
+    overrides: dict[str, dict[str, Any]] = {
+        "data": {"source": resolve_source(params.get("source"))}
+    }
+    for name, (section, field) in PARAM_FIELDS.items():
+        if name in params:
+            overrides.setdefault(section, {})[field] = params[name]
+    if overrides["data"]["source"] is None:
+        del overrides["data"]["source"]
+    if params.get("window_days") is None:  # "empty" in the form means: all data
+        overrides.setdefault("features", {})["window_days"] = None
+    return load_config(config_path or os.environ.get("TTR_CONFIG"), overrides=overrides)
+
+
+def safe_run_id(run_id: str) -> str:
+    """An Airflow run id as a directory name (`manual__2026-01-01T00:00:00+00:00` -> safe)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id).lstrip(".") or "run"
+
+
+# -- alerts ------------------------------------------------------------------------------------
+
+
+def data_check_alert(dag_id: str, run_id: str, report: dict) -> dict:
+    """High-severity alert: which expectations failed, where, and the report's location."""
+    failed = report.get("failed", [])
+    lines = [f"- {f}" for f in failed[:20]] + (
+        [f"- ... {len(failed) - 20} more"] if len(failed) > 20 else []
+    )
+    return _payload(
+        kind="data_check_failure",
+        severity="high",
+        title=f":rotating_light: {dag_id} {run_id}: raw data checks FAILED, production unchanged",
+        body="\n".join(lines),
+        fields={
+            "failed_expectations": failed,
+            "report": report.get("html") or report.get("report_dir"),
+        },
+    )
+
+
+def gate_alert(dag_id: str, run_id: str, decision: dict, metrics: dict) -> dict:
+    """Gate rejection: failed rules and the challenger-vs-champion metric diff."""
+    primary = decision["primary_metric"]
+    diff = {}
+    for key, value in metrics.get("challenger", {}).items():
+        if isinstance(value, float):
+            row = {"challenger": round(value, 5)}
+            for other in ("champion", "popularity"):
+                if isinstance(metrics.get(other, {}).get(key), float):
+                    row[other] = round(metrics[other][key], 5)
+            diff[key] = row
+    failed = [r for r in decision["rules"] if not r["passed"]]
+    body = "\n".join(f"- {r['name']}: {r['measured']} (needs {r['threshold']})" for r in failed)
+    return _payload(
+        kind="gate_rejection",
+        severity="medium",
+        title=f":no_entry: {dag_id} {run_id}: challenger rejected on {primary}, production unchanged",
+        body=body,
+        fields={"decision": decision["decision"], "failed_rules": failed, "metrics": diff},
+    )
+
+
+def task_failure_alert(
+    dag_id: str, run_id: str, task_id: str, error: str, log_url: str | None
+) -> dict:
+    return _payload(
+        kind="task_failure",
+        severity="high",
+        title=f":x: {dag_id} {run_id}: task {task_id} failed",
+        body=error[-2000:],
+        fields={"task_id": task_id, "log_url": log_url},
+    )
+
+
+def _payload(kind: str, severity: str, title: str, body: str, fields: dict) -> dict:
+    color = {"high": "#d00000", "medium": "#e8a400"}.get(severity, "#888888")
+    return {
+        "text": title,
+        "attachments": [{"color": color, "text": body, "mrkdwn_in": ["text"]}],
+        "kind": kind,
+        "severity": severity,
+        **fields,
+    }
+
+
+def send_alert(payload: dict, webhook_url: str | None, timeout: float = 10.0) -> bool:
+    """Log the payload and POST it as JSON to the webhook (if any). Returns True if delivered.
+
+    Delivery problems are logged, never raised: an alert must not fail the task it reports on.
+    """
+    log.warning("ALERT %s", json.dumps(payload, default=str))
+    if not webhook_url:
+        return False
+    request = urllib.request.Request(
+        webhook_url,
+        data=json.dumps(payload, default=str).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our conn
+            return 200 <= response.status < 300
+    except OSError as exc:
+        log.error("alert webhook %s failed: %s", webhook_url, exc)
+        return False
+
+
+def webhook_url_from_connection(conn) -> str | None:
+    """URL of an HTTP Airflow Connection: `host` as a full URL, or scheme/host/port/path."""
+    if conn is None or not conn.host:
+        return None
+    if "://" in conn.host:
+        return conn.host
+    scheme = "https" if conn.conn_type == "https" else "http"
+    port = f":{conn.port}" if conn.port else ""
+    path = f"/{conn.schema.lstrip('/')}" if conn.schema else ""
+    return f"{scheme}://{conn.host}{port}{path}"
