@@ -1,0 +1,78 @@
+"""`airflow dags test` of the real DAG: a good run promotes; a bad partition alerts and stops."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+from airflow_support import Hook, airflow_env
+
+from pipelines.registry import Registry
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def deployment(small_world, tmp_path_factory):
+    """An isolated Airflow home + data root (good and bad copies of the small world)."""
+    root = tmp_path_factory.mktemp("deployment")
+    data = root / "data"
+    shutil.copytree(small_world, data / "good")
+    shutil.copytree(small_world, data / "bad")
+    part = sorted((data / "bad" / "interactions").rglob("*.parquet"))[-1]
+    frame = pd.read_parquet(part)
+    frame.loc[frame.index[:3], "user_id"] = None
+    frame.to_parquet(part)
+    hook = Hook()
+    env = airflow_env(
+        root / "airflow",
+        TTR_DATA_ROOT=str(data),
+        TTR_DATA__ARTIFACT_ROOT=str(root / "artifacts"),
+        AIRFLOW_CONN_TWO_TOWER_ALERTS=json.dumps({"conn_type": "http", "host": hook.url}),
+    )
+    migrate = subprocess.run(
+        ["airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    yield root, env, hook
+    hook.close()
+
+
+def dags_test(env, conf: dict):
+    return subprocess.run(
+        ["airflow", "dags", "test", "two_tower_retrain", "--conf", json.dumps(conf)],
+        env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+
+
+def test_good_run_promotes_then_bad_partition_alerts_and_leaves_production(deployment):
+    root, env, hook = deployment
+    good = dags_test(env, {"source": "good", "epochs": 2})
+    assert good.returncode == 0, (good.stdout + good.stderr)[-4000:]
+    assert (
+        "DagRun Finished" in good.stdout + good.stderr
+        and "state=success" in good.stdout + good.stderr
+    )
+    registry = Registry(root / "artifacts")
+    production = registry.production()
+    assert production is not None and registry.verify(production)
+    pointer = (root / "artifacts" / "registry" / "production.json").read_bytes()
+    content = registry.manifest(production)["content_hash"]
+    [summary] = list((root / "artifacts" / "runs").glob("*/summary.json"))
+    assert json.loads(summary.read_text())["production_bundle"] == production
+
+    bad = dags_test(env, {"source": "bad", "epochs": 2})
+    log = bad.stdout + bad.stderr
+    assert "validate_raw" in log and "state=failed" in log
+    alerts = [a for a in hook.received if a["kind"] == "data_check_failure"]
+    assert alerts, hook.received
+    alert = alerts[0]
+    assert alert["severity"] == "high" and "raw data checks FAILED" in alert["text"]
+    assert any("user_id must not be null" in f for f in alert["failed_expectations"])
+    assert alert["report"].endswith(".html")
+    assert (root / "artifacts" / "registry" / "production.json").read_bytes() == pointer
+    assert registry.production() == production and registry.verify(production)
+    assert registry.manifest(production)["content_hash"] == content
