@@ -13,7 +13,7 @@ export TF_USE_LEGACY_KERAS := 1
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup test test-fast run run-cli airflow lint lock bench clean
+.PHONY: setup test test-fast run run-cli simulate airflow lint lock bench clean
 
 ## setup: create .venv from requirements.lock (reused while the lock and pyproject are unchanged)
 setup:
@@ -52,6 +52,17 @@ run: setup
 	  cat $$run_dir/evaluation/gate.md; \
 	  echo "production bundle: $$($(PY) -m pipelines registry list --artifact-root $(ARTIFACTS) | grep '^\*' | awk '{print $$2}')"; \
 	  echo "reports: $$run_dir""evaluation/ (report.md, recall_at_k.png); log: .airflow/dags-test.log"
+
+## simulate: replay DAYS days (default 3) through the DAG: one partition lands per day, the DAG
+##           retrains (warm start from the champion), a table + PNG show metrics and decisions
+DAYS ?= 3
+SIM_ENV := AIRFLOW_HOME=$(CURDIR)/.airflow/simulation AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False TTR_DATA__ARTIFACT_ROOT=$(CURDIR)/$(ARTIFACTS)/simulation \
+	TTR_DATA_ROOT=$(CURDIR)/data PYTHONPATH=$(CURDIR)
+simulate: setup
+	@rm -rf .airflow/simulation $(ARTIFACTS)/simulation && mkdir -p .airflow/simulation data
+	@$(SIM_ENV) airflow db migrate > .airflow/simulation/migrate.log 2>&1 || { cat .airflow/simulation/migrate.log; exit 1; }
+	$(SIM_ENV) $(PY) -m pipelines.simulate --days $(DAYS)
 
 ## run-cli: the same steps without Airflow (`two-tower run`)
 run-cli: setup
