@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.orchestration import data_root, safe_run_id
+from pipelines.orchestration import data_root
 
 
 def simulate(days: int, epochs: int, preset: str = "small", seed: int = 7) -> list[dict]:
@@ -50,6 +50,8 @@ def simulate(days: int, epochs: int, preset: str = "small", seed: int = 7) -> li
         day = part.name.removeprefix("dt=")
         logical = f"{day}T23:00:00+00:00"
         conf = {"source": "simulation/landing", "epochs": epochs}
+        (artifacts / "runs").mkdir(parents=True, exist_ok=True)
+        before = set((artifacts / "runs").iterdir())
         started = time.perf_counter()
         result = subprocess.run(
             ["airflow", "dags", "test", "two_tower_retrain", logical, "--conf", json.dumps(conf)],
@@ -58,8 +60,8 @@ def simulate(days: int, epochs: int, preset: str = "small", seed: int = 7) -> li
         seconds = time.perf_counter() - started
         log_path = root / f"dags-test-{day}.log"
         log_path.write_text(result.stdout + result.stderr)
-        runs = sorted((artifacts / "runs").glob(f"*{safe_run_id(logical)}"))
-        run_dir = runs[-1] if runs else artifacts / "runs" / safe_run_id(logical)
+        new = sorted(set((artifacts / "runs").iterdir()) - before)  # this day's run directory
+        run_dir = new[-1] if new else artifacts / "runs" / "missing"
         rows.append(_row(day, run_dir, seconds, result.returncode, log_path))
         print(_format_row(rows[-1]), flush=True)
     _write(rows, root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -76,3 +77,27 @@ def test_good_run_promotes_then_bad_partition_alerts_and_leaves_production(deplo
     assert (root / "artifacts" / "registry" / "production.json").read_bytes() == pointer
     assert registry.production() == production and registry.verify(production)
     assert registry.manifest(production)["content_hash"] == content
+
+
+def test_simulation_replays_days_through_the_dag(tmp_path):
+    env = airflow_env(
+        tmp_path / "airflow",
+        TTR_DATA_ROOT=str(tmp_path / "data"),
+        TTR_DATA__ARTIFACT_ROOT=str(tmp_path / "artifacts"),
+    )
+    migrate = subprocess.run(
+        ["airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.simulate", "--days", "2", "--epochs", "1"],
+        env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    rows = json.loads((tmp_path / "data" / "simulation" / "simulation.json").read_text())
+    assert [r["day"] for r in rows] == ["2026-01-13", "2026-01-14"]
+    assert rows[0]["champion"] is None and rows[0]["decision"] == "promote"
+    assert rows[1]["champion"] is not None  # day 2 is judged against day 1's bundle
+    assert all(r["decision"].startswith(("promote", "reject")) for r in rows)
+    assert "| 2026-01-14 |" in result.stdout
+    assert (tmp_path / "data" / "simulation" / "simulation.png").read_bytes()[:4] == b"\x89PNG"
