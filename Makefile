@@ -13,7 +13,7 @@ export TF_USE_LEGACY_KERAS := 1
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup test test-fast run run-cli simulate airflow lint lock bench clean
+.PHONY: setup browser test test-fast run run-cli simulate airflow lint lock bench clean
 
 ## setup: create .venv from requirements.lock (reused while the lock and pyproject are unchanged)
 setup:
@@ -29,8 +29,16 @@ setup:
 	  echo "$$want" > $(STAMP) && echo "setup: .venv ready"; \
 	fi
 
+## browser: Debian's chromium + chromedriver for the UI test (installed if missing)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "browser: installing Debian's chromium and chromium-driver"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }
+
 ## test: the whole suite, slow tests included (CI runs exactly this)
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -rs
 
 ## test-fast: skip tests marked slow
