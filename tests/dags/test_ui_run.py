@@ -4,8 +4,10 @@ authenticated REST API v2 with custom Params, then the DAG's page in headless Ch
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -88,19 +90,23 @@ def airflow_services(small_world, tmp_path_factory):
         ("dag-processor", ["airflow", "dag-processor"]),
     ):
         out = (logs / f"{name}.log").open("w")
-        procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for("the API server", lambda: call("GET", f"{base}/api/v2/monitor/health"), 180)
         yield base, password, root
     finally:
-        for proc in procs:
-            proc.terminate()
+        for proc in procs:  # each service and the workers it spawned
+            os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_trigger_through_rest_api_then_see_the_run_in_the_ui(airflow_services):
@@ -171,3 +177,41 @@ def test_trigger_through_rest_api_then_see_the_run_in_the_ui(airflow_services):
         driver.quit()
     assert DAG_ID in body and run_id in body
     assert Path(SCREENSHOT).stat().st_size > 10_000
+
+
+def test_backfill_of_a_past_range_runs_once_per_interval(airflow_services):
+    base, password, root = airflow_services
+    token = call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})[
+        "access_token"
+    ]
+    wait_for(
+        "the DAG to be parsed", lambda: call("GET", f"{base}/api/v2/dags/{DAG_ID}", token), 240
+    )
+    call("PATCH", f"{base}/api/v2/dags/{DAG_ID}", token, {"is_paused": False})
+    backfill = call("POST", f"{base}/api/v2/backfills", token, {
+        "dag_id": DAG_ID,
+        "from_date": "2026-01-10T00:00:00Z",
+        "to_date": "2026-01-11T23:00:00Z",
+        "max_active_runs": 1,
+        "reprocess_behavior": "none",
+        "dag_run_conf": {"source": "world", "epochs": 1, "dry_run": True},
+    })  # fmt: skip
+
+    def runs_done():
+        runs = call("GET", f"{base}/api/v2/dags/{DAG_ID}/dagRuns", token)["dag_runs"]
+        ours = [r for r in runs if r["run_type"] == "backfill"]
+        return ours if ours and all(r["state"] in ("success", "failed") for r in ours) else None
+
+    assert backfill["dag_id"] == DAG_ID
+    runs = wait_for("the backfill runs", runs_done, 1200, every=5)
+    assert len(runs) == 2, [(r["dag_run_id"], r["logical_date"]) for r in runs]
+    assert {r["state"] for r in runs} == {"success"}
+    assert sorted(r["logical_date"][:10] for r in runs) == ["2026-01-10", "2026-01-11"]
+    # Dry runs: every step but promotion, so production is untouched by the backfill.
+    for r in runs:
+        ti = call(
+            "GET",
+            f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{r['dag_run_id']}/taskInstances/promote",
+            token,
+        )
+        assert ti["state"] == "skipped"
