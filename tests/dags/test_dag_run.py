@@ -74,6 +74,9 @@ def test_good_run_promotes_then_bad_partition_alerts_and_leaves_production(deplo
     assert alert["severity"] == "high" and "raw data checks FAILED" in alert["text"]
     assert any("user_id must not be null" in f for f in alert["failed_expectations"])
     assert alert["report"].endswith(".html")
+    failures = [a for a in hook.received if a["kind"] == "task_failure"]
+    assert [a["task_id"] for a in failures] == ["validate_raw"]  # the task-failure notifier
+    assert "user_id must not be null" in failures[0]["attachments"][0]["text"]
     assert (root / "artifacts" / "registry" / "production.json").read_bytes() == pointer
     assert registry.production() == production and registry.verify(production)
     assert registry.manifest(production)["content_hash"] == content
