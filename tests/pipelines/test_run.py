@@ -153,3 +153,30 @@ def test_recommend_cli_serves_the_production_bundle(two_runs, tmp_path):
     assert not seen & {i["item_id"] for i in lines[0]["items"]}
     scores = [i["score"] for i in lines[0]["items"]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_movielens_format_runs_end_to_end_without_oracle_or_user_table(small_world, tmp_path):
+    """A MovieLens-latest layout (ratings.csv + movies.csv, integer ids, no users file)."""
+    import pyarrow.dataset as ds
+
+    from pipelines.run import run_pipeline
+
+    events = ds.dataset(small_world / "interactions", format="parquet").to_table().to_pandas()
+    items = pd.read_parquet(small_world / "items.parquet")
+    users = {u: n + 1 for n, u in enumerate(sorted(events["user_id"].unique()))}
+    movies = {i: n + 1 for n, i in enumerate(sorted(items["item_id"]))}
+    seconds = (
+        pd.to_datetime(events["timestamp"], utc=True) - pd.Timestamp(0, tz="UTC")
+    ) // pd.Timedelta(seconds=1)
+    ml = tmp_path / "ml"
+    ml.mkdir()
+    pd.DataFrame({"userId": events["user_id"].map(users), "movieId": events["item_id"].map(movies),
+                  "rating": 4.0, "timestamp": seconds}).to_csv(ml / "ratings.csv", index=False)  # fmt: skip
+    pd.DataFrame({"movieId": items["item_id"].map(movies), "title": items["title"] + " (1999)",
+                  "genres": items["genres"]}).to_csv(ml / "movies.csv", index=False)  # fmt: skip
+    cfg = config(tmp_path / "artifacts", ml)
+    summary = run_pipeline(cfg, "ml", engine="local")
+    assert summary["promote"]["promoted"]
+    metrics = json.loads((Path(summary["run_dir"]) / "evaluation" / "metrics.json").read_text())
+    assert "oracle" not in metrics and metrics["eval"]["queries"] > 1000
+    assert metrics["challenger"]["recall@100"] > 1.5 * metrics["popularity"]["recall@100"]
