@@ -30,6 +30,7 @@ from pipelines.metrics import top_k
 log = logging.getLogger(__name__)
 
 _EXACT_BATCH = 2048
+_EXACT_CELLS = 64_000_000  # float32 scores per block (256 MB)
 
 
 def _scann():
@@ -203,11 +204,12 @@ def build_index(embeddings: np.ndarray, item_ids, cfg: IndexConfig) -> ItemIndex
 
 
 def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Exact top-k rows by dot product (the ground truth of ANN recall): int `[n, k]`."""
-    out = [
-        top_k(queries[i : i + _EXACT_BATCH] @ embeddings.T, k)
-        for i in range(0, len(queries), _EXACT_BATCH)
-    ]
+    """Exact top-k rows by dot product (the ground truth of ANN recall): int `[n, k]`.
+
+    Queries go in blocks whose score matrix stays around 256 MB, whatever the catalog size.
+    """
+    rows = max(1, min(_EXACT_BATCH, _EXACT_CELLS // max(1, len(embeddings))))
+    out = [top_k(queries[i : i + rows] @ embeddings.T, k) for i in range(0, len(queries), rows)]
     return np.concatenate(out) if out else np.zeros((0, k), np.int64)
 
 
