@@ -126,18 +126,19 @@ class TrainConfig(_Section):
     )
     use_user_features: bool = Field(True, description="User categorical features and context.")
     use_user_id: bool = Field(
-        True,
-        description="User id embedding in the query tower (history + features also carry the user).",
+        False,
+        description="User id embedding in the query tower (history + features also carry the "
+        "user; without it: same recall on medium, epochs ~1/3 faster).",
     )
     item_id_dropout: float = Field(
-        0.0,
+        0.2,
         ge=0.0,
         lt=1.0,
         description="Training only: share of candidate items whose id (and popularity bucket) is "
         "replaced by its OOV hash bucket, so the content path learns to embed cold items.",
     )
     item_age_bias: bool = Field(
-        False,
+        True,
         description="Learned novelty bonus on the item's age at query time (sum of decays with "
         "half-lives 0.5-32 days); needs the catalog's created_at, exported as extra dimensions.",
     )
