@@ -47,10 +47,13 @@ VARIANTS = {
     "no content": {"use_content": False},
     "+ mixed negatives": {"mixed_negatives": 512},
     "ID-only (tutorial)": {
+        "use_user_id": True,
         "use_history": False,
         "use_content": False,
         "use_user_features": False,
         "logq_correction": False,
+        "item_id_dropout": 0.0,
+        "item_age_bias": False,
     },
 }
 

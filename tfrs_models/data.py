@@ -154,7 +154,8 @@ def catalog_arrays(features: FeatureSet) -> dict[str, np.ndarray]:
     Returns:
         `item_id` [N] str, `title_tokens` [N, 16] int32 (vocab position + 1, 0 = none),
         `genres` [N, 8] int32 (same encoding), `popularity_bucket` [N] int32,
-        `sampling_probability` [N] float32.
+        `sampling_probability` [N] float32, `created_at` [N] float64 epoch seconds (NaN when
+        unknown).
     """
     catalog = features.catalog
     token_index = {t: i + 1 for i, t in enumerate(features.vocab["title_token"])}
@@ -173,4 +174,8 @@ def catalog_arrays(features: FeatureSet) -> dict[str, np.ndarray]:
         "genres": padded(catalog["genre_list"], genre_index, MAX_GENRES),
         "popularity_bucket": catalog["popularity_bucket"].to_numpy(np.int32),
         "sampling_probability": catalog["sampling_probability"].to_numpy(np.float32),
+        "created_at": pd.to_numeric(
+            catalog["created_at"] if "created_at" in catalog else pd.Series(np.nan, catalog.index),
+            errors="coerce",
+        ).to_numpy(np.float64),
     }

@@ -4,8 +4,8 @@
                                 user_id [n] string, timestamp [n] int64,
                                 history_item_ids [n, h] string ("" = none),
                                 history_timestamps [n, h] int64, user_<feature> [n] string
-                                -> embedding [n, d] float32 (unit norm)
-<model_dir>/item_embeddings.npy float32 [N, d], rows aligned with item_ids.txt
+                                -> embedding [n, d (+ bias/age dims)] float32 (first d unit norm)
+<model_dir>/item_embeddings.npy float32 [N, same dims], rows aligned with item_ids.txt
 <model_dir>/item_ids.txt        one item id per line (the whole catalog)
 <model_dir>/weights.npz         every variable by name (warm starts read it)
 <model_dir>/vocab/              the user/item vocabularies the id embeddings are indexed by

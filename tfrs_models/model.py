@@ -13,7 +13,7 @@ import tensorflow_recommenders as tfrs
 
 from pipelines.config import TrainConfig
 from tfrs_models.data import FeatureSet, catalog_arrays
-from tfrs_models.towers import ItemTower, QueryTower
+from tfrs_models.towers import ItemTower, QueryTower, age_decays
 
 
 class TwoTowerModel(tfrs.models.Model):
@@ -23,9 +23,17 @@ class TwoTowerModel(tfrs.models.Model):
         super().__init__(name="two_tower")
         self.cfg = cfg
         catalog = catalog_arrays(features)
+        reference_time = None
+        if cfg.item_age_bias:
+            # t0 of the exported age dimensions: the end of the training data.
+            window = features.manifest.get("window_epoch_s") or {}
+            reference_time = window.get("eval_start") or window.get("window_end")
+            if reference_time is None:
+                raise ValueError("item_age_bias needs the features' window_epoch_s")
         self.item_tower = ItemTower(
             features.vocab["item_id"], features.oov_buckets, catalog,
             len(features.vocab["title_token"]), len(features.vocab["genre"]), cfg,
+            reference_time=reference_time,
         )  # fmt: skip
         self.query_tower = QueryTower(
             features.vocab["user_id"],
@@ -33,12 +41,16 @@ class TwoTowerModel(tfrs.models.Model):
             features.user_features,
             self.item_tower,
             cfg,
+            reference_time=reference_time,
         )
         self.task = tfrs.tasks.Retrieval(
             temperature=cfg.temperature,
             remove_accidental_hits=cfg.remove_accidental_hits,
             num_hard_negatives=cfg.hard_negatives,
         )
+        self._cross_entropy = tf.keras.losses.CategoricalCrossentropy(
+            from_logits=True, reduction=tf.keras.losses.Reduction.SUM
+        )  # the task's loss
         self.catalog_ids = tf.constant(catalog["item_id"])
         probability = catalog["sampling_probability"]
         self.sampling_probability = tf.lookup.StaticHashTable(
@@ -47,15 +59,35 @@ class TwoTowerModel(tfrs.models.Model):
         )
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        query = self.query_tower(features)
+        query = self.query_tower(features, with_age=False)
         candidate_ids = features["item_id"]
         if self.cfg.mixed_negatives:
             sampled = tf.random.uniform(
                 [self.cfg.mixed_negatives], 0, tf.shape(self.catalog_ids)[0], tf.int32
             )
             candidate_ids = tf.concat([candidate_ids, tf.gather(self.catalog_ids, sampled)], axis=0)
-        candidates = self.item_tower(candidate_ids)
-        return self.retrieval_loss(query, candidates, candidate_ids, tf.shape(query)[0])
+        candidates = self.item_tower(candidate_ids, training=training, with_age=False)
+        offset = mask = None
+        if self.cfg.item_age_bias:
+            offset, mask = self.age_bonus(features, candidate_ids)
+        return self.retrieval_loss(
+            query, candidates, candidate_ids, tf.shape(query)[0], score_offset=offset,
+            score_mask=mask,
+        )  # fmt: skip
+
+    def age_bonus(
+        self, features: dict[str, tf.Tensor], candidate_ids: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Exact novelty bonus of every (query, candidate) pair and the availability mask.
+
+        Returns:
+            `[batch, candidates]` bonus sum_k w_k 2^(-age / h_k), and a mask that is False for
+            candidates created after the query (not available then; a positive is always kept).
+        """
+        age = self.query_tower.days(features)[:, None] - self.item_tower.created(candidate_ids)
+        bonus = tf.linalg.matvec(age_decays(age), self.query_tower.age_weights)
+        positive = tf.eye(tf.shape(age)[0], tf.shape(age)[1]) > 0
+        return bonus, (age >= 0.0) | positive
 
     def retrieval_loss(
         self,
@@ -64,6 +96,8 @@ class TwoTowerModel(tfrs.models.Model):
         candidate_ids: tf.Tensor,
         batch_size: tf.Tensor,
         sample_weight: tf.Tensor | None = None,
+        score_offset: tf.Tensor | None = None,
+        score_mask: tf.Tensor | None = None,
     ) -> tf.Tensor:
         """In-batch softmax loss.
 
@@ -73,10 +107,19 @@ class TwoTowerModel(tfrs.models.Model):
             candidate_ids: `[batch + mixed_negatives]` item ids of the candidates.
             batch_size: number of queries (positives come first among candidates).
             sample_weight: optional `[batch]` weight of each query's term in the summed loss.
+            score_offset: optional `[batch, candidates]` added to the logits (after temperature).
+            score_mask: optional `[batch, candidates]` bool, False = not a candidate.
         """
         probability = None
         if self.cfg.logq_correction:
             probability = self.candidate_probability(candidate_ids, batch_size)
+        if score_offset is not None:
+            # The tfrs task has no additive logit term (a pairwise one does not factor into the
+            # embeddings), so these logits are built here with the task's own layers.
+            return self._pairwise_loss(
+                query, candidates, candidate_ids, probability, score_offset, score_mask,
+                sample_weight,
+            )  # fmt: skip
         return self.task(
             query, candidates,
             sample_weight=sample_weight,
@@ -84,6 +127,25 @@ class TwoTowerModel(tfrs.models.Model):
             candidate_ids=candidate_ids if self.cfg.remove_accidental_hits else None,
             compute_metrics=False, compute_batch_metrics=False,
         )  # fmt: skip
+
+    def _pairwise_loss(
+        self, query, candidates, candidate_ids, probability, offset, mask, sample_weight
+    ) -> tf.Tensor:
+        """The task's loss (same steps, same order) with an additive offset and a mask."""
+        scores = tf.linalg.matmul(query, candidates, transpose_b=True) / self.cfg.temperature
+        scores += offset
+        labels = tf.eye(tf.shape(scores)[0], tf.shape(scores)[1])
+        if probability is not None:
+            scores = tfrs.layers.loss.SamplingProbablityCorrection()(scores, probability)
+        if self.cfg.remove_accidental_hits:
+            scores = tfrs.layers.loss.RemoveAccidentalHits()(labels, scores, candidate_ids)
+        if mask is not None:
+            scores = tf.where(mask, scores, tf.float32.min / 100)
+        if self.cfg.hard_negatives is not None:
+            scores, labels = tfrs.layers.loss.HardNegativeMining(self.cfg.hard_negatives)(
+                scores, labels
+            )
+        return self._cross_entropy(y_true=labels, y_pred=scores, sample_weight=sample_weight)
 
     def candidate_probability(self, candidate_ids: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
         """Relative chance of each candidate being in the candidate set: `[num_candidates]`.

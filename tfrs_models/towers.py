@@ -7,6 +7,17 @@ ItemTower:  item id embedding (+ hashed OOV buckets)  ⊕ title-token bag ⊕ ge
 QueryTower: user id embedding (+ OOV buckets) ⊕ history (recency-weighted mean, or attention,
             over the shared item-id embeddings) ⊕ hashed user features ⊕ hour / day of week
             -> MLP -> [batch, d], unit norm.
+
+With `item_bias`, both towers return one more dimension: the item tower appends a learned
+per-item bias b_i (id row + a linear function of the content), the query tower appends the
+temperature, so query . item / temperature = cos / temperature + b_i. The first d dimensions
+stay unit norm.
+
+With `item_age_bias`, a novelty bonus sum_k w_k 2^(-age / h_k) on the item's age at query time
+(catalog `created_at`) is added to the score. Training computes it exactly per (query,
+candidate) pair; the exported towers factor it around a reference time t0 (the end of the
+training data): item dims 2^((min(created, t0) - t0) / h_k), query dims
+T * w_k * 2^((t0 - t) / h_k). Items created after t0 count as created at t0.
 """
 
 from __future__ import annotations
@@ -18,6 +29,14 @@ from pipelines.config import TrainConfig
 
 DAY_SECONDS = 86_400
 _POPULARITY_BUCKETS = 64
+AGE_HALF_LIVES_DAYS = (0.5, 2.0, 8.0, 32.0)
+_UNKNOWN_AGE_DAYS = -1e4  # items without created_at: old enough for every decay to vanish
+
+
+def age_decays(age_days: tf.Tensor) -> tf.Tensor:
+    """`[..., K]` decays 2^(-age / h_k) of non-negative ages in days."""
+    half_lives = tf.constant(AGE_HALF_LIVES_DAYS, tf.float32)
+    return tf.pow(2.0, -tf.maximum(age_days, 0.0)[..., None] / half_lives)
 
 
 def _mlp(cfg: TrainConfig, name: str) -> tf.keras.Sequential:
@@ -48,16 +67,36 @@ class ItemTower(tf.keras.Model):
         n_tokens: int,
         n_genres: int,
         cfg: TrainConfig,
+        reference_time: int | None = None,
         **kwargs,
     ):
         super().__init__(name="item_tower", **kwargs)
         self.cfg = cfg
+        if cfg.item_age_bias:
+            created = (np.asarray(catalog["created_at"], np.float64) - reference_time) / DAY_SECONDS
+            created = np.append(np.nan_to_num(created, nan=_UNKNOWN_AGE_DAYS), _UNKNOWN_AGE_DAYS)
+            self.created_days = tf.constant(created, tf.float32)  # vs t0; last row: unknown ids
+            self.created_row = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(catalog["item_id"]),
+                    tf.range(len(catalog["item_id"]), dtype=tf.int64),
+                ),
+                default_value=len(catalog["item_id"]),
+            )
         self.id_lookup = tf.keras.layers.StringLookup(
             vocabulary=item_vocab, num_oov_indices=oov_buckets, name="item_id_lookup"
         )
         self.id_embedding = tf.keras.layers.Embedding(
             self.id_lookup.vocabulary_size(), cfg.id_embedding_dim, name="item_id_embedding"
         )
+        self.oov_buckets = oov_buckets
+        if cfg.item_bias:
+            self.id_bias = tf.keras.layers.Embedding(
+                self.id_lookup.vocabulary_size(), 1, embeddings_initializer="zeros",
+                name="item_id_bias",
+            )  # fmt: skip
+            if cfg.use_content:
+                self.content_bias = tf.keras.layers.Dense(1, name="item_content_bias")
         if cfg.use_content:
             self.catalog_row = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(
@@ -89,14 +128,38 @@ class ItemTower(tf.keras.Model):
         """Id embeddings of any-shaped string ids (shared with the query tower's history)."""
         return self.id_embedding(self.id_lookup(item_ids))
 
-    def call(self, item_ids: tf.Tensor) -> tf.Tensor:
-        parts = [self.id_vectors(item_ids)]
+    def created(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """Creation times in days relative to t0 (very negative when unknown): `[batch]`."""
+        return tf.gather(self.created_days, self.created_row.lookup(item_ids))
+
+    def call(self, item_ids: tf.Tensor, training=None, with_age: bool = True) -> tf.Tensor:
+        index = self.id_lookup(item_ids)
+        dropped = None
+        if training and self.cfg.item_id_dropout > 0:
+            # Cold-start training: some candidates look like items never seen in training (an
+            # OOV hash bucket for the id, popularity bucket 0), so content learns to stand in.
+            dropped = tf.random.uniform(tf.shape(index)) < self.cfg.item_id_dropout
+            oov = tf.strings.to_hash_bucket_fast(item_ids, self.oov_buckets)
+            index = tf.where(dropped, oov, index)
+        parts = [self.id_embedding(index)]
         if self.cfg.use_content:
             row = self.catalog_row.lookup(item_ids)
+            popularity = tf.gather(self.popularity, row)
+            if dropped is not None:
+                popularity = tf.where(dropped, tf.zeros_like(popularity), popularity)
             parts.append(_masked_mean(self.token_embedding, tf.gather(self.tokens, row)))
             parts.append(_masked_mean(self.genre_embedding, tf.gather(self.genres, row)))
-            parts.append(self.popularity_embedding(tf.gather(self.popularity, row)))
-        return tf.math.l2_normalize(self.mlp(tf.concat(parts, axis=-1)), axis=-1)
+            parts.append(self.popularity_embedding(popularity))
+        features = tf.concat(parts, axis=-1)
+        out = [tf.math.l2_normalize(self.mlp(features), axis=-1)]
+        if self.cfg.item_bias:
+            bias = self.id_bias(index)
+            if self.cfg.use_content:
+                bias += self.content_bias(tf.concat(parts[1:], axis=-1))
+            out.append(bias)
+        if self.cfg.item_age_bias and with_age:
+            out.append(age_decays(-tf.minimum(self.created(item_ids), 0.0)))
+        return tf.concat(out, axis=-1) if len(out) > 1 else out[0]
 
 
 class QueryTower(tf.keras.Model):
@@ -114,18 +177,25 @@ class QueryTower(tf.keras.Model):
         user_features: list[str],
         item_tower: ItemTower,
         cfg: TrainConfig,
+        reference_time: int | None = None,
         **kwargs,
     ):
         super().__init__(name="query_tower", **kwargs)
         self.cfg = cfg
+        if cfg.item_age_bias:
+            self.reference_time = tf.constant(int(reference_time), tf.int64)
+            self.age_weights = self.add_weight(
+                name="item_age_weights", shape=[len(AGE_HALF_LIVES_DAYS)], initializer="zeros"
+            )
         self.item_tower = item_tower
         self.user_features = list(user_features) if cfg.use_user_features else []
         self.user_lookup = tf.keras.layers.StringLookup(
             vocabulary=user_vocab, num_oov_indices=oov_buckets, name="user_id_lookup"
         )
-        self.user_embedding = tf.keras.layers.Embedding(
-            self.user_lookup.vocabulary_size(), cfg.id_embedding_dim, name="user_id_embedding"
-        )
+        if cfg.use_user_id:
+            self.user_embedding = tf.keras.layers.Embedding(
+                self.user_lookup.vocabulary_size(), cfg.id_embedding_dim, name="user_id_embedding"
+            )
         if cfg.use_history and cfg.history_pooling == "attention":
             self.attention_query = tf.keras.layers.Dense(
                 cfg.id_embedding_dim, name="history_attention"
@@ -142,30 +212,55 @@ class QueryTower(tf.keras.Model):
             self.hour_embedding = tf.keras.layers.Embedding(24, 8, name="hour_embedding")
             self.day_embedding = tf.keras.layers.Embedding(7, 4, name="day_of_week_embedding")
         use_mlp = cfg.use_history or cfg.use_user_features
+        if not (cfg.use_user_id or use_mlp):
+            raise ValueError("the query tower needs the user id, the history or user features")
         self.mlp = (
             _mlp(cfg, "query")
             if use_mlp
             else tf.keras.layers.Dense(cfg.embedding_dim, name="query_output")
         )
 
-    def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        user = self.user_embedding(self.user_lookup(features["user_id"]))
-        parts = [user]
-        if self.cfg.use_history:
-            parts.append(self.encode_history(features, user))
+    def days(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Query times in days relative to t0: `[batch]`."""
+        return tf.cast(features["timestamp"] - self.reference_time, tf.float32) / DAY_SECONDS
+
+    def call(self, features: dict[str, tf.Tensor], with_age: bool = True) -> tf.Tensor:
+        user, context = [], []
+        if self.cfg.use_user_id:
+            user.append(self.user_embedding(self.user_lookup(features["user_id"])))
         if self.cfg.use_user_features:
             for name in self.user_features:
-                parts.append(
+                context.append(
                     self.feature_embedding[name](self.feature_hashing[name](features[name]))
                 )
             ts = features["timestamp"]
-            parts.append(self.hour_embedding(ts // 3600 % 24))
-            parts.append(
+            context.append(self.hour_embedding(ts // 3600 % 24))
+            context.append(
                 self.day_embedding((ts // DAY_SECONDS + 3) % 7)
             )  # 1970-01-01 was a Thursday
-        return tf.math.l2_normalize(self.mlp(tf.concat(parts, axis=-1)), axis=-1)
+        history = []
+        if self.cfg.use_history:
+            # Attention queries come from the user id, or without it from features and context.
+            source = user or context
+            history.append(
+                self.encode_history(features, tf.concat(source, axis=-1) if source else None)
+            )
+        parts = user + history + context
+        vectors = tf.math.l2_normalize(self.mlp(tf.concat(parts, axis=-1)), axis=-1)
+        out = [vectors]
+        if self.cfg.item_bias:
+            # The item tower's bias dimension is b_i: query . item / T = cos / T + b_i.
+            out.append(tf.fill([tf.shape(vectors)[0], 1], self.cfg.temperature))
+        if self.cfg.item_age_bias and with_age:
+            # T * w_k * 2^((t0 - t) / h_k); the exponent is capped so early queries stay finite.
+            half_lives = tf.constant(AGE_HALF_LIVES_DAYS, tf.float32)
+            exponent = tf.minimum(-self.days(features)[:, None] / half_lives, 100.0)
+            out.append(self.cfg.temperature * self.age_weights * tf.pow(2.0, exponent))
+        return tf.concat(out, axis=-1) if len(out) > 1 else out[0]
 
-    def encode_history(self, features: dict[str, tf.Tensor], user: tf.Tensor) -> tf.Tensor:
+    def encode_history(
+        self, features: dict[str, tf.Tensor], context: tf.Tensor | None
+    ) -> tf.Tensor:
         """Pool the history's item embeddings, recent items weighing more: `[batch, d_id]`."""
         ids = features["history_item_ids"]
         present = tf.cast(tf.not_equal(ids, ""), tf.float32)
@@ -176,7 +271,9 @@ class QueryTower(tf.keras.Model):
         recency = tf.pow(0.5, age_days / self.cfg.recency_half_life_days) * present
         vectors = self.item_tower.id_vectors(ids)
         if self.cfg.history_pooling == "attention":
-            logits = tf.einsum("bhd,bd->bh", vectors, self.attention_query(user))
+            if context is None:
+                context = tf.ones([tf.shape(ids)[0], 1])
+            logits = tf.einsum("bhd,bd->bh", vectors, self.attention_query(context))
             logits += tf.math.log(recency + 1e-9)
             weights = tf.nn.softmax(logits + (present - 1.0) * 1e9) * present
         else:

@@ -87,3 +87,35 @@ def test_candidate_probability_scales_and_mixes(feature_set, popular_and_rare):
     assert q[0] / q[1] == pytest.approx(catalog[popular] / catalog[rare], rel=1e-5)
     uniform = 2 / len(catalog)
     assert q[2] / q[0] == pytest.approx(uniform / (2 * catalog[popular]), rel=1e-5)
+
+
+def test_item_age_bias_scores_exactly_and_exports_factored(feature_set, batch):
+    from tfrs_models.data import load_eval_queries
+    from tfrs_models.towers import age_decays
+    from tfrs_models.train import build_model
+
+    cfg = TrainConfig(item_age_bias=True, embedding_dim=16, temperature=0.5)
+    model = build_model(feature_set, cfg)
+    model.query_tower.age_weights.assign([2.0, 1.0, -0.5, 0.25])
+    # Training: the pairwise bonus follows the age at query time; later items are masked out.
+    bonus, mask = model.age_bonus(batch, batch["item_id"])
+    age = model.query_tower.days(batch)[:, None] - model.item_tower.created(batch["item_id"])
+    expected = age_decays(age).numpy() @ np.array([2.0, 1.0, -0.5, 0.25], np.float32)
+    np.testing.assert_allclose(bonus, expected, rtol=1e-5)
+    np.testing.assert_array_equal(mask, (age.numpy() >= 0) | np.eye(64, dtype=bool))
+    assert np.diag(age.numpy()).min() >= 0  # a positive existed when it was chosen
+    plain = float(model.compute_loss(batch))
+    model.query_tower.age_weights.assign([0.0, 0.0, 0.0, 0.0])
+    assert float(model.compute_loss(batch)) != pytest.approx(plain)
+    model.query_tower.age_weights.assign([2.0, 1.0, -0.5, 0.25])
+    # Export: query . item / T = cos / T + the bonus at the query's time (t >= t0).
+    queries = load_eval_queries(feature_set, limit=16)
+    q = model.query_tower(queries).numpy()
+    ids = tf.constant(feature_set.catalog["item_id"].to_numpy(str))
+    items = model.item_tower(ids).numpy()
+    assert q.shape[1] == items.shape[1] == 16 + 4
+    created = np.minimum(model.item_tower.created(ids).numpy(), 0.0)  # after t0: as at t0
+    age = model.query_tower.days(queries).numpy()[:, None] - created[None, :]
+    assert age.min() >= 0
+    exact = q[:, :16] @ items[:, :16].T / 0.5 + age_decays(age).numpy() @ [2.0, 1.0, -0.5, 0.25]
+    np.testing.assert_allclose(q @ items.T / 0.5, exact, rtol=1e-4, atol=1e-4)

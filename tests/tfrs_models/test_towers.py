@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from pipelines.config import TrainConfig
+from tfrs_models.towers import AGE_HALF_LIVES_DAYS, _masked_mean
 from tfrs_models.train import build_model
 
 
@@ -15,12 +16,18 @@ def model(feature_set):
     return build_model(feature_set, TrainConfig(embedding_dim=32))
 
 
+def score_dims(cfg: TrainConfig) -> int:
+    """Dimensions the towers add after the d unit-norm ones (item bias, age decays)."""
+    return int(cfg.item_bias) + (len(AGE_HALF_LIVES_DAYS) if cfg.item_age_bias else 0)
+
+
 def test_towers_return_unit_vectors_of_dimension_d(model, batch):
     queries = model.query_tower(batch).numpy()
     items = model.item_tower(batch["item_id"]).numpy()
-    assert queries.shape == (64, 32) and items.shape == (64, 32)
-    np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(items, axis=1), 1.0, rtol=1e-5)
+    extra = score_dims(model.cfg)
+    assert queries.shape == (64, 32 + extra) and items.shape == (64, 32 + extra)
+    np.testing.assert_allclose(np.linalg.norm(queries[:, :32], axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(items[:, :32], axis=1), 1.0, rtol=1e-5)
 
 
 def test_unseen_users_get_vectors_from_hash_buckets_and_features(model, batch, feature_set):
@@ -28,7 +35,7 @@ def test_unseen_users_get_vectors_from_hash_buckets_and_features(model, batch, f
     features["user_id"] = tf.constant([f"never-seen-{i}" for i in range(64)])
     vectors = model.query_tower(features).numpy()
     assert np.isfinite(vectors).all()
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors[:, :32], axis=1), 1.0, rtol=1e-5)
     lookup = model.query_tower.user_lookup(features["user_id"]).numpy()
     assert (lookup < feature_set.oov_buckets).all()  # OOV buckets come first
     assert len(set(lookup.tolist())) > 1  # spread over several OOV buckets
@@ -39,7 +46,7 @@ def test_item_never_trained_on_gets_its_vector_from_content(model, feature_set):
     cold = catalog.loc[catalog["train_count"] == 0, "item_id"].iloc[0]
     assert cold not in set(feature_set.vocab["item_id"])
     tower = model.item_tower
-    with_content = tower(tf.constant([cold])).numpy()
+    with_content = tower(tf.constant([cold]), with_age=False).numpy()[:, :32]
     ids = tower.id_vectors(tf.constant([cold]))
     # Same OOV id vector, but the catalog's title/genre/popularity content differs from an
     # unknown id that has no catalog row.
@@ -54,9 +61,82 @@ def test_item_never_trained_on_gets_its_vector_from_content(model, feature_set):
 
 def test_id_only_configuration_uses_ids_alone(feature_set, batch):
     cfg = TrainConfig(
-        use_history=False, use_content=False, use_user_features=False, embedding_dim=16
+        use_user_id=True,
+        use_history=False,
+        use_content=False,
+        use_user_features=False,
+        embedding_dim=16,
     )
     model = build_model(feature_set, cfg)
-    assert model.query_tower(batch).shape == (64, 16)
+    assert model.query_tower(batch, with_age=False).shape == (64, 16)
     names = {v.name for v in model.variables}
     assert not any("title_token" in n or "genre" in n or "hour" in n for n in names)
+
+
+def test_without_the_user_id_the_query_ignores_it(feature_set, batch):
+    model = build_model(
+        feature_set, TrainConfig(use_user_id=False, item_age_bias=False, embedding_dim=16)
+    )
+    assert not any("user_id_embedding" in v.name for v in model.variables)
+    renamed = dict(batch, user_id=tf.constant([f"someone-else-{i}" for i in range(64)]))
+    np.testing.assert_allclose(model.query_tower(batch), model.query_tower(renamed), atol=1e-6)
+    attention = build_model(
+        feature_set,
+        TrainConfig(use_user_id=False, history_pooling="attention", embedding_dim=16),
+    )
+    assert attention.query_tower(batch, with_age=False).shape == (64, 16)
+
+
+def test_item_bias_adds_a_score_dimension_outside_the_normalisation(feature_set, batch):
+    cfg = TrainConfig(item_bias=True, item_age_bias=False, embedding_dim=16, temperature=0.25)
+    model = build_model(feature_set, cfg)
+    tower = model.item_tower
+    tower.id_bias.embeddings.assign(
+        np.random.default_rng(0).normal(size=tower.id_bias.embeddings.shape)
+    )
+    kernel, offset = tower.content_bias.weights
+    kernel.assign(tf.zeros_like(kernel))
+    offset.assign([0.5])
+    queries = model.query_tower(batch).numpy()
+    items = tower(batch["item_id"]).numpy()
+    assert queries.shape == (64, 17) and items.shape == (64, 17)
+    np.testing.assert_allclose(np.linalg.norm(queries[:, :16], axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(items[:, :16], axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(queries[:, 16], 0.25)
+    index = tower.id_lookup(batch["item_id"])
+    bias = tower.id_bias(index)[:, 0].numpy()
+    np.testing.assert_allclose(items[:, 16], bias + 0.5, atol=1e-6)  # id row + content part
+    cos = queries[:, :16] @ items[:, :16].T
+    np.testing.assert_allclose(
+        queries @ items.T / 0.25, cos / 0.25 + items[None, :, 16], rtol=1e-4, atol=1e-4
+    )
+
+
+def test_item_id_dropout_makes_training_candidates_look_cold(feature_set, batch):
+    model = build_model(
+        feature_set, TrainConfig(item_id_dropout=0.999, item_age_bias=False, embedding_dim=16)
+    )
+    tower = model.item_tower
+    ids = batch["item_id"]
+    served = tower(ids).numpy()
+    np.testing.assert_allclose(served, tower(ids, training=False).numpy())
+    dropped = tower(ids, training=True).numpy()
+    assert not np.allclose(served, dropped, atol=1e-3)
+    # A dropped warm item gets exactly what an unseen id with its content (popularity 0) gets.
+    row = tower.catalog_row.lookup(ids)
+    parts = [
+        tower.id_embedding(tower.id_lookup(tf.constant([f"unseen-{i}" for i in range(64)]))),
+        tower.id_embedding(tf.strings.to_hash_bucket_fast(ids, feature_set.oov_buckets)),
+    ]
+    content = [
+        _masked_mean(tower.token_embedding, tf.gather(tower.tokens, row)),
+        _masked_mean(tower.genre_embedding, tf.gather(tower.genres, row)),
+        tower.popularity_embedding(tf.zeros_like(row, dtype=tf.int32)),
+    ]
+    cold_like = tf.math.l2_normalize(tower.mlp(tf.concat([parts[1], *content], -1)), -1).numpy()
+    matches = np.isclose(dropped, cold_like, atol=1e-5).all(axis=1).mean()
+    assert matches > 0.9
+    # Cold items themselves are already OOV with popularity 0: dropout leaves them unchanged.
+    catalog = feature_set.catalog
+    cold = tf.constant(catalog.loc[catalog["train_count"] == 0, "item_id"].iloc[:8].to_numpy(str))
+    np.testing.assert_allclose(tower(cold, training=True), tower(cold), atol=1e-5)

@@ -52,7 +52,7 @@ def test_export_round_trip(trained, feature_set):
         history_item_ids=inputs["history_item_ids"][:, :3],
         history_timestamps=inputs["history_timestamps"][:, :3],
     )
-    assert serve(**short)["embedding"].shape == (32, CFG.embedding_dim)
+    assert serve(**short)["embedding"].shape == (32, in_memory.shape[1])
     ids = open(f"{trained.model_dir}/item_ids.txt").read().split()
     vectors = np.load(f"{trained.model_dir}/item_embeddings.npy", allow_pickle=False)
     assert len(ids) == len(feature_set.catalog) == len(vectors)
@@ -89,27 +89,27 @@ def test_embedding_rows_map_shared_ids_and_oov_buckets():
 def test_warm_start_copies_rows_of_shared_ids(trained, feature_set, tmp_path):
     import shutil
 
-    # A "next day" vocabulary: one user gone, one new user first.
+    # A "next day" vocabulary: one item gone, one new item first (the default query tower has
+    # no user-id embedding, so the item table shows the row mapping).
     vocab_dir = tmp_path / "vocab"
     vocab_dir.mkdir()
-    users = feature_set.vocab["user_id"]
-    (vocab_dir / "user_id.tsv").write_text("".join(f"{u}\t1\n" for u in ["brand-new", *users[1:]]))
-    shutil.copyfile(f"{feature_set.directory}/vocab/item_id.tsv", vocab_dir / "item_id.tsv")
+    items = feature_set.vocab["item_id"]
+    (vocab_dir / "item_id.tsv").write_text("".join(f"{i}\t1\n" for i in ["brand-new", *items[1:]]))
+    shutil.copyfile(f"{feature_set.directory}/vocab/user_id.tsv", vocab_dir / "user_id.tsv")
     fresh = build_model(feature_set, CFG)
-    before = fresh.query_tower.user_embedding.embeddings.numpy().copy()
+    before = fresh.item_tower.id_embedding.embeddings.numpy().copy()
     stats = warm_start(
         fresh, vocab_dir, feature_set.oov_buckets, trained.model_dir, feature_set.oov_buckets
     )
-    after = fresh.query_tower.user_embedding.embeddings.numpy()
-    old = trained.model.query_tower.user_embedding.embeddings.numpy()
+    after = fresh.item_tower.id_embedding.embeddings.numpy()
+    old = trained.model.item_tower.id_embedding.embeddings.numpy()
     k = feature_set.oov_buckets
-    # Rows of users present in both vocabularies are copied to their new positions...
+    # Rows of items present in both vocabularies are copied to their new positions...
     np.testing.assert_array_equal(after[k + 1 :], old[k + 1 :])
-    # ...the new user keeps its fresh row, and the OOV buckets are copied.
+    # ...the new item keeps its fresh row, and the OOV buckets are copied.
     np.testing.assert_array_equal(after[k], before[k])
     np.testing.assert_array_equal(after[:k], old[:k])
-    assert stats["user_id_rows_fresh"] == 1 and stats["variables_skipped"] == 0
+    assert stats["item_id_rows_fresh"] == 1 and stats["variables_skipped"] == 0
     np.testing.assert_array_equal(
-        fresh.item_tower.id_embedding.embeddings.numpy(),
-        trained.model.item_tower.id_embedding.embeddings.numpy(),
+        fresh.item_tower.mlp.weights[0].numpy(), trained.model.item_tower.mlp.weights[0].numpy()
     )
