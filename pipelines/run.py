@@ -60,12 +60,18 @@ def validate_raw(cfg: PipelineConfig, run_dir: str | Path, interval=None, now=No
 
 
 def build_features(
-    cfg: PipelineConfig, run_dir: str | Path, engine: str = "beam", beam_args=None
+    cfg: PipelineConfig,
+    run_dir: str | Path,
+    engine: str = "beam",
+    beam_args=None,
+    check: bool = True,
 ) -> dict:
-    """Snapshot + Beam feature job + feature checks into `<run_dir>`."""
+    """Snapshot + Beam feature job (+ feature checks unless `check=False`) into `<run_dir>`."""
     from pipelines.features import run_features
 
-    run = run_features(cfg.data.source, run_dir, cfg, engine=engine, beam_args=beam_args)
+    run = run_features(
+        cfg.data.source, run_dir, cfg, engine=engine, beam_args=beam_args, check=check
+    )
     return {"features_dir": str(run.features_dir), "counts": run.manifest["counts"]}
 
 
