@@ -4,7 +4,7 @@ On N x 64 unit item vectors drawn around 2,000 clusters (a stand-in for trained 
 embeddings) and held-out queries from the same distribution, with inner-product search:
 
     exact        numpy blocked matmul + top-k (the ground truth)
-    ScaNN        scann_index.build_index (tree ~2 sqrt(N) leaves + AH + exact reorder), tuned by
+    ScaNN        scann_index.build_index (tree ~sqrt(N) leaves + AH + exact reorder), tuned by
                  scann_index.tune_index to ANN recall@10 >= 0.95 on 2,000 tuning queries;
                  curve: leaves_to_search swept at the tuned reorder depth
     FAISS HNSW   IndexHNSWFlat(M=32, efConstruction=200), efSearch swept

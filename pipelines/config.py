@@ -195,7 +195,7 @@ class IndexConfig(_Section):
         20_000, ge=0, le=100_000_000, description="Catalogs up to this size use exact search."
     )
     num_leaves: int | None = Field(
-        None, ge=2, le=1_000_000, description="Tree partitions; None = about 2 * sqrt(items)."
+        None, ge=2, le=1_000_000, description="Tree partitions; None = about sqrt(items)."
     )
     dimensions_per_block: int = Field(2, ge=1, le=16, description="Asymmetric hashing block size.")
     anisotropic_threshold: float = Field(

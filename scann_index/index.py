@@ -1,7 +1,7 @@
 """ScaNN index over item embeddings: size-adaptive build, recall-targeted tuning, search, I/O.
 
 Small catalogs get exact brute-force search (nothing to tune, recall 1.0). Large ones get a
-tree (about 2 * sqrt(N) leaves) + anisotropic asymmetric hashing + exact reordering; the
+tree (about sqrt(N) leaves) + anisotropic asymmetric hashing + exact reordering; the
 search parameters (leaves to search, reorder depth) are then tuned on real query vectors to
 the fastest setting whose recall@k against exact search reaches the target.
 
@@ -147,8 +147,12 @@ class ItemIndex:
 
 
 def default_leaves(n_items: int) -> int:
-    """About 2 * sqrt(N) partitions, at least 2 and at most N / 50 (ScaNN's min partition)."""
-    return int(max(2, min(round(2 * np.sqrt(n_items)), n_items // 50)))
+    """About sqrt(N) partitions, at least 2 and at most N / 50 (ScaNN's min partition).
+
+    On 1M clustered vectors sqrt(N) leaves needed 5 searched leaves for recall@10 0.95 and ran
+    2.4x faster than 2 sqrt(N) (bench/RESULTS.md).
+    """
+    return int(max(2, min(round(np.sqrt(n_items)), n_items // 50)))
 
 
 def build_index(embeddings: np.ndarray, item_ids, cfg: IndexConfig) -> ItemIndex:

@@ -35,7 +35,7 @@ def test_tuning_reaches_the_target_with_the_cheapest_setting_found(target, tmp_p
     x, q, ids = clustered(30_000)
     cfg = IndexConfig(k=50, brute_force_max_items=1000, target_recall=target, tune_queries=500)
     index = build_index(x, ids, cfg)
-    assert index.kind == "tree_ah" and index.manifest["num_leaves"] == 346  # ~2 sqrt(N)
+    assert index.kind == "tree_ah" and index.manifest["num_leaves"] == 173  # ~sqrt(N)
     tuned = tune_index(index, x, q[:250], cfg)
     assert tuned["reached_target"] and tuned["recall"] >= target
     assert tuned["leaves_to_search"] < index.manifest["num_leaves"]
