@@ -131,18 +131,14 @@ def decide(
             "smoke_test", "recommend returns k valid items", smoke_test or "ok", smoke_test is None
         )
     )
-    passed = all(r.passed for r in rules)
+    failed = ", ".join(r.name for r in rules if not r.passed)
     if cfg.dry_run:
-        decision = f"dry run: would {'promote' if passed or cfg.force_promote else 'reject'}"
+        decision = f"dry run: would {'promote' if not failed or cfg.force_promote else 'reject'}"
         promote = False
-    elif passed:
+    elif not failed:
         decision, promote = "promote", True
     elif cfg.force_promote:
-        decision, promote = (
-            "promote (forced; failed: " + ", ".join(r.name for r in rules if not r.passed) + ")",
-            True,
-        )
+        decision, promote = f"promote (forced; failed: {failed})", True
     else:
-        decision = "reject (failed: " + ", ".join(r.name for r in rules if not r.passed) + ")"
-        promote = False
+        decision, promote = f"reject (failed: {failed})", False
     return GateDecision(promote, decision, rules, primary)

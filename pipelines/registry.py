@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -155,7 +156,10 @@ class Registry:
         if not (cache / MANIFEST).exists():
             partial = cache.with_name(f".{bundle_id}-{uuid.uuid4().hex}")
             self.fs.get(self.bundle_path(bundle_id) + "/", str(partial), recursive=True)
-            partial.rename(cache) if not cache.exists() else None
+            if cache.exists():  # another reader finished first
+                shutil.rmtree(partial)
+            else:
+                partial.rename(cache)
         return cache
 
     # -- the production pointer --------------------------------------------------------------
