@@ -56,13 +56,14 @@ class QuickEval:
             [item_tower(ids[i : i + _BATCH]).numpy() for i in range(0, len(ids), _BATCH)]
         )
 
-    def ranked(self, blocks, k: int) -> np.ndarray:
+    def ranked(self, blocks, k: int, start: int = 0) -> np.ndarray:
         """Top-k catalog indices per query, seen items excluded: int `[n_queries, k]`.
 
         Args:
             blocks: score matrices `[rows, n_items]` for consecutive queries (bounded memory).
+            start: eval query of the first block's first row.
         """
-        tops, start = [], 0
+        tops = []
         for block in blocks:
             block = np.array(block, dtype=np.float32)
             for row, seen in enumerate(self.seen[start : start + len(block)]):

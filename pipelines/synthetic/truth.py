@@ -82,6 +82,12 @@ class GroundTruth:
             + bias
         )
 
+    def popularity_logits(self, item_ids) -> np.ndarray:
+        """The popularity part of the true logit (beta * log_pop) of generator item ids, `[n]`."""
+        columns = np.array([int(i[1:]) for i in item_ids])
+        beta = self.params["truth_params"]["popularity_beta"]
+        return beta * self.item_log_popularity[columns].astype(np.float64)
+
     def score_blocks(self, item_ids, users, times, batch: int = 1024):
         """True logits of `users` at `times` (epoch s) over `item_ids`, in `[rows, items]` blocks.
 

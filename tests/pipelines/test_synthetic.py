@@ -151,3 +151,15 @@ def test_oracle_ranking_beats_popularity(world):
         total += len(wanted)
     assert total > 500
     assert oracle_hits / total > 2 * popularity_hits / total > 0
+
+
+def test_popularity_logits_are_the_popularity_part_of_the_true_logit(world):
+    """What the bench's deployable oracle swaps out for items it cannot know."""
+    _, truth = world
+    at = truth.start + pd.Timedelta(days=40)  # every item is old: freshness ~ 0
+    old = np.flatnonzero(truth.item_arrival_day < 0)[::-1][:50]  # any order of ids
+    ids = [f"i{i:07d}" for i in old]
+    logits = truth.logits(np.array([3]), at)[0, old]
+    affinity = truth.item_vectors[old] @ truth.user_vectors[3]
+    np.testing.assert_allclose(logits - truth.popularity_logits(ids), affinity, atol=1e-4)
+    assert np.ptp(truth.popularity_logits(ids)) > 1.0
