@@ -71,6 +71,15 @@ class Scorer:
     def score(self, blocks, ks=(10, 100)) -> dict:
         return self.recalls(self.ev.ranked(blocks, max(ks)), ks)
 
+    def random(self, ks=(10, 100)) -> dict:
+        """Expected recall of a uniformly random ranking of each query's unseen items."""
+        n_items = len(self.ev.item_ids)
+        chance = {k: np.array([min(1.0, k / (n_items - len(s))) for s in self.ev.seen]) for k in ks}
+        has, has_cold = ([len(t) > 0 for t in ts] for ts in (self.ev.targets, self.cold_targets))
+        out = {f"recall@{k}": float(chance[k][has].mean()) for k in ks}
+        out["cold recall@100"] = float(chance[100][has_cold].mean())
+        return out
+
     def recalls(self, ranked: np.ndarray, ks=(10, 100)) -> dict:
         out = {f"recall@{k}": recall_at_k(ranked[:, :k], self.ev.targets) for k in ks}
         out["cold recall@100"] = recall_at_k(ranked[:, :100], self.cold_targets)
@@ -164,6 +173,7 @@ def main() -> None:
     t = time.perf_counter()
     rows.update(oracle_rows(scorer, GroundTruth.load(landing), users, times))
     rows["popularity"] = scorer.score(ev.popularity_blocks())
+    rows["random"] = scorer.random()
     inter = read_source(landing).interactions
     window = features.manifest["window_epoch_s"]
     seconds = epoch_seconds(inter["timestamp"])
