@@ -84,23 +84,26 @@ class GroundTruth:
 
     def popularity_logits(self, item_ids) -> np.ndarray:
         """The popularity part of the true logit (beta * log_pop) of generator item ids, `[n]`."""
-        columns = np.array([int(i[1:]) for i in item_ids])
         beta = self.params["truth_params"]["popularity_beta"]
-        return beta * self.item_log_popularity[columns].astype(np.float64)
+        return beta * self.item_log_popularity[_positions(item_ids)].astype(np.float64)
 
     def score_blocks(self, item_ids, users, times, batch: int = 1024):
         """True logits of `users` at `times` (epoch s) over `item_ids`, in `[rows, items]` blocks.
 
         Ids are the generator's (`u<n>`, `i<n>`); the oracle of every evaluation.
         """
-        columns = np.array([int(i[1:]) for i in item_ids])
-        user_index = np.array([int(u[1:]) for u in users])
+        columns, user_index = _positions(item_ids), _positions(users)
         for start in range(0, len(user_index), batch):
             rows = zip(user_index[start : start + batch], times[start : start + batch], strict=True)
             yield np.stack([
                 self.logits(np.array([u]), pd.Timestamp(int(t), unit="s", tz="UTC"))[0, columns]
                 for u, t in rows
             ])  # fmt: skip
+
+
+def _positions(ids) -> np.ndarray:
+    """Positions of generator ids (`u0000012`, `i0000012` -> 12)."""
+    return np.array([int(x[1:]) for x in ids], dtype=np.int64)
 
 
 def item_logit_bias(
