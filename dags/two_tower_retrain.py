@@ -4,6 +4,7 @@ asset gets a new partition.
 
 Tasks call the library steps in `pipelines.run` with the run's config (deployment YAML / env,
 then the trigger form's Params) and pass only small references (paths, ids) through XCom.
+Backfill runs are point in time: they see the data as of their logical date.
 Nothing heavy is imported at parse time: TensorFlow, Beam and ScaNN load inside the tasks.
 
 Deployment settings (environment):
@@ -77,11 +78,17 @@ class TaskFailureNotifier(BaseNotifier):
 
 
 def _context():
-    """(config, run directory, run id) of the running task."""
+    """(config, run directory, run id) of the running task.
+
+    A backfill run replays its interval: it sees the data as of its data interval's end (its
+    logical date here), so it never trains on, warm-starts from or is judged against later data.
+    """
     from pipelines.run import run_dir_for, with_source
 
     context = get_current_context()
-    cfg = with_source(orch.config_from_params(dict(context["params"])))
+    run = context["dag_run"]
+    as_of = (run.data_interval_end or run.logical_date) if run.run_type == "backfill" else None
+    cfg = with_source(orch.config_from_params(dict(context["params"]), as_of=as_of))
     run_id = orch.safe_run_id(context["run_id"])
     return cfg, run_dir_for(cfg, run_id), run_id
 

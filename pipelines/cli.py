@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         feat.add_argument(
             flag, type=_utc_timestamp, help=f"{text} (ISO, UTC; default from config/data)"
         )
+    _as_of_arg(feat)
     feat.add_argument(
         "--history-length", type=int, help="items per history (features.history_length)"
     )
@@ -268,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="run directory name (default: run-<UTC time>)")
     run.add_argument("--preset", choices=["small", "medium", "large"], help="synthetic preset")
     run.add_argument("--epochs", type=int)
+    _as_of_arg(run)
     run.add_argument("--engine", choices=["beam", "local"], default="beam")
     run.add_argument("--force-promote", action="store_true", default=None)
     run.add_argument(
@@ -280,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML config file")
     parser.add_argument("--artifact-root", help="root for runs/ and registry/ (default: artifacts)")
+
+
+def _as_of_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--as-of",
+        type=_utc_timestamp,
+        help="see only what existed before this moment (ISO, UTC): later interactions and "
+        "items are ignored, as in a backfill (features.as_of)",
+    )
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
@@ -375,7 +386,12 @@ def _features(args) -> int:
     from pipelines.features import run_features
 
     cfg = _load_with_source(
-        args, features={"history_length": args.history_length, "shards": args.shards}
+        args,
+        features={
+            "history_length": args.history_length,
+            "shards": args.shards,
+            "as_of": args.as_of,
+        },
     )
     run_dir = args.run_dir or (
         Path(cfg.data.artifact_root)
@@ -559,6 +575,7 @@ def _run(args) -> int:
         args,
         data={"source": str(args.source) if args.source else None, "format": args.format},
         synthetic={"preset": args.preset},
+        features={"as_of": args.as_of},
         train={"epochs": args.epochs},
         gate={"force_promote": args.force_promote, "dry_run": args.dry_run},
     )

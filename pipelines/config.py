@@ -82,6 +82,12 @@ class FeaturesConfig(_Section):
     history_length: int = Field(
         20, ge=1, le=500, description="Items kept in each point-in-time user history."
     )
+    as_of: dt.datetime | None = Field(
+        None,
+        description="Point in time the run sees (naive = UTC): interactions at or after it and "
+        "items created at or after it are left out, so the window ends there. Backfill runs set "
+        "it to their logical date; None = everything in the source.",
+    )
     window_days: int | None = Field(
         None,
         ge=1,

@@ -87,6 +87,19 @@ class RawSnapshot:
     def is_partitioned(self) -> bool:
         return not self.partitions.empty
 
+    def as_of(self, when: pd.Timestamp) -> RawSnapshot:
+        """The source as it stood at `when` (UTC): earlier interactions; items created before it,
+        with no `created_at`, or already interacted with; partitions whose day starts before it."""
+        inter = self.interactions.loc[self.interactions["timestamp"] < when]
+        items = self.items
+        if items is not None:
+            created = items["created_at"]
+            known = created.isna() | (created < when) | items["item_id"].isin(inter["item_id"])
+            items = items.loc[known]
+        parts = self.partitions
+        parts = parts.loc[pd.to_datetime(parts["dt"], utc=True) < when]
+        return dataclasses.replace(self, interactions=inter, items=items, partitions=parts)
+
 
 def empty_partitions() -> pd.DataFrame:
     return pd.DataFrame(

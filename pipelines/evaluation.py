@@ -139,6 +139,7 @@ def evaluate(
     out_dir: str | Path,
     cfg: EvalConfig,
     truth_dir: str | Path | None = None,
+    champion_excluded: str | None = None,
 ) -> dict:
     """Evaluate challenger, champion, popularity and (synthetic data) the oracle; write reports.
 
@@ -146,6 +147,8 @@ def evaluate(
         features_dir: the feature run whose eval period is used.
         challenger_dir / champion_dir: served directories (`pipelines.serving`).
         truth_dir: a synthetic source with `_truth/` (None or real data: no oracle).
+        champion_excluded: why the production model was not evaluated here (recorded for the
+            gate and the report), if it was left out.
 
     Returns:
         The `metrics.json` content.
@@ -177,6 +180,7 @@ def evaluate(
         "window": evalset.features.manifest["window"],
         "ks": list(cfg.ks),
         "primary_metric": cfg.primary_metric,
+        **({"champion_excluded": champion_excluded} if champion_excluded else {}),
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     kmax = max(cfg.ks)
@@ -243,6 +247,11 @@ def render_report(metrics: dict) -> str:
         f"{ev['window']['eval_start']} .. {ev['window']['window_end']}; seen items excluded; "
         f"primary metric **{ev['primary_metric']}**.",
         "",
+        *(
+            [f"The production model was not evaluated: {ev['champion_excluded']}.", ""]
+            if "champion_excluded" in ev
+            else []
+        ),
         "| model | " + " | ".join(columns) + " |",
         "| --- |" + " ---: |" * len(columns),
     ]

@@ -3,7 +3,8 @@
 Rules (thresholds in `GateConfig`):
     beats_popularity    challenger primary >= popularity primary x (1 + min_lift_over_popularity)
     no_regression       challenger primary >= champion primary x (1 - max_regression)
-                        (passes with "no champion" on the first run)
+                        (passes with "no champion" on the first run; fails when the champion
+                        trained on this eval period, e.g. in a backfill: no honest comparison)
     ann_recall          index recall vs exact search >= min_ann_recall
     latency_p99         single-query search p99 <= max_latency_p99_ms
     index_size          index size on disk <= max_index_mb
@@ -98,6 +99,12 @@ def decide(
                 f"{ours:.4f} ({ours - champ:+.4f} vs champion)",
                 ours >= floor,
             )
+        )
+    elif excluded := metrics.get("eval", {}).get("champion_excluded"):
+        # The champion saw this eval period: no honest comparison, and a challenger trained on
+        # older data must not replace it.
+        rules.append(
+            Rule("no_regression", "champion comparable on this eval period", excluded, False)
         )
     else:
         rules.append(Rule("no_regression", "no champion (first run)", "-", True))

@@ -30,6 +30,7 @@ ALERT_CONNECTION = "two_tower_alerts"
 PARAM_FIELDS: dict[str, tuple[str, str]] = {
     "format": ("data", "format"),
     "preset": ("synthetic", "preset"),
+    "as_of": ("features", "as_of"),
     "window_days": ("features", "window_days"),
     "eval_days": ("features", "eval_days"),
     "epochs": ("train", "epochs"),
@@ -44,8 +45,20 @@ PARAM_FIELDS: dict[str, tuple[str, str]] = {
 }
 
 
-def param_specs() -> dict[str, dict[str, Any]]:
-    """Typed Param definitions (JSON schema keywords) for the DAG's trigger form."""
+def param_specs(cfg: PipelineConfig | None = None) -> dict[str, dict[str, Any]]:
+    """Typed Param definitions (JSON schema keywords) for the DAG's trigger form.
+
+    Each default is the deployment's value (`cfg`, else code defaults < `TTR_CONFIG` YAML <
+    environment), so a run nobody edited the form for runs the deployment's config.
+    """
+    values = (cfg or load_config(os.environ.get("TTR_CONFIG"))).model_dump(mode="json")
+    specs = _param_schemas()
+    for name, (section, field) in PARAM_FIELDS.items():
+        specs[name]["default"] = values[section][field]
+    return specs
+
+
+def _param_schemas() -> dict[str, dict[str, Any]]:
     return {
         "source": {
             "default": None, "type": ["null", "string"],
@@ -53,55 +66,62 @@ def param_specs() -> dict[str, dict[str, Any]]:
             "empty = the embedded synthetic world. Absolute paths, URLs and '..' are refused.",
         },
         "format": {
-            "default": "auto", "enum": ["auto", "contract", "ml-100k", "ml-1m", "ml-latest"],
+            "enum": ["auto", "contract", "ml-100k", "ml-1m", "ml-latest"],
             "description": "Source format ('auto' detects it).",
         },
         "preset": {
-            "default": "small", "enum": ["small", "medium", "large"],
+            "enum": ["small", "medium", "large"],
             "description": "Synthetic world size (only without a source).",
         },
+        "as_of": {
+            "type": ["null", "string"], "format": "date-time",
+            "pattern": r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+            r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$",
+            "description": "Replay the past: see only interactions and items from before this "
+            "moment (UTC). Backfill runs use their logical date; empty = all data.",
+        },
         "window_days": {
-            "default": None, "type": ["null", "integer"], "minimum": 1, "maximum": 3650,
+            "type": ["null", "integer"], "minimum": 1, "maximum": 3650,
             "description": "Training window in days ending at the data's end; empty = all data.",
         },
         "eval_days": {
-            "default": None, "type": ["null", "integer"], "minimum": 1, "maximum": 365,
+            "type": ["null", "integer"], "minimum": 1, "maximum": 365,
             "description": "Eval period in days; empty = the most recent 10% of events.",
         },
         "epochs": {
-            "default": 5, "type": "integer", "minimum": 1, "maximum": 100,
+            "type": "integer", "minimum": 1, "maximum": 100,
             "description": "Maximum training epochs (early stopping may end sooner).",
         },
         "learning_rate": {
-            "default": 0.003, "type": "number", "exclusiveMinimum": 0, "maximum": 1,
+            "type": "number", "exclusiveMinimum": 0, "maximum": 1,
             "description": "Adam learning rate.",
         },
         "embedding_dim": {
-            "default": 64, "type": "integer", "minimum": 8, "maximum": 512,
+            "type": "integer", "minimum": 8, "maximum": 512,
             "description": "Output dimension of both towers.",
         },
         "batch_size": {
-            "default": 1024, "type": "integer", "minimum": 32, "maximum": 65536,
+            "type": "integer", "minimum": 32, "maximum": 65536,
             "description": "Training batch size (= in-batch negatives + 1).",
         },
         "min_lift_over_popularity": {
-            "default": 0.05, "type": "number", "minimum": -1, "maximum": 100,
+            "type": "number", "minimum": -1, "maximum": 100,
             "description": "Gate: challenger must beat popularity by this relative margin.",
         },
         "max_regression": {
-            "default": 0.02, "type": "number", "minimum": 0, "maximum": 1,
+            "type": "number", "minimum": 0, "maximum": 1,
             "description": "Gate: largest relative drop vs the champion allowed.",
         },
         "min_ann_recall": {
-            "default": 0.9, "type": "number", "minimum": 0, "maximum": 1,
+            "type": "number", "minimum": 0, "maximum": 1,
             "description": "Gate: index recall vs exact search.",
         },
         "force_promote": {
-            "default": False, "type": "boolean",
+            "type": "boolean",
             "description": "Promote even if gate rules fail (recorded in the bundle).",
         },
         "dry_run": {
-            "default": False, "type": "boolean",
+            "type": "boolean",
             "description": "Run everything but promotion; production stays as it is.",
         },
     }  # fmt: skip
@@ -129,12 +149,20 @@ def resolve_source(value: str | None, root: Path | None = None) -> str | None:
     return str(path)
 
 
-def config_from_params(params: dict[str, Any], config_path: str | None = None) -> PipelineConfig:
+def config_from_params(
+    params: dict[str, Any], config_path: str | None = None, *, as_of=None
+) -> PipelineConfig:
     """The run's config: deployment YAML/env, then the trigger form's Params on top.
+
+    Args:
+        as_of: the point in time a backfill run replays (its logical date); an `as_of` Param
+            wins over it.
 
     Raises:
         ConfigError: a Param is unknown, out of range or points outside the data root.
     """
+    if params.get("as_of") in (None, "") and as_of is not None:
+        params = {**params, "as_of": as_of}
     unknown = set(params) - set(PARAM_FIELDS) - {"source"}
     if unknown:
         raise ConfigError(f"unknown params: {', '.join(sorted(unknown))}")

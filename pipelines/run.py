@@ -80,6 +80,12 @@ def train(cfg: PipelineConfig, run_dir: str | Path, warm_start_from: str | Path 
     from tfrs_models.train import train_model
 
     run_dir = Path(run_dir)
+    refused = warm_start_from and trained_past_eval_start(warm_start_from, run_dir / "features")
+    if refused:
+        log.warning(
+            "not warm-starting from %s: %s; training from scratch", warm_start_from, refused
+        )
+        warm_start_from = None
     result = train_model(
         run_dir / "features", run_dir / "model", cfg.train, warm_start_from=warm_start_from,
         progress=False,
@@ -91,7 +97,25 @@ def train(cfg: PipelineConfig, run_dir: str | Path, warm_start_from: str | Path 
         "epochs_run": m["epochs_run"],
         f"quick_recall@{k}": m[f"recall@{k}"],
         "warm_start": str(warm_start_from) if warm_start_from else None,
+        **({"warm_start_refused": refused} if refused else {}),
     }
+
+
+def trained_past_eval_start(model_dir: str | Path, features_dir: str | Path) -> str | None:
+    """Why a trained model must not warm-start or be compared on these features, else None.
+
+    A model trained on interactions at or after the features' eval start has seen the eval
+    period (a backfill or a replay behind production does this): warm-starting from it leaks the
+    answers into training, and scoring it there flatters it.
+    """
+    import pandas as pd
+
+    trained = json.loads((Path(model_dir) / "train_manifest.json").read_text())
+    features = json.loads((Path(features_dir) / "manifest.json").read_text())
+    until, eval_start = trained["features_window"]["eval_start"], features["window"]["eval_start"]
+    if pd.Timestamp(until) <= pd.Timestamp(eval_start):
+        return None
+    return f"trained on interactions up to {until}, after this eval period starts ({eval_start})"
 
 
 def build_index(cfg: PipelineConfig, run_dir: str | Path) -> dict:
@@ -125,9 +149,12 @@ def evaluate(cfg: PipelineConfig, run_dir: str | Path, champion_dir: str | Path 
     from pipelines.evaluation import evaluate as run_evaluation
 
     run_dir = Path(run_dir)
+    excluded = champion_dir and trained_past_eval_start(champion_dir, run_dir / "features")
+    if excluded:
+        log.warning("champion %s not evaluated: %s", champion_dir, excluded)
     metrics = run_evaluation(
-        run_dir / "features", run_dir / "model", champion_dir, run_dir / "evaluation", cfg.eval,
-        truth_dir=cfg.data.source,
+        run_dir / "features", run_dir / "model", None if excluded else champion_dir,
+        run_dir / "evaluation", cfg.eval, truth_dir=cfg.data.source, champion_excluded=excluded,
     )  # fmt: skip
     primary = cfg.eval.primary_metric
     return {

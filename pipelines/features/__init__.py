@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.config import PipelineConfig
-from pipelines.errors import DataValidationError
+from pipelines.contract import RawSnapshot
+from pipelines.errors import ConfigError, DataValidationError
 from pipelines.features.window import FeatureWindow, resolve_window
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ def run_features(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     run_dir = Path(run_dir)
     snapshot = read_source(source, cfg.data.format)
+    if cfg.features.as_of is not None:
+        snapshot = _as_of(snapshot, cfg.features.as_of)
     raw_dir = write_snapshot(snapshot, run_dir / "raw")
     window = resolve_window(
         epoch_seconds(snapshot.interactions["timestamp"]).to_numpy(), cfg.features,
@@ -92,3 +95,22 @@ def run_features(
     if report is not None and not report.success:
         raise DataValidationError(report.summary(), report=report)
     return result
+
+
+def _as_of(snapshot: RawSnapshot, when) -> RawSnapshot:
+    """The snapshot as it stood at `features.as_of` (point-in-time runs, e.g. backfills)."""
+    when = pd.Timestamp(when)
+    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+    past = snapshot.as_of(when)
+    if past.interactions.empty:
+        first = snapshot.interactions["timestamp"].min()
+        raise ConfigError(
+            f"features.as_of={when.isoformat()}: {snapshot.root} has no interactions before it "
+            f"(its first is at {first.isoformat()})"
+        )
+    log.info(
+        "as of %s: %d of %d interactions, %s items",
+        when.isoformat(), len(past.interactions), len(snapshot.interactions),
+        "no" if past.items is None else len(past.items),
+    )  # fmt: skip
+    return past

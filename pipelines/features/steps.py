@@ -153,7 +153,7 @@ def write_manifest(
         "features_version": FEATURES_VERSION,
         "window": window.describe(),
         "window_epoch_s": dataclasses.asdict(window),
-        "config": cfg.model_dump(),
+        "config": cfg.model_dump(mode="json"),
         "counts": {
             "train_examples": sum(s["train_examples"] for s in shards),
             "eval_queries": sum(s["eval_queries"] for s in shards),

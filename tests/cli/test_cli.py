@@ -104,3 +104,15 @@ def test_train_prints_recall_against_popularity(small_features, tmp_path):
     )
     assert found and float(found.group(1)) > float(found.group(2))
     assert (tmp_path / "model" / "query_tower" / "saved_model.pb").is_file()
+
+
+def test_features_as_of_replays_the_past(small_world, tmp_path):
+    result = run("features", "--source", small_world, "--engine", "local", "--as-of",
+                 "2026-01-10", "--run-dir", tmp_path / "run")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "2026-01-10T00:00:00+00:00), eval from" in result.stdout
+    early = run("features", "--source", small_world, "--engine", "local", "--as-of",
+                "2025-06-01", "--run-dir", tmp_path / "early")  # fmt: skip
+    assert early.returncode == 2
+    assert "features.as_of=2025-06-01T00:00:00+00:00" in early.stderr
+    assert "no interactions before it" in early.stderr

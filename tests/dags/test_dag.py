@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from airflow_support import DAGS, Hook
 from airflow_support import airflow_env as airflow_env
 
 from pipelines import orchestration as orch
+from pipelines.config import load_config
 from pipelines.errors import ConfigError
 
 _PARSE = """
@@ -64,7 +66,8 @@ def test_schedule_outside_1_to_24_hours_is_an_import_error(tmp_path):
 @pytest.mark.parametrize(
     ("name", "value"),
     [("epochs", 0), ("epochs", 101), ("learning_rate", 0), ("embedding_dim", "64"),
-     ("format", "parquet"), ("min_ann_recall", 1.5), ("force_promote", "yes")],
+     ("format", "parquet"), ("min_ann_recall", 1.5), ("force_promote", "yes"),
+     ("as_of", "last tuesday"), ("as_of", "2026-13-01")],
 )  # fmt: skip
 def test_form_refuses_out_of_range_params(name, value):
     from airflow.sdk import Param
@@ -73,6 +76,35 @@ def test_form_refuses_out_of_range_params(name, value):
     param = Param(**orch.param_specs()[name])
     with pytest.raises(ParamValidationError):
         param.resolve(value)
+
+
+def test_form_defaults_are_the_deployments_config(tmp_path, monkeypatch):
+    from airflow.sdk import Param
+
+    code = load_config(env={})
+    specs = orch.param_specs(code)
+    for name, (section, field) in orch.PARAM_FIELDS.items():
+        assert specs[name]["default"] == getattr(getattr(code, section), field), name
+        Param(**specs[name]).resolve()  # every default passes its own form rules
+    yaml = tmp_path / "deploy.yaml"
+    yaml.write_text("train:\n  epochs: 7\ngate:\n  max_regression: 0.05\n")
+    monkeypatch.setenv("TTR_CONFIG", str(yaml))
+    specs = orch.param_specs()
+    assert specs["epochs"]["default"] == 7 and specs["max_regression"]["default"] == 0.05
+    # An untouched form runs the deployment's config, not a second set of defaults.
+    untouched = orch.config_from_params({name: spec["default"] for name, spec in specs.items()})
+    assert untouched.train.epochs == 7 and untouched.gate.max_regression == 0.05
+    assert untouched.train.embedding_dim == code.train.embedding_dim
+
+
+def test_backfill_runs_see_the_data_as_of_their_logical_date():
+    when = dt.datetime(2026, 1, 10, tzinfo=dt.UTC)
+    assert orch.config_from_params({}).features.as_of is None
+    assert orch.config_from_params({"as_of": None}, as_of=when).features.as_of == when
+    chosen = orch.config_from_params({"as_of": "2026-01-05T06:00:00Z"}, as_of=when)
+    assert chosen.features.as_of == dt.datetime(2026, 1, 5, 6, tzinfo=dt.UTC)
+    with pytest.raises(ConfigError, match="features.as_of"):
+        orch.config_from_params({"as_of": "last tuesday"})
 
 
 def test_task_refuses_bad_params_too(tmp_path, monkeypatch):

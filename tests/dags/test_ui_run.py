@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from airflow_support import REPO, airflow_env
 
+from pipelines import orchestration as orch
+
 pytestmark = pytest.mark.slow
 
 DAG_ID = "two_tower_retrain"
@@ -207,6 +209,12 @@ def test_backfill_of_a_past_range_runs_once_per_interval(airflow_services):
     assert len(runs) == 2, [(r["dag_run_id"], r["logical_date"]) for r in runs]
     assert {r["state"] for r in runs} == {"success"}
     assert sorted(r["logical_date"][:10] for r in runs) == ["2026-01-10", "2026-01-11"]
+    # Point in time: each run saw only the data before its logical date (the world runs on to
+    # 2026-01-15), so the two runs trained on different windows.
+    for r in runs:
+        run_dir = root / "artifacts" / "runs" / orch.safe_run_id(r["dag_run_id"])
+        manifest = json.loads((run_dir / "features" / "manifest.json").read_text())
+        assert manifest["window"]["window_end"][:10] == r["logical_date"][:10]
     # Dry runs: every step but promotion, so production is untouched by the backfill.
     for r in runs:
         ti = call(

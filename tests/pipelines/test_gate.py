@@ -64,6 +64,15 @@ def test_first_run_without_champion_promotes_on_absolute_rules():
     assert not d.promote
 
 
+def test_champion_trained_on_the_eval_period_blocks_promotion_unless_forced():
+    reason = "trained on interactions up to 2026-11-20, after this eval period starts (2026-01-09)"
+    backfill = {**metrics(champion=None), "eval": {"champion_excluded": reason}}
+    d = decide(backfill, GateConfig(), "recall@100")
+    assert not d.promote and [r.name for r in d.failed] == ["no_regression"]
+    assert rule(d, "no_regression").measured == reason and reason in d.markdown()
+    assert decide(backfill, GateConfig(force_promote=True), "recall@100").promote
+
+
 def test_smoke_test_failure_rejects():
     d = decide(metrics(), GateConfig(), "recall@100", smoke_test="KeyError: 'user_id'")
     assert not d.promote and rule(d, "smoke_test").measured == "KeyError: 'user_id'"

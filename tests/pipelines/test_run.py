@@ -114,6 +114,33 @@ def test_sabotaged_challenger_is_rejected_and_production_untouched(two_runs, sma
     assert registry.verify(champion)
 
 
+def test_replay_of_the_past_neither_learns_from_nor_replaces_newer_production(
+    two_runs, small_world
+):
+    """A point-in-time run (what a backfill is) behind production: production trained on its
+    eval period, so it may neither warm-start the run nor be scored on it, and stays served."""
+    from pipelines.run import run_pipeline
+
+    root, _, _ = two_runs
+    pointer_before = (root / "registry" / "production.json").read_bytes()
+    cfg = config(root, small_world, epochs=1)
+    cfg = cfg.model_copy(
+        update={"features": cfg.features.model_copy(update={"as_of": pd.Timestamp("2026-01-10")})}
+    )
+    replay = run_pipeline(cfg, "replay-2026-01-10", engine="local")
+    assert replay["train"]["warm_start"] is None
+    assert "after this eval period starts" in replay["train"]["warm_start_refused"]
+    evaluation = Path(replay["run_dir"]) / "evaluation"
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert "champion" not in metrics
+    assert metrics["eval"]["window"]["window_end"].startswith("2026-01-10T00:00:00")
+    assert "after this eval period starts" in metrics["eval"]["champion_excluded"]
+    assert "production model was not evaluated" in (evaluation / "report.md").read_text()
+    failed = {r["name"] for r in replay["gate"]["rules"] if not r["passed"]}
+    assert failed == {"no_regression"} and not replay["promote"]["promoted"]
+    assert (root / "registry" / "production.json").read_bytes() == pointer_before
+
+
 def test_bad_data_stops_the_run_before_anything_is_promoted(two_runs, small_world, tmp_path):
     from pipelines.run import run_pipeline
 
