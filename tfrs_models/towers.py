@@ -22,6 +22,8 @@ T * w_k * 2^((t0 - t) / h_k). Items created after t0 count as created at t0.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -34,9 +36,13 @@ _UNKNOWN_AGE_DAYS = -1e4  # items without created_at: old enough for every decay
 
 
 def age_decays(age_days: tf.Tensor) -> tf.Tensor:
-    """`[..., K]` decays 2^(-age / h_k) of non-negative ages in days."""
-    half_lives = tf.constant(AGE_HALF_LIVES_DAYS, tf.float32)
-    return tf.pow(2.0, -tf.maximum(age_days, 0.0)[..., None] / half_lives)
+    """`[..., K]` decays 2^(-age / h_k) of non-negative ages in days.
+
+    Written as exp(-age ln2 / h_k): on CPU `tf.pow` costs 3x as much, and training evaluates
+    this for every (query, candidate) pair of a batch.
+    """
+    rates = tf.constant([-math.log(2.0) / h for h in AGE_HALF_LIVES_DAYS], tf.float32)
+    return tf.exp(tf.maximum(age_days, 0.0)[..., None] * rates)
 
 
 def _mlp(cfg: TrainConfig, name: str) -> tf.keras.Sequential:

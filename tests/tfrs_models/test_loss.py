@@ -91,8 +91,13 @@ def test_candidate_probability_scales_and_mixes(feature_set, popular_and_rare):
 
 def test_item_age_bias_scores_exactly_and_exports_factored(feature_set, batch):
     from tfrs_models.data import load_eval_queries
-    from tfrs_models.towers import age_decays
+    from tfrs_models.towers import AGE_HALF_LIVES_DAYS
     from tfrs_models.train import build_model
+
+    def age_decays(age):  # the closed form, in float64
+        return 2.0 ** (
+            -np.maximum(np.asarray(age, np.float64), 0.0)[..., None] / AGE_HALF_LIVES_DAYS
+        )
 
     cfg = TrainConfig(item_age_bias=True, embedding_dim=16, temperature=0.5)
     model = build_model(feature_set, cfg)
@@ -100,7 +105,7 @@ def test_item_age_bias_scores_exactly_and_exports_factored(feature_set, batch):
     # Training: the pairwise bonus follows the age at query time; later items are masked out.
     bonus, mask = model.age_bonus(batch, batch["item_id"])
     age = model.query_tower.days(batch)[:, None] - model.item_tower.created(batch["item_id"])
-    expected = age_decays(age).numpy() @ np.array([2.0, 1.0, -0.5, 0.25], np.float32)
+    expected = age_decays(age) @ np.array([2.0, 1.0, -0.5, 0.25])
     np.testing.assert_allclose(bonus, expected, rtol=1e-5)
     np.testing.assert_array_equal(mask, (age.numpy() >= 0) | np.eye(64, dtype=bool))
     assert np.diag(age.numpy()).min() >= 0  # a positive existed when it was chosen
@@ -117,5 +122,5 @@ def test_item_age_bias_scores_exactly_and_exports_factored(feature_set, batch):
     created = np.minimum(model.item_tower.created(ids).numpy(), 0.0)  # after t0: as at t0
     age = model.query_tower.days(queries).numpy()[:, None] - created[None, :]
     assert age.min() >= 0
-    exact = q[:, :16] @ items[:, :16].T / 0.5 + age_decays(age).numpy() @ [2.0, 1.0, -0.5, 0.25]
+    exact = q[:, :16] @ items[:, :16].T / 0.5 + age_decays(age) @ [2.0, 1.0, -0.5, 0.25]
     np.testing.assert_allclose(q @ items.T / 0.5, exact, rtol=1e-4, atol=1e-4)
