@@ -614,13 +614,12 @@ def _progress(step: str) -> Callable[[int, int, int], None]:
 
 
 def _utc_timestamp(text: str):
-    import pandas as pd
+    from pipelines.features.window import utc_timestamp
 
     try:
-        ts = pd.Timestamp(text)
+        return utc_timestamp(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from None
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pandas as pd
 from pipelines.config import PipelineConfig
 from pipelines.contract import RawSnapshot
 from pipelines.errors import ConfigError, DataValidationError
-from pipelines.features.window import FeatureWindow, resolve_window
+from pipelines.features.window import FeatureWindow, resolve_window, utc_timestamp
 
 log = logging.getLogger(__name__)
 ENGINES = ("beam", "local")
@@ -99,8 +99,7 @@ def run_features(
 
 def _as_of(snapshot: RawSnapshot, when) -> RawSnapshot:
     """The snapshot as it stood at `features.as_of` (point-in-time runs, e.g. backfills)."""
-    when = pd.Timestamp(when)
-    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+    when = utc_timestamp(when)
     past = snapshot.as_of(when)
     if past.interactions.empty:
         first = snapshot.interactions["timestamp"].min()

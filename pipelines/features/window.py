@@ -95,6 +95,10 @@ def resolve_window(
 
 def epoch_seconds(ts) -> int:
     """A timestamp (naive = UTC) or ISO string as int epoch seconds."""
+    return int(utc_timestamp(ts).timestamp())
+
+
+def utc_timestamp(ts) -> pd.Timestamp:
+    """A timestamp or ISO string as a UTC `pd.Timestamp` (naive = UTC)."""
     ts = pd.Timestamp(ts)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.timestamp())
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
