@@ -269,22 +269,30 @@ class QueryTower(tf.keras.Model):
     ) -> tf.Tensor:
         """Pool the history's item embeddings, recent items weighing more: `[batch, d_id]`."""
         ids = features["history_item_ids"]
-        present = tf.cast(tf.not_equal(ids, ""), tf.float32)
-        age_days = tf.cast(
-            features["timestamp"][:, None] - features["history_timestamps"], tf.float32
-        )
-        age_days = tf.maximum(age_days / DAY_SECONDS, 0.0)
-        recency = tf.pow(0.5, age_days / self.cfg.recency_half_life_days) * present
+        present = tf.not_equal(ids, "")
+        # Recency weights 2^(-age / h), normalised in log space (a softmax). Ages are taken
+        # from the newest history item, in exact int64 seconds: the shift cancels in the
+        # softmax, so a user dormant for years keeps the same pooled history, where
+        # 0.5 ** (age / h) from the query time underflows to zero after a few months.
+        times = features["history_timestamps"]
+        newest = tf.reduce_max(tf.where(present, times, tf.zeros_like(times)), axis=1)
+        age_days = tf.cast(tf.maximum(newest[:, None] - times, 0), tf.float32) / DAY_SECONDS
+        log_recency = -age_days * (math.log(2.0) / self.cfg.recency_half_life_days)
         vectors = self.item_tower.id_vectors(ids)
         if self.cfg.history_pooling == "attention":
             if context is None:
                 context = tf.ones([tf.shape(ids)[0], 1])
-            logits = tf.einsum("bhd,bd->bh", vectors, self.attention_query(context))
-            logits += tf.math.log(recency + 1e-9)
-            weights = tf.nn.softmax(logits + (present - 1.0) * 1e9) * present
-        else:
-            weights = recency / tf.maximum(tf.reduce_sum(recency, axis=1, keepdims=True), 1e-9)
+            log_recency += tf.einsum("bhd,bd->bh", vectors, self.attention_query(context))
+        weights = _masked_softmax(log_recency, present)
         return tf.einsum("bh,bhd->bd", weights, vectors)
+
+
+def _masked_softmax(logits: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
+    """Softmax over the present entries of each row `[batch, H]`; all-padding rows get zeros."""
+    logits = tf.where(present, logits, tf.fill(tf.shape(logits), -1e30))
+    logits -= tf.stop_gradient(tf.reduce_max(logits, axis=1, keepdims=True))
+    weights = tf.exp(logits) * tf.cast(present, tf.float32)
+    return weights / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-30)
 
 
 def _masked_mean(embedding: tf.keras.layers.Embedding, ids: tf.Tensor) -> tf.Tensor:

@@ -140,3 +140,35 @@ def test_item_id_dropout_makes_training_candidates_look_cold(feature_set, batch)
     catalog = feature_set.catalog
     cold = tf.constant(catalog.loc[catalog["train_count"] == 0, "item_id"].iloc[:8].to_numpy(str))
     np.testing.assert_allclose(tower(cold, training=True), tower(cold), atol=1e-5)
+
+
+def _history_query(days_since_last: float) -> dict[str, tf.Tensor]:
+    """One user with three history items 1, 3 and 10 days apart, queried later."""
+    t_last = 1_500_000_000
+    history_t = [t_last, t_last - 2 * 86_400, t_last - 9 * 86_400]
+    return {
+        "timestamp": tf.constant([t_last + int(days_since_last * 86_400)], tf.int64),
+        "history_timestamps": tf.constant([history_t + [0]], tf.int64),
+        "history_item_ids": tf.constant([["a", "b", "c", ""]]),
+    }
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_history_of_a_user_dormant_for_ten_years_keeps_its_recency_weights(feature_set, pooling):
+    cfg = TrainConfig(embedding_dim=16, history_pooling=pooling, recency_half_life_days=7.0)
+    model = build_model(feature_set, cfg)
+    context = None if pooling == "mean" else tf.ones([1, 4])
+    if context is not None:
+        model.query_tower.attention_query.build([None, 4])
+    pooled = {
+        days: model.query_tower.encode_history(_history_query(days), context).numpy()
+        for days in (0.5, 10 * 365.25)
+    }
+    # Shifting every timestamp by ten years changes nothing: weights depend on age differences.
+    np.testing.assert_allclose(pooled[0.5], pooled[10 * 365.25], rtol=1e-5, atol=1e-7)
+    assert np.linalg.norm(pooled[10 * 365.25]) > 0.0
+    if pooling == "mean":
+        # Weights 2^-(age / 7) over ages 0, 2, 9 days, normalised; the padding slot gets none.
+        vectors = model.item_tower.id_vectors(tf.constant(["a", "b", "c"])).numpy()
+        raw = 2.0 ** (-np.array([0.0, 2.0, 9.0]) / 7.0)
+        np.testing.assert_allclose(pooled[10 * 365.25][0], (raw / raw.sum()) @ vectors, rtol=1e-4)
