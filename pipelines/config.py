@@ -114,6 +114,43 @@ class FeaturesConfig(_Section):
     shards: int = Field(8, ge=1, le=4096, description="User shards = TFRecord files per split.")
     min_train_examples: int = Field(1, ge=1, description="Feature check: fewest train examples.")
     min_eval_queries: int = Field(1, ge=1, description="Feature check: fewest eval queries.")
+    eval_design: Literal["auto", "temporal", "holdout"] = Field(
+        "auto",
+        description="How the eval queries are drawn. 'temporal': users active in the last "
+        "period (eval_days / eval_fraction). 'holdout': every user with interactions at two or "
+        "more distinct times holds out the last holdout_fraction of them. 'auto': temporal when "
+        "its period holds at least min_warm_eval_queries warm queries, else holdout.",
+    )
+    min_warm_eval_queries: int = Field(
+        300,
+        ge=0,
+        le=10_000_000,
+        description="eval_design='auto': fewest warm queries (eval users with train-window "
+        "interactions) the temporal eval period must hold to be used.",
+    )
+    holdout_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="Share of a user's interactions held out, counted from the latest (at least "
+        "one; the user keeps at least one earlier): the holdout eval labels and the validation "
+        "labels.",
+    )
+    validation_user_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Share of users with train-window interactions at two or more distinct "
+        "times whose latest ones become validation queries (early stopping, best epoch), "
+        "drawn by a stable hash of the user id.",
+    )
+    min_validation_queries: int = Field(
+        500,
+        ge=0,
+        le=10_000_000,
+        description="At least this many validation users when that many are eligible (beats "
+        "validation_user_fraction on small data).",
+    )
 
 
 class TrainConfig(_Section):

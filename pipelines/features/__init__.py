@@ -1,7 +1,8 @@
 """Point-in-time features with Apache Beam: snapshot -> examples, eval queries, catalog, vocabularies.
 
 `run_features` is the step the CLI and the DAG call: it writes the raw snapshot of a source,
-picks the window, runs the Beam job (or the single-process reference) and checks the output.
+picks the window and the split (eval design, validation users: `split.py`), runs the Beam job
+(or the single-process reference) and checks the output.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def run_features(
     """
     from data_checks.features import validate_features
     from pipelines.features.snapshot import epoch_seconds, write_snapshot
+    from pipelines.features.split import plan_split
     from pipelines.sources import read_source
 
     if engine not in ENGINES:
@@ -74,20 +76,27 @@ def run_features(
     if cfg.features.as_of is not None:
         snapshot = _as_of(snapshot, cfg.features.as_of)
     raw_dir = write_snapshot(snapshot, run_dir / "raw")
+    timestamps = epoch_seconds(snapshot.interactions["timestamp"]).to_numpy()
     window = resolve_window(
-        epoch_seconds(snapshot.interactions["timestamp"]).to_numpy(), cfg.features,
+        timestamps, cfg.features,
         window_start=window_start, eval_start=eval_start, window_end=window_end,
     )  # fmt: skip
+    # Decided here, on the whole snapshot, and handed to the job as data (per-user cuts).
+    plan = plan_split(
+        snapshot.interactions["user_id"].astype(str).to_numpy(), timestamps, window, cfg.features
+    )
+    window = plan.window
     log.info("feature window %s", window.describe())
+    log.info("eval design %s: %s", plan.design, plan.summary["reason"])
     out = str(run_dir / "features")
     if engine == "beam":
         from pipelines.features.beam_job import run_beam
 
-        manifest = run_beam(str(raw_dir), out, window, cfg.features, beam_args, cfg.beam)
+        manifest = run_beam(str(raw_dir), out, window, cfg.features, beam_args, cfg.beam, plan)
     else:
         from pipelines.features.local import run_local
 
-        manifest = run_local(str(raw_dir), out, window, cfg.features)
+        manifest = run_local(str(raw_dir), out, window, cfg.features, plan)
     report = None
     if check:
         report = validate_features(out, cfg.features, report_dir=run_dir / "features_report")

@@ -7,7 +7,8 @@ are combined from per-batch value counts. That keeps the Python per-element over
 runner off the hot path.
 
     python -m pipelines.features.beam_job --raw-dir RUN/raw --out RUN/features \\
-        [--window-start ISO --eval-start ISO --window-end ISO] [any Beam flag, e.g.
+        [--window-start ISO --eval-start ISO --window-end ISO] [--eval-design auto|temporal|holdout]
+        [any Beam flag, e.g.
         --runner DataflowRunner --project P --region R --temp_location gs://...]
 """
 
@@ -26,6 +27,7 @@ from pipelines.config import BeamConfig, FeaturesConfig
 from pipelines.features import io, steps
 from pipelines.features.examples import user_shard
 from pipelines.features.snapshot import EVENT_COLUMNS
+from pipelines.features.split import SplitPlan, UserCuts, plan_split_from_snapshot
 from pipelines.features.window import FeatureWindow, epoch_seconds
 
 log = logging.getLogger(__name__)
@@ -73,35 +75,64 @@ class GroupEventsByUserShard(beam.PTransform):
         )
 
 
-class BuildShardFiles(beam.DoFn):
-    """Builds and writes one shard's train/eval TFRecords; emits the shard summary."""
+def load_cuts(cuts_path: str | None) -> UserCuts | None:
+    """The split plan's per-user cuts (None without a path: temporal split, no validation)."""
+    return None if cuts_path is None else UserCuts.read(cuts_path)
 
-    def __init__(self, raw_dir: str, out: str, window: FeatureWindow, cfg: FeaturesConfig):
+
+class BuildShardFiles(beam.DoFn):
+    """Builds and writes one shard's train/valid/eval TFRecords; emits the shard summary.
+
+    The per-user cuts are read from `cuts_path` once per worker (a file, not a side input, so
+    the job graph stays small however many users there are).
+    """
+
+    def __init__(
+        self,
+        raw_dir: str,
+        out: str,
+        window: FeatureWindow,
+        cfg: FeaturesConfig,
+        cuts_path: str | None = None,
+    ):
         self.raw_dir, self.out, self.window, self.cfg = raw_dir, out, window, cfg
-        self.users = None
+        self.cuts_path = cuts_path
+        self.users = self.cuts = None
 
     def setup(self):
         self.users = load_users(self.raw_dir)
+        self.cuts = load_cuts(self.cuts_path)
 
     def process(self, element):
         shard, tables = element
         events = pa.concat_tables(list(tables)).to_pandas()
-        yield steps.process_shard(shard, events, self.users, self.window, self.cfg, self.out)
+        yield steps.process_shard(
+            shard, events, self.users, self.window, self.cfg, self.out, self.cuts
+        )
+
+
+class _CountBatch(beam.DoFn):
+    def __init__(self, window: FeatureWindow, cuts_path: str | None):
+        self.window, self.cuts_path, self.cuts = window, cuts_path, None
+
+    def setup(self):
+        self.cuts = load_cuts(self.cuts_path)
+
+    def process(self, table):
+        yield steps.count_train_interactions(table.to_pandas(), self.window, self.cuts)
 
 
 class CountTrainInteractions(beam.PTransform):
-    """Event batches -> one (item_counts, user_counts) pair for the training period."""
+    """Event batches -> one (item_counts, user_counts) pair of the training interactions."""
 
-    def __init__(self, window: FeatureWindow):
+    def __init__(self, window: FeatureWindow, cuts_path: str | None = None):
         super().__init__()
-        self.window = window
+        self.window, self.cuts_path = window, cuts_path
 
     def expand(self, batches):
-        window = self.window
         return (
             batches
-            | "CountBatch"
-            >> beam.Map(lambda t: steps.count_train_interactions(t.to_pandas(), window))
+            | "CountBatch" >> beam.ParDo(_CountBatch(self.window, self.cuts_path))
             | "SumCounts" >> beam.CombineGlobally(_SumCounts())
         )
 
@@ -169,19 +200,30 @@ def _read_parquet(path: str) -> pd.DataFrame:
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, raw_dir: str, out: str, window: FeatureWindow, cfg: FeaturesConfig
+    pipeline: beam.Pipeline,
+    raw_dir: str,
+    out: str,
+    window: FeatureWindow,
+    cfg: FeaturesConfig,
+    split: dict | None = None,
 ) -> None:
-    """Add the feature job's transforms to `pipeline` (the caller runs it)."""
-    user_features = user_feature_names(raw_dir)
+    """Add the feature job's transforms to `pipeline` (the caller runs it).
+
+    Args:
+        split: the manifest's `split` section from `steps.write_user_cuts` (its
+            `user_cuts.path` is read by the workers); None = temporal split, no validation.
+    """
+    cuts_path = split["user_cuts"]["path"] if split else None
+    extra = {"user_features": user_feature_names(raw_dir), **({"split": split} if split else {})}
     batches = pipeline | "ReadEvents" >> ReadEventBatches(raw_dir)
     shard_summaries = (
         batches
         | "GroupByUserShard" >> GroupEventsByUserShard(cfg.shards)
-        | "BuildShardFiles" >> beam.ParDo(BuildShardFiles(raw_dir, out, window, cfg))
+        | "BuildShardFiles" >> beam.ParDo(BuildShardFiles(raw_dir, out, window, cfg, cuts_path))
     )
     catalog_summary = (
         batches
-        | "CountTrainInteractions" >> CountTrainInteractions(window)
+        | "CountTrainInteractions" >> CountTrainInteractions(window, cuts_path)
         | "WriteCatalog" >> WriteCatalogAndVocabularies(raw_dir, out, cfg)
     )
     _ = (
@@ -190,7 +232,7 @@ def build_pipeline(
         | "WriteManifest"
         >> beam.Map(
             lambda _, shards, catalog: steps.write_manifest(
-                out, window, cfg, shards, catalog, {"user_features": user_features}
+                out, window, cfg, shards, catalog, extra
             ),
             shards=beam.pvalue.AsList(shard_summaries),
             catalog=beam.pvalue.AsSingleton(catalog_summary),
@@ -219,14 +261,24 @@ def run_beam(
     cfg: FeaturesConfig,
     beam_args: list[str] | None = None,
     beam_cfg: BeamConfig | None = None,
+    plan: SplitPlan | None = None,
 ) -> dict:
-    """Run the feature job with Beam and return the manifest it wrote."""
+    """Run the feature job with Beam and return the manifest it wrote.
+
+    Args:
+        window: the resolved window (used to plan the split when `plan` is None).
+        plan: the split plan (`split.plan_split`); None = plan it here from the snapshot (the
+            launcher reads its user ids and timestamps with pandas).
+    """
     io.makedirs(out)
     for split in steps.SPLITS:
         io.makedirs(io.join(out, split))
+    if plan is None:
+        plan = plan_split_from_snapshot(raw_dir, window, cfg)
+    split_summary = steps.write_user_cuts(out, plan)
     options = beam_options(beam_args or [], beam_cfg or BeamConfig())
     with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, raw_dir, out, window, cfg)
+        build_pipeline(pipeline, raw_dir, out, plan.window, cfg, split_summary)
     return io.read_json(io.join(out, "manifest.json"))
 
 
@@ -242,10 +294,16 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--window-end", required=True)
     parser.add_argument("--history-length", type=int, default=FeaturesConfig().history_length)
     parser.add_argument("--shards", type=int, default=FeaturesConfig().shards)
+    parser.add_argument(
+        "--eval-design", choices=["auto", "temporal", "holdout"],
+        default=FeaturesConfig().eval_design, help="features.eval_design",
+    )  # fmt: skip
     known, beam_args = parser.parse_known_args(argv)
     seconds = [epoch_seconds(v) for v in (known.window_start, known.eval_start, known.window_end)]
     window = FeatureWindow(seconds[0], seconds[0], seconds[1], seconds[2])
-    cfg = FeaturesConfig(history_length=known.history_length, shards=known.shards)
+    cfg = FeaturesConfig(
+        history_length=known.history_length, shards=known.shards, eval_design=known.eval_design
+    )
     return run_beam(known.raw_dir, known.out, window, cfg, beam_args)
 
 

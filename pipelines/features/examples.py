@@ -1,23 +1,28 @@
-"""Point-in-time training examples and eval queries for one group of users, vectorized.
+"""Point-in-time training examples, validation and eval queries for a group of users, vectorized.
 
-Given every event of some users (a user shard), this builds
+Given every event of some users (a user shard) and each user's cuts (`split.UserCuts`: the
+window's interactions train in [window_start, train_end), validate in [train_end, eval_cut) and
+evaluate in [eval_cut, window_end)), this builds
 
-- one **train example** per interaction in [window_start, eval_start), with the user's last H
+- one **train example** per interaction in [window_start, train_end), with the user's last H
   items and their timestamps **strictly before** the interaction (events sharing its timestamp
   are not history: a tie is not "before"), user features and context (hour, day of week);
-- one **eval query** per user active in [eval_start, window_end): the history before
-  eval_start, every item seen before eval_start (to exclude at evaluation) and the items
-  interacted with in the eval period (the labels).
+- one **validation query** per user with interactions in [train_end, eval_cut), and one **eval
+  query** per user with interactions in [eval_cut, window_end): the history strictly before the
+  first such interaction, every item seen before it (to exclude at evaluation) and the items of
+  that part (the labels). With the temporal split every eval_cut is eval_start.
 
 Records are serialized tf.train.Examples in a fixed order (train: a pseudo-random order that
-mixes users; eval: by user), so the same events always give the same bytes. Both the Beam job and the single-process
-reference call this function; neither has its own copy of the logic.
+mixes users; validation and eval: by user), so the same events always give the same bytes.
+Both the Beam job and the single-process reference call this function; neither has its own
+copy of the logic.
 
 Record features (all lists; ids as bytes, times as int64 epoch seconds):
     train: user_id, user_<feature>..., item_id, event, weight (float), timestamp, hour,
            day_of_week (Monday = 0), history_item_ids, history_timestamps (most recent first)
-    eval:  user_id, user_<feature>..., timestamp (first eval interaction), hour, day_of_week,
-           history_item_ids, history_timestamps, seen_item_ids, label_item_ids (sorted)
+    valid, eval: user_id, user_<feature>..., timestamp (first labelled interaction), hour,
+           day_of_week, history_item_ids, history_timestamps, seen_item_ids,
+           label_item_ids (sorted)
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from pipelines.features.split import UserCuts
 from pipelines.features.window import DAY, FeatureWindow
 from pipelines.features.wire import FeatureKey, join_examples, value_field, varint_buffer
 
@@ -41,13 +47,16 @@ class ShardExamples:
     Attributes:
         train: serialized train Examples, in a fixed pseudo-random order (a hash of each
             record's (user, timestamp, item, event) rank), which mixes users.
+        valid: serialized validation-query Examples (eval-query format), in user order.
         eval: serialized eval-query Examples, in user order.
-        stats: counts (`train_examples`, `eval_queries`, `eval_interactions`, `train_users`)
+        stats: counts (`train_examples`, `valid_queries`, `valid_interactions`, `eval_queries`,
+            `eval_interactions`, `train_users`)
             and `min_history_gap_s`, the smallest example-minus-history timestamp (None when
             no example has history); it must be >= 1 for a leak-free shard.
     """
 
     train: list[bytes]
+    valid: list[bytes]
     eval: list[bytes]
     stats: dict
 
@@ -95,8 +104,9 @@ def build_shard_examples(
     window: FeatureWindow,
     history_length: int,
     users: pd.DataFrame | None = None,
+    cuts: UserCuts | None = None,
 ) -> ShardExamples:
-    """Build the train examples and eval queries of a group of users.
+    """Build the train examples, validation queries and eval queries of a group of users.
 
     Args:
         events: columns `user_id, item_id` (str), `timestamp` (int64 epoch seconds),
@@ -104,13 +114,18 @@ def build_shard_examples(
         window: the run's window.
         history_length: H, the most recent items kept per history.
         users: optional user features indexed by `user_id` (string columns).
+        cuts: every user's `train_end` and `eval_cut` (see `split.py`); None = the plain
+            temporal split at `window.eval_start` without validation.
 
     Returns:
         `ShardExamples`.
     """
     ev = _Events.sort(events, window)
     tables = _Tables(ev, users)
-    rows = np.flatnonzero((ev.t >= window.window_start) & (ev.t < window.eval_start))
+    cuts = cuts if cuts is not None else UserCuts.uniform(window.eval_start)
+    train_end, eval_cut = (c[ev.user_codes] for c in cuts.lookup(ev.user_names))
+    inside = (ev.t >= window.window_start) & (ev.t < window.window_end)
+    rows = np.flatnonzero(inside & (ev.t < train_end))
     hist = _history(ev, ev.tie_start[rows], ev.user_start[rows], history_length)
     columns = tables.user_columns(ev.user_codes[rows])
     columns.update(tables.context_columns(ev.t[rows]))
@@ -128,16 +143,22 @@ def build_shard_examples(
     # users, so readers get well-mixed batches from a small shuffle buffer.
     train = [train[i] for i in np.argsort(pd.util.hash_array(rows.astype(np.int64)), kind="stable")]
 
-    evaluation, eval_interactions = _eval_queries(ev, tables, window, history_length)
+    in_valid = inside & (ev.t >= train_end) & (ev.t < eval_cut)
+    in_eval = inside & (ev.t >= eval_cut)
+    validation = _queries(ev, tables, in_valid, history_length)
+    evaluation = _queries(ev, tables, in_eval, history_length)
     gaps = ev.t[rows] - ev.t[hist[0][:, 0].clip(min=0)] if len(rows) else np.zeros(0, np.int64)
     with_history = hist[1] > 0
     return ShardExamples(
         train=train,
+        valid=validation,
         eval=evaluation,
         stats={
             "train_examples": len(train),
+            "valid_queries": len(validation),
+            "valid_interactions": int(in_valid.sum()),
             "eval_queries": len(evaluation),
-            "eval_interactions": eval_interactions,
+            "eval_interactions": int(in_eval.sum()),
             "train_users": int(len(np.unique(ev.user_codes[rows]))),
             "min_history_gap_s": int(gaps[with_history].min()) if with_history.any() else None,
         },
@@ -151,25 +172,29 @@ def _history(ev: _Events, before: np.ndarray, floor: np.ndarray, h: int):
     return np.where(valid, idx, -1), valid.sum(axis=1)
 
 
-def _eval_queries(ev: _Events, tables, window: FeatureWindow, h: int) -> tuple[list[bytes], int]:
-    in_eval = (ev.t >= window.eval_start) & (ev.t < window.window_end)
-    eval_users = np.unique(ev.user_codes[in_eval])
-    if len(eval_users) == 0:
-        return [], 0
-    # Users are factorized in sorted order and rows sorted by user then time, so user code k
-    # is the k-th block of rows and its eval rows are a suffix of that block.
-    first_eval_of_user = np.full(ev.user_codes.max() + 1, len(ev.t))
-    np.minimum.at(first_eval_of_user, ev.user_codes[in_eval], np.flatnonzero(in_eval))
-    first_eval = first_eval_of_user[eval_users]
-    last_row = np.r_[np.flatnonzero(np.diff(ev.user_codes)), len(ev.t) - 1]
-    starts = ev.user_start[last_row][eval_users]
-    ends = last_row[eval_users] + 1
-    columns = tables.user_columns(eval_users)
-    columns.update(tables.context_columns(ev.t[first_eval]))
-    columns.update(tables.history_columns(ev, _history(ev, first_eval, starts, h)))
+def _queries(ev: _Events, tables, labelled: np.ndarray, h: int) -> list[bytes]:
+    """One query per user with labelled rows, in user order.
+
+    `labelled` marks, per user, one contiguous run of rows (rows are sorted by user then time,
+    and a cut is a timestamp). The query's moment is the run's first row: its history and seen
+    items are the user's rows before it, its labels the distinct items of the run.
+    """
+    users = np.unique(ev.user_codes[labelled])
+    if len(users) == 0:
+        return []
+    marked = np.flatnonzero(labelled)
+    first_of_user = np.full(ev.user_codes.max() + 1, len(ev.t))
+    last_of_user = np.full(ev.user_codes.max() + 1, -1)
+    np.minimum.at(first_of_user, ev.user_codes[marked], marked)
+    np.maximum.at(last_of_user, ev.user_codes[marked], marked)
+    first, ends = first_of_user[users], last_of_user[users] + 1
+    starts = ev.user_start[first]
+    columns = tables.user_columns(users)
+    columns.update(tables.context_columns(ev.t[first]))
+    columns.update(tables.history_columns(ev, _history(ev, first, starts, h)))
     for name, lo, hi in (
-        ("seen_item_ids", starts, first_eval),
-        ("label_item_ids", first_eval, ends),
+        ("seen_item_ids", starts, first),
+        ("label_item_ids", first, ends),
     ):
         sets = [
             np.unique(ev.item_codes[a:b]) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
@@ -179,7 +204,7 @@ def _eval_queries(ev: _Events, tables, window: FeatureWindow, h: int) -> tuple[l
         columns[name] = tables.item_lists(
             name, flat, list(zip(bounds[:-1], bounds[1:], strict=True))
         )
-    return join_examples(columns), int(in_eval.sum())
+    return join_examples(columns)
 
 
 class _Tables:

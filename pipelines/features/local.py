@@ -14,6 +14,7 @@ from pipelines.features import io, steps
 from pipelines.features.beam_job import load_items, load_users, user_feature_names
 from pipelines.features.examples import user_shard
 from pipelines.features.snapshot import EVENT_COLUMNS
+from pipelines.features.split import SplitPlan, plan_split
 from pipelines.features.window import FeatureWindow
 
 
@@ -26,19 +27,34 @@ def read_events(raw_dir: str) -> pd.DataFrame:
     )
 
 
-def run_local(raw_dir: str, out: str, window: FeatureWindow, cfg: FeaturesConfig) -> dict:
-    """Run the feature job in this process and return the manifest it wrote."""
+def run_local(
+    raw_dir: str,
+    out: str,
+    window: FeatureWindow,
+    cfg: FeaturesConfig,
+    plan: SplitPlan | None = None,
+) -> dict:
+    """Run the feature job in this process and return the manifest it wrote.
+
+    Args:
+        window: the resolved window (used to plan the split when `plan` is None).
+        plan: the split plan (`split.plan_split`); None = plan it here from the snapshot.
+    """
     io.makedirs(out)
     for split in steps.SPLITS:
         io.makedirs(io.join(out, split))
     events = read_events(raw_dir)
+    if plan is None:
+        plan = plan_split(events["user_id"].to_numpy(), events["timestamp"].to_numpy(), window, cfg)
+    window, cuts = plan.window, plan.cuts
+    split_summary = steps.write_user_cuts(out, plan)
     users = load_users(raw_dir)
     shard = user_shard(events["user_id"].to_numpy(), cfg.shards)
     summaries = [
-        steps.process_shard(int(s), group, users, window, cfg, out)
+        steps.process_shard(int(s), group, users, window, cfg, out, cuts)
         for s, group in events.groupby(shard, sort=True)
     ]
-    counts = steps.count_train_interactions(events, window)
+    counts = steps.count_train_interactions(events, window, cuts)
     catalog = steps.write_catalog_and_vocabularies(load_items(raw_dir), counts, cfg, out)
-    extra = {"user_features": user_feature_names(raw_dir)}
+    extra = {"user_features": user_feature_names(raw_dir), "split": split_summary}
     return steps.write_manifest(out, window, cfg, summaries, catalog, extra)

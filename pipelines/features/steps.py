@@ -5,7 +5,9 @@ drivers around these, so the two can only differ in how work is distributed, nev
 computed. Output layout under `out`:
 
     train/part-SSSSS-of-NNNNN.tfrecord   train examples of user shard S
+    valid/part-SSSSS-of-NNNNN.tfrecord   validation queries of user shard S
     eval/part-SSSSS-of-NNNNN.tfrecord    eval queries of user shard S
+    user_cuts.parquet                    every user's train/validation/eval boundaries
     catalog.parquet                      items, content, popularity, sampling probability
     vocab/{user_id,item_id,genre,title_token}.tsv
     manifest.json
@@ -24,11 +26,12 @@ from pipelines.config import FeaturesConfig
 from pipelines.features import io
 from pipelines.features.catalog import build_catalog, build_vocabularies
 from pipelines.features.examples import build_shard_examples
+from pipelines.features.split import CUTS_FILE, SplitPlan, UserCuts
 from pipelines.features.tfrecord import write_tfrecords
 from pipelines.features.window import FeatureWindow
 
-SPLITS = ("train", "eval")
-FEATURES_VERSION = 1
+SPLITS = ("train", "valid", "eval")
+FEATURES_VERSION = 2  # 2: validation split and per-user cuts (user_cuts.parquet)
 
 
 def shard_path(out: str, split: str, shard: int, shards: int) -> str:
@@ -42,21 +45,24 @@ def process_shard(
     window: FeatureWindow,
     cfg: FeaturesConfig,
     out: str,
+    cuts: UserCuts | None = None,
 ) -> dict:
-    """Build and write one user shard's train and eval files.
+    """Build and write one user shard's train, validation and eval files.
 
     Args:
         shard: shard number in [0, cfg.shards).
         events: every event of the shard's users (snapshot columns).
         users: user features indexed by user_id, or None.
+        cuts: the users' split boundaries (None = temporal at eval_start, no validation).
 
     Returns:
         Summary: shard, counts, `min_history_gap_s`, and per split the file path, record count
         and sha256.
     """
-    built = build_shard_examples(events, window, cfg.history_length, users)
+    built = build_shard_examples(events, window, cfg.history_length, users, cuts)
     summary = {"shard": shard, **built.stats, "files": {}}
-    for split, records in (("train", built.train), ("eval", built.eval)):
+    for split in SPLITS:
+        records = getattr(built, split)
         path = shard_path(out, split, shard, cfg.shards)
         data = write_tfrecords(path, records)
         summary["files"][split] = {
@@ -68,12 +74,34 @@ def process_shard(
 
 
 def count_train_interactions(
-    events: pd.DataFrame, window: FeatureWindow
+    events: pd.DataFrame, window: FeatureWindow, cuts: UserCuts | None = None
 ) -> tuple[pd.Series, pd.Series]:
-    """Training-period interaction counts per item and per user (for logQ and vocabularies)."""
+    """Training interaction counts per item and per user (for logQ and vocabularies).
+
+    Counted straight from the events and the cuts, independently of the examples written, so
+    the feature checks can compare the two.
+    """
+    cuts = cuts if cuts is not None else UserCuts.uniform(window.eval_start)
     t = events["timestamp"].to_numpy(np.int64)
-    train = events.loc[(t >= window.window_start) & (t < window.eval_start)]
+    train_end, _ = cuts.lookup(events["user_id"].to_numpy())
+    train = events.loc[(t >= window.window_start) & (t < window.window_end) & (t < train_end)]
     return train["item_id"].value_counts(), train["user_id"].value_counts()
+
+
+def write_user_cuts(out: str, plan: SplitPlan) -> dict:
+    """Write the plan's per-user cuts (the job's and the checks' input); return the manifest's
+    `split` section: the plan summary plus the file's path, users and sha256."""
+    data = plan.cuts.to_bytes()
+    path = io.join(out, CUTS_FILE)
+    io.write_bytes(path, data)
+    return {
+        **plan.summary,
+        "user_cuts": {
+            "path": path,
+            "users": len(plan.cuts.table),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+    }
 
 
 def add_counts(a: tuple[pd.Series, pd.Series], b: tuple[pd.Series, pd.Series]):
@@ -156,6 +184,8 @@ def write_manifest(
         "config": cfg.model_dump(mode="json"),
         "counts": {
             "train_examples": sum(s["train_examples"] for s in shards),
+            "valid_queries": sum(s["valid_queries"] for s in shards),
+            "valid_interactions": sum(s["valid_interactions"] for s in shards),
             "eval_queries": sum(s["eval_queries"] for s in shards),
             "eval_interactions": sum(s["eval_interactions"] for s in shards),
             "train_users": sum(s["train_users"] for s in shards),

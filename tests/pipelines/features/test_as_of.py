@@ -34,7 +34,7 @@ def test_window_and_snapshot_end_at_as_of(past_run, small_world):
     t = source["timestamp"]
     assert counts["eval_interactions"] == ((t >= window["eval_start"]) & (t < AS_OF)).sum()
     assert (
-        counts["train_examples"]
+        counts["train_examples"] + counts["valid_interactions"]
         == ((t >= window["window_start"]) & (t < window["eval_start"])).sum()
     )
     assert pd.Timestamp(past_run.manifest["config"]["as_of"]) == AS_OF

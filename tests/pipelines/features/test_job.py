@@ -26,7 +26,9 @@ def beam_run(small_world, tmp_path_factory):
 def hashes(manifest):
     return (
         manifest["splits"]["train"]["content_sha256"],
+        manifest["splits"]["valid"]["content_sha256"],
         manifest["splits"]["eval"]["content_sha256"],
+        manifest["split"]["user_cuts"]["sha256"],
         manifest["catalog"]["sha256"],
         {name: v["sha256"] for name, v in manifest["vocabularies"].items()},
     )
@@ -36,6 +38,10 @@ def test_beam_and_reference_write_identical_content(beam_run, small_features):
     assert beam_run.report.success, beam_run.report.summary()
     assert hashes(beam_run.manifest) == hashes(small_features.manifest)
     assert beam_run.manifest["counts"] == small_features.manifest["counts"]
+    assert beam_run.manifest["counts"]["valid_queries"] == 500  # min_validation_queries
+    assert [s["files"]["valid"]["sha256"] for s in beam_run.manifest["shards"]] == [
+        s["files"]["valid"]["sha256"] for s in small_features.manifest["shards"]
+    ]
 
 
 def test_rerun_gives_identical_files(beam_run, small_world, tmp_path):
@@ -55,13 +61,19 @@ def test_counts_match_the_raw_data(beam_run, small_world):
     train = inter[(t >= window["window_start"]) & (t < window["eval_start"])]
     evaluation = inter[(t >= window["eval_start"]) & (t < window["window_end"])]
     counts = beam_run.manifest["counts"]
-    assert counts["train_examples"] == len(train)
+    # The validation users' latest train-period interactions are validation labels, not examples.
+    assert counts["train_examples"] + counts["valid_interactions"] == len(train)
+    assert 0 < counts["valid_interactions"] < 0.2 * len(train)
     assert counts["eval_interactions"] == len(evaluation)
     assert counts["eval_queries"] == evaluation["user_id"].nunique()
     assert beam_run.manifest["sampling_probability_sum"] == pytest.approx(1.0, abs=1e-9)
     # The eval period is the most recent slice: about eval_fraction of the events, day-aligned.
     assert 0.05 < len(evaluation) / len(inter) < 0.25
     assert pd.Timestamp(window["eval_start"]).hour == 0
+    # The small world's last period holds plenty of warm users: "auto" keeps it.
+    split = beam_run.manifest["split"]
+    assert split["design"] == "temporal" and split["warm_eval_queries"] >= 300
+    assert split["warm_eval_queries"] + split["cold_eval_queries"] == counts["eval_queries"]
 
 
 def test_catalog_covers_items_only_in_eval(beam_run, small_world):

@@ -71,6 +71,7 @@ def test_build_shard_files_writes_tfrecords_and_summarises(tmp_path):
     out = str(tmp_path / "features")
     (tmp_path / "features" / "train").mkdir(parents=True)
     (tmp_path / "features" / "eval").mkdir()
+    (tmp_path / "features" / "valid").mkdir()
     cfg = FeaturesConfig(shards=2, history_length=3)
     with TestPipeline() as p:
         summaries = (
@@ -157,8 +158,12 @@ def test_standalone_job_passes_beam_flags_through(tmp_path):
     manifest = run([
         "--raw-dir", str(raw), "--out", str(tmp_path / "features"),
         "--window-start", "1970-01-01T00:00:00", "--eval-start", "1970-01-01T00:16:40",
-        "--window-end", "1970-01-01T00:33:20", "--shards", "2",
+        "--window-end", "1970-01-01T00:33:20", "--shards", "2", "--eval-design", "temporal",
         "--runner", "DirectRunner", "--direct_running_mode", "in_memory",
     ])  # fmt: skip
-    assert manifest["counts"]["train_examples"] == 4 and manifest["counts"]["eval_queries"] == 2
+    # User a (events at 10 and 30) is the one validation user: its event at 30 is a label.
+    counts = manifest["counts"]
+    assert counts["train_examples"] == 3 and counts["eval_queries"] == 2
+    assert counts["valid_queries"] == 1 and manifest["splits"]["valid"]["records"] == 1
     assert manifest["window_epoch_s"]["eval_start"] == 1000
+    assert manifest["split"]["design"] == "temporal"
