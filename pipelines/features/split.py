@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.config import FeaturesConfig
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, PipelineError
 from pipelines.features import io
 from pipelines.features.window import FeatureWindow
 
@@ -89,7 +89,10 @@ class UserCuts:
         table = pq.read_table(pa.BufferReader(io.read_bytes(path)))
         default = (table.schema.metadata or {}).get(_DEFAULT_KEY)
         if default is None:
-            raise ConfigError(f"{path}: not a user-cuts file (no {_DEFAULT_KEY.decode()} metadata)")
+            raise PipelineError(
+                f"{path}: not a user-cuts file (no {_DEFAULT_KEY.decode()} in its Parquet "
+                "metadata); rerun the feature step to rewrite it"
+            )
         frame = table.to_pandas()
         return cls(int(default), _cut_table(
             frame.set_index("user_id")["train_end"], frame.set_index("user_id")["eval_cut"]
