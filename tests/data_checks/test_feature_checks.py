@@ -44,7 +44,61 @@ def test_real_output_passes(small_features):
     report = small_features.report
     assert report.success, report.summary()
     counts = small_features.manifest["counts"]
-    assert report.rows == counts["train_examples"] + counts["eval_queries"]  # every record read
+    # Every record read, of all three splits.
+    assert (
+        report.rows == counts["train_examples"] + counts["valid_queries"] + counts["eval_queries"]
+    )
+    assert counts["valid_queries"] > 0
+
+
+def valid_user(features_copy: Path, shard: int = 0) -> tuple[Path, str, int]:
+    """A shard's valid file, its first validation user and that user's query timestamp."""
+    path = features_copy / "valid" / f"part-{shard:05d}-of-00008.tfrecord"
+    first = Example.FromString(next(read_tfrecords(str(path)))).features.feature
+    return (
+        path,
+        first["user_id"].bytes_list.value[0].decode(),
+        first["timestamp"].int64_list.value[0],
+    )
+
+
+def test_a_valid_history_reaching_its_query_fails(features_copy):
+    path, _, _ = valid_user(features_copy)
+
+    def leak(number, example):
+        if number == 0:  # the held-out moment itself shows up in the history
+            feature = example.features.feature
+            feature["history_timestamps"].int64_list.value.insert(
+                0, feature["timestamp"].int64_list.value[0]
+            )
+            feature["history_item_ids"].bytes_list.value.insert(0, b"i0000001")
+
+    rewrite(path, leak)
+    report = validate_features(str(features_copy))
+    found = failure(report, "validation-query histories must be strictly before")
+    assert found.failed == 1 and found.file == str(path)
+    assert found.samples[0].startswith("part-00000-of-00008.tfrecord record 0:")
+    assert failure(report, "validation-query histories must end before the user's train_end")
+
+
+def test_a_validation_label_left_in_train_fails(features_copy):
+    """A train example of a validation user at its held-out moment: labels leak into training."""
+    _, user, cut = valid_user(features_copy)
+    train = features_copy / "train" / "part-00000-of-00008.tfrecord"
+
+    def move(number, example):
+        feature = example.features.feature
+        if feature["user_id"].bytes_list.value[0].decode() == user and not move.done:
+            feature["timestamp"].int64_list.value[0] = cut
+            move.done = True
+
+    move.done = False
+    rewrite(train, move)
+    assert move.done
+    report = validate_features(str(features_copy))
+    assert failure(report, "train examples must precede their user's train_end").failed == 1
+    found = failure(report, "no train example of a user may be at or after the user's validation")
+    assert found.failed == 1 and found.table == "valid"
 
 
 def test_a_leaky_history_fails_naming_file_and_record(features_copy):
@@ -103,3 +157,30 @@ def test_empty_eval_split_and_count_mismatch_fail(features_copy):
     report = validate_features(str(features_copy))
     assert failure(report, "eval split must hold at least 1 queries").file.endswith("manifest.json")
     assert failure(report, "train examples written must equal training-period interactions counted")
+
+
+def test_holdout_features_pass_and_a_leak_past_a_user_cut_fails(small_world, tmp_path):
+    from pipelines.config import load_config
+    from pipelines.features import run_features
+
+    cfg = load_config(env={}, overrides={"features": {"eval_design": "holdout"}})
+    run = run_features(small_world, tmp_path / "run", cfg, engine="local")
+    assert run.manifest["split"]["design"] == "holdout"
+    assert run.report.success, run.report.summary()  # train examples after eval_start are fine
+    features = Path(run.features_dir)
+    path = features / "eval" / "part-00003-of-00008.tfrecord"
+
+    def leak(number, example):
+        if number == 2:  # a held-out interaction leaks into the query's history
+            feature = example.features.feature
+            moment = feature["timestamp"].int64_list.value[0]
+            feature["history_timestamps"].int64_list.value.insert(0, moment)
+            feature["history_item_ids"].bytes_list.value.insert(0, b"i0000001")
+
+    rewrite(path, leak)
+    report = validate_features(str(features))
+    found = failure(report, "eval-query histories must end before the user's eval_cut")
+    assert found.failed == 1 and found.samples[0].startswith(
+        "part-00003-of-00008.tfrecord record 2:"
+    )
+    assert failure(report, "eval-query histories must be strictly before the query's timestamp")
