@@ -271,6 +271,31 @@ class EvalConfig(_Section):
     max_queries: int | None = Field(
         None, ge=1, description="Evaluate a random subset of eval queries; None = all."
     )
+    bootstrap_samples: int = Field(
+        1000,
+        ge=0,
+        le=10_000,
+        description="Bootstrap resamples of the eval queries behind the confidence intervals "
+        "and the gate's comparisons: 0 = off (the gate compares point estimates), else "
+        "100..10000.",
+    )
+    confidence: float = Field(
+        0.95,
+        ge=0.5,
+        le=0.999,
+        description="Coverage of the central bootstrap intervals (0.95 = 2.5th..97.5th "
+        "percentiles).",
+    )
+
+    @model_validator(mode="after")
+    def _enough_resamples(self) -> EvalConfig:
+        # Percentile tails need resamples beyond them: fewer than 100 is noise about the noise.
+        if 0 < self.bootstrap_samples < 100:
+            raise ValueError(
+                f"eval.bootstrap_samples {self.bootstrap_samples} is too few for percentile "
+                "intervals: use 0 (off) or 100..10000"
+            )
+        return self
 
     @model_validator(mode="after")
     def _valid_metric(self) -> EvalConfig:

@@ -11,6 +11,12 @@ items the user already saw excluded. In the same run, on the same queries:
 
 Outputs in `out_dir`: `metrics.json` (one section per model, keyed `recall@100`, `ndcg@10`, ...,
 with slices; plus `ann` for the challenger's index), `report.md`, `recall_at_k.png`.
+
+Uncertainty: the queries are a sample, so every headline metric (recall@K, NDCG@K, hit rate@K,
+MRR) gets a percentile-bootstrap interval over the queries (`ci` in each model's section), and
+`differences` holds challenger - popularity and challenger - champion with paired intervals
+(one resampling of the queries for both models). Coverage is a property of the whole set of
+recommendations and gets no interval.
 """
 
 from __future__ import annotations
@@ -22,11 +28,23 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import EvalConfig
-from pipelines.metrics import ranking_metrics, recall_curve
+from pipelines.metrics import (
+    bootstrap_means,
+    per_query_metrics,
+    percentile_interval,
+    ranking_metrics,
+    recall_curve,
+)
 
 log = logging.getLogger(__name__)
 
 _ANN_SAMPLE = 5000
+# Fixed so that re-evaluating the same queries reproduces the same intervals.
+BOOTSTRAP_SEED = 0
+# (model, baseline) pairs reported in `differences`, when both were evaluated.
+_COMPARISONS = (("challenger", "popularity"), ("challenger", "champion"))
+# Models whose primary-metric replicates are kept for the gate's own margins.
+_GATED = ("challenger", "champion", "popularity")
 
 
 class EvalSet:
@@ -174,14 +192,24 @@ def evaluate(
             truth.score_blocks(evalset.item_ids, evalset.users, evalset.queries["timestamp"])
         )
         metrics["oracle"], curves["oracle"] = evalset.metrics(ranked), ranked
+    warm = int(evalset.warm_user.sum())
+    split = evalset.features.manifest.get("split")
     metrics["eval"] = {
         "queries": len(evalset),
+        "warm_queries": warm,
+        "cold_queries": len(evalset) - warm,
         "items": int(len(evalset.item_ids)),
         "window": evalset.features.manifest["window"],
         "ks": list(cfg.ks),
         "primary_metric": cfg.primary_metric,
+        **({"split": split} if split else {}),
         **({"champion_excluded": champion_excluded} if champion_excluded else {}),
     }
+    per_query = {
+        name: per_query_metrics(ranked, evalset.targets, cfg.ks) for name, ranked in curves.items()
+    }
+    for name, section in compare_models(per_query, cfg).items():
+        metrics[name] = {**metrics.get(name, {}), **section}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     kmax = max(cfg.ks)
     plot_recall(
@@ -198,6 +226,82 @@ def evaluate(
                 metrics[name][cfg.primary_metric],
             )
     return metrics
+
+
+def compare_models(per_query: dict[str, dict[str, np.ndarray]], cfg: EvalConfig) -> dict:
+    """Means, bootstrap intervals and paired differences of models scored on the same queries.
+
+    One resampling of the queries serves every model and metric, so each difference's interval
+    is paired and the gate can bootstrap its own margins from the kept replicates.
+
+    Args:
+        per_query: model name -> `per_query_metrics` output (float `[n]` per metric; the same n
+            queries in the same order for every model).
+        cfg: `ks`, `primary_metric`, `bootstrap_samples` (0 = means only) and `confidence`.
+
+    Returns:
+        Sections to merge into `metrics.json`:
+        - per model: `queries` (n) and the mean of each metric; when bootstrapping also `ci`
+          `{metric: [low, high]}` and, for challenger / champion / popularity, `bootstrap`
+          `{"metric": primary, "means": [B]}`, the primary metric's mean in each resample (the
+          same resamples for every model);
+        - `differences` (when bootstrapping): `{"challenger-popularity": {metric: {"diff": d,
+          "ci": [low, high]}}, "challenger-champion": ...}` for the pairs both evaluated;
+        - `eval` (when bootstrapping): `{"bootstrap": {"samples", "confidence", "seed"}}`.
+
+    Raises:
+        ValueError: the models' per-query arrays do not cover the same number of queries.
+    """
+    columns = [(model, metric) for model, values in per_query.items() for metric in values]
+    lengths = {model: len(next(iter(values.values()))) for model, values in per_query.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(
+            f"models were scored on different queries {lengths}: a paired comparison needs the "
+            "same eval queries (the same EvalSet) for every model"
+        )
+    out: dict[str, dict] = {
+        model: {
+            "queries": lengths[model],
+            **{metric: float(np.mean(v)) if len(v) else 0.0 for metric, v in values.items()},
+        }
+        for model, values in per_query.items()
+    }
+    samples, confidence = cfg.bootstrap_samples, cfg.confidence
+    if not samples or not columns:
+        return out
+    matrix = np.stack([per_query[model][metric] for model, metric in columns], axis=1)
+    replicates = dict(zip(columns, bootstrap_means(matrix, samples, BOOTSTRAP_SEED).T, strict=True))
+    for model, values in per_query.items():
+        out[model]["ci"] = {
+            metric: list(percentile_interval(replicates[model, metric], confidence))
+            for metric in values
+        }
+        if model in _GATED and (model, cfg.primary_metric) in replicates:
+            means = replicates[model, cfg.primary_metric].tolist()
+            out[model]["bootstrap"] = {"metric": cfg.primary_metric, "means": means}
+    out["differences"] = {
+        f"{model}-{baseline}": {
+            metric: _paired_difference(out, replicates, model, baseline, metric, confidence)
+            for metric in per_query[model]
+        }
+        for model, baseline in _COMPARISONS
+        if model in per_query and baseline in per_query
+    }
+    out["eval"] = {
+        "bootstrap": {"samples": samples, "confidence": confidence, "seed": BOOTSTRAP_SEED}
+    }
+    return out
+
+
+def _paired_difference(
+    means: dict, replicates: dict, model: str, baseline: str, metric: str, confidence: float
+) -> dict:
+    """`{"diff": mean difference, "ci": [low, high]}` from replicates on the same resamples."""
+    diff = replicates[model, metric] - replicates[baseline, metric]
+    return {
+        "diff": means[model][metric] - means[baseline][metric],
+        "ci": list(percentile_interval(diff, confidence)),
+    }
 
 
 def _truth(truth_dir):
@@ -234,7 +338,7 @@ def plot_recall(curves: dict[str, np.ndarray], path: Path) -> None:
 
 
 def render_report(metrics: dict) -> str:
-    """Markdown: one row per model, slices of the challenger, the index."""
+    """Markdown: one row per model (with intervals), the differences, slices, the index."""
     ev = metrics["eval"]
     models = [m for m in ("challenger", "champion", "popularity", "oracle") if m in metrics]
     kmax = max(ev["ks"])
@@ -243,20 +347,13 @@ def render_report(metrics: dict) -> str:
     lines = [
         "# Evaluation",
         "",
-        f"{ev['queries']:,} eval queries, {ev['items']:,} catalog items, eval period "
-        f"{ev['window']['eval_start']} .. {ev['window']['window_end']}; seen items excluded; "
-        f"primary metric **{ev['primary_metric']}**.",
-        "",
-        *(
-            [f"The production model was not evaluated: {ev['champion_excluded']}.", ""]
-            if "champion_excluded" in ev
-            else []
-        ),
+        *_protocol_lines(ev),
         "| model | " + " | ".join(columns) + " |",
         "| --- |" + " ---: |" * len(columns),
     ]
     for m in models:
-        lines.append(f"| {m} | " + " | ".join(f"{metrics[m][c]:.4f}" for c in columns) + " |")
+        lines.append(f"| {m} | " + " | ".join(_cell(metrics[m], c) for c in columns) + " |")
+    lines += _differences_lines(metrics, columns)
     lines += [
         "",
         f"## Slices (challenger, recall@{kmax})",
@@ -281,3 +378,63 @@ def render_report(metrics: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _protocol_lines(ev: dict) -> list[str]:
+    """What was evaluated, how the queries split (warm / cold users) and the eval design."""
+    lines = [
+        f"{ev['queries']:,} eval queries, {ev['items']:,} catalog items, eval period "
+        f"{ev['window']['eval_start']} .. {ev['window']['window_end']}; seen items excluded; "
+        f"primary metric **{ev['primary_metric']}**.",
+        "",
+    ]
+    if "warm_queries" in ev:
+        lines += [
+            f"Queries by user: {ev['warm_queries']:,} warm (in the training vocabulary), "
+            f"{ev['cold_queries']:,} cold.",
+            "",
+        ]
+    split = ev.get("split") or {}
+    if split.get("design"):
+        reason = f": {split['reason']}" if split.get("reason") else ""
+        lines += [f"Eval design: **{split['design']}**{reason}.", ""]
+    if "champion_excluded" in ev:
+        lines += [f"The production model was not evaluated: {ev['champion_excluded']}.", ""]
+    boot = ev.get("bootstrap")
+    if boot:
+        lines += [
+            f"Brackets: {boot['confidence']:.0%} percentile-bootstrap intervals over the eval "
+            f"queries ({boot['samples']:,} resamples, seed {boot['seed']}); coverage is a "
+            "property of the whole set and has none.",
+            "",
+        ]
+    return lines
+
+
+def _cell(section: dict, metric: str) -> str:
+    """`0.3120 [0.2950, 0.3290]` when the metric has an interval, else `0.3120`."""
+    ci = section.get("ci", {}).get(metric)
+    return f"{section[metric]:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+
+
+def _differences_lines(metrics: dict, columns: list[str]) -> list[str]:
+    """Paired differences with their intervals; significant = the interval excludes 0."""
+    differences = metrics.get("differences")
+    if not differences:
+        return []
+    confidence = metrics["eval"]["bootstrap"]["confidence"]
+    lines = [
+        "",
+        "## Differences (paired, same queries)",
+        "",
+        f"| comparison | metric | difference | {confidence:.0%} interval | significant |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    for name, by_metric in differences.items():
+        for metric in (c for c in columns if c in by_metric):
+            d, (low, high) = by_metric[metric]["diff"], by_metric[metric]["ci"]
+            verdict = "yes" if low > 0 or high < 0 else "no: inside the noise"
+            lines.append(
+                f"| {name} | {metric} | {d:+.4f} | [{low:+.4f}, {high:+.4f}] | {verdict} |"
+            )
+    return lines

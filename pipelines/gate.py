@@ -1,6 +1,6 @@
 """The promotion gate: named rules, thresholds, measured values, one decision.
 
-Rules (thresholds in `GateConfig`):
+Rules (thresholds in `GateConfig`; how the first two are measured is below):
     beats_popularity    challenger primary >= popularity primary x (1 + min_lift_over_popularity)
     no_regression       challenger primary >= champion primary x (1 - max_regression)
                         (passes with "no champion" on the first run; fails when the champion
@@ -9,6 +9,19 @@ Rules (thresholds in `GateConfig`):
     latency_p99         single-query search p99 <= max_latency_p99_ms
     index_size          index size on disk <= max_index_mb
     smoke_test          `recommend` on the challenger bundle returned valid items
+
+The two model comparisons are decided on the eval queries' noise, not on point estimates,
+when `metrics.json` carries the bootstrap replicates of the primary metric
+(`pipelines.evaluation.compare_models`; the same resampled queries for every model):
+
+    beats_popularity    the lower bound of challenger - popularity x (1 + lift) must be > 0;
+                        a point estimate above the margin whose interval includes 0 fails as
+                        "cannot decide" (the run keeps production and says why)
+    no_regression       non-inferiority: the lower bound of challenger - champion must be
+                        >= -max_regression x champion; "cannot decide" when the interval
+                        straddles that floor, "regression" when it lies wholly below
+
+Without replicates (older files, `eval.bootstrap_samples` 0) both compare point estimates.
 
 `force_promote` promotes whatever the rules say (and says so); `dry_run` never promotes.
 """
@@ -19,7 +32,10 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
+
 from pipelines.config import GateConfig
+from pipelines.metrics import percentile_interval
 
 
 @dataclasses.dataclass
@@ -36,6 +52,7 @@ class GateDecision:
     decision: str  # "promote", "reject", "promote (forced)", "dry run: would promote", ...
     rules: list[Rule]
     primary_metric: str
+    basis: str = ""  # what the model comparisons rest on (intervals or point estimates)
 
     @property
     def failed(self) -> list[Rule]:
@@ -47,12 +64,14 @@ class GateDecision:
             "decision": self.decision,
             "primary_metric": self.primary_metric,
             "rules": [dataclasses.asdict(r) for r in self.rules],
+            "basis": self.basis,
         }
 
     def markdown(self) -> str:
-        lines = [
-            f"# Gate: {self.decision}",
-            "",
+        lines = [f"# Gate: {self.decision}", "", *self._reasons(), ""]
+        if self.basis:
+            lines += [self.basis, ""]
+        lines += [
             "| rule | threshold | measured | result |",
             "| --- | --- | --- | --- |",
         ]
@@ -61,6 +80,14 @@ class GateDecision:
                 f"| {r.name} | {r.threshold} | {r.measured} | {'pass' if r.passed else 'FAIL'} |"
             )
         return "\n".join(lines) + "\n"
+
+    def _reasons(self) -> list[str]:
+        """Which rules decided, with what they measured."""
+        if not self.failed:
+            return ["Decided by: every rule passed."]
+        return ["Decided by the failed rules:", ""] + [
+            f"- **{r.name}**: {r.measured} (needs {r.threshold})" for r in self.failed
+        ]
 
     def write(self, out_dir: str | Path) -> None:
         out_dir = Path(out_dir)
@@ -78,28 +105,10 @@ def decide(
         primary: the metric compared (e.g. `recall@100`).
         smoke_test: None if the challenger bundle served correctly, else what went wrong.
     """
-    ours = metrics["challenger"][primary]
-    pop = metrics["popularity"][primary]
-    rules = [
-        Rule(
-            "beats_popularity",
-            f"{primary} >= popularity {pop:.4f} x {1 + cfg.min_lift_over_popularity:.2f}"
-            f" = {pop * (1 + cfg.min_lift_over_popularity):.4f}",
-            f"{ours:.4f}",
-            ours >= pop * (1 + cfg.min_lift_over_popularity),
-        )
-    ]
+    boot = _Bootstrap.read(metrics, primary)
+    rules = [_beats_popularity(metrics, cfg, primary, boot)]
     if "champion" in metrics:
-        champ = metrics["champion"][primary]
-        floor = champ * (1 - cfg.max_regression)
-        rules.append(
-            Rule(
-                "no_regression",
-                f"{primary} >= champion {champ:.4f} x {1 - cfg.max_regression:.2f} = {floor:.4f}",
-                f"{ours:.4f} ({ours - champ:+.4f} vs champion)",
-                ours >= floor,
-            )
-        )
+        rules.append(_no_regression(metrics, cfg, primary, boot))
     elif excluded := metrics.get("eval", {}).get("champion_excluded"):
         # The champion saw this eval period: no honest comparison, and a challenger trained on
         # older data must not replace it.
@@ -148,4 +157,114 @@ def decide(
         decision, promote = f"promote (forced; failed: {failed})", True
     else:
         decision, promote = f"reject (failed: {failed})", False
-    return GateDecision(promote, decision, rules, primary)
+    return GateDecision(promote, decision, rules, primary, _basis(metrics, primary, boot))
+
+
+@dataclasses.dataclass
+class _Bootstrap:
+    """The primary metric's bootstrap replicate means per model (same resampled queries)."""
+
+    replicates: dict[str, np.ndarray]  # model -> float [samples]
+    confidence: float
+    samples: int
+
+    @classmethod
+    def read(cls, metrics: dict, primary: str) -> _Bootstrap | None:
+        """From `metrics.json` content; None when it has no replicates of `primary`."""
+        settings = metrics.get("eval", {}).get("bootstrap")
+        if not settings:
+            return None
+        replicates = {
+            name: np.asarray(section["bootstrap"]["means"], dtype=np.float64)
+            for name, section in metrics.items()
+            if isinstance(section, dict) and section.get("bootstrap", {}).get("metric") == primary
+        }
+        if "challenger" not in replicates:
+            return None
+        return cls(replicates, settings["confidence"], settings["samples"])
+
+    def interval(self, baseline: str, scale: float = 1.0) -> tuple[float, float] | None:
+        """Paired interval of challenger - scale x baseline; None without the baseline's."""
+        if baseline not in self.replicates:
+            return None
+        diff = self.replicates["challenger"] - scale * self.replicates[baseline]
+        return percentile_interval(diff, self.confidence)
+
+
+def _beats_popularity(
+    metrics: dict, cfg: GateConfig, primary: str, boot: _Bootstrap | None
+) -> Rule:
+    ours, pop = metrics["challenger"][primary], metrics["popularity"][primary]
+    scale = 1 + cfg.min_lift_over_popularity
+    floor = pop * scale
+    needed = f"popularity {pop:.4f} x {scale:.2f} = {floor:.4f}"
+    interval = boot and boot.interval("popularity", scale)
+    if not interval:
+        return Rule("beats_popularity", f"{primary} >= {needed}", f"{ours:.4f}", ours >= floor)
+    (low, high), margin = interval, ours - floor
+    shown = f"{margin:+.4f} [{low:+.4f}, {high:+.4f}]"
+    values = f"({ours:.4f} vs {floor:.4f})"
+    if low > 0:
+        measured = f"{shown} above the margin {values}"
+    elif margin >= 0:
+        measured = f"cannot decide: {shown} includes 0, the lift is inside the noise {values}"
+    elif high < 0:
+        measured = f"below the margin: {shown} {values}"
+    else:
+        measured = f"below the margin, inside the noise: {shown} {values}"
+    threshold = (
+        f"lower {boot.confidence:.0%} bound of {primary} - popularity x {scale:.2f} > 0 ({needed})"
+    )
+    return Rule("beats_popularity", threshold, measured, low > 0)
+
+
+def _no_regression(metrics: dict, cfg: GateConfig, primary: str, boot: _Bootstrap | None) -> Rule:
+    ours, champ = metrics["challenger"][primary], metrics["champion"][primary]
+    floor = champ * (1 - cfg.max_regression)
+    interval = boot and boot.interval("champion")
+    if not interval:
+        return Rule(
+            "no_regression",
+            f"{primary} >= champion {champ:.4f} x {1 - cfg.max_regression:.2f} = {floor:.4f}",
+            f"{ours:.4f} ({ours - champ:+.4f} vs champion)",
+            ours >= floor,
+        )
+    (low, high), diff, tolerated = interval, ours - champ, -cfg.max_regression * champ
+    shown = f"{diff:+.4f} [{low:+.4f}, {high:+.4f}] vs champion"
+    inside_noise = low <= 0 <= high
+    if low >= tolerated:
+        verdict = "inside the noise" if inside_noise else "better" if low > 0 else "lower"
+        measured = f"{shown}: {verdict}, within tolerance"
+    elif diff >= tolerated:
+        measured = (
+            f"cannot decide: {shown}{': inside the noise' if inside_noise else ''}; the "
+            f"interval reaches below the tolerated {tolerated:+.4f}"
+        )
+    elif high < tolerated:
+        measured = f"regression: {shown}, wholly below the tolerated {tolerated:+.4f}"
+    else:
+        measured = (
+            f"likely regression: {shown}, the estimate is below the tolerated {tolerated:+.4f}"
+        )
+    threshold = (
+        f"lower {boot.confidence:.0%} bound of {primary} - champion >= "
+        f"-{cfg.max_regression:.2f} x champion {champ:.4f} = {tolerated:+.4f}"
+    )
+    return Rule("no_regression", threshold, measured, low >= tolerated)
+
+
+def _basis(metrics: dict, primary: str, boot: _Bootstrap | None) -> str:
+    """One sentence on what the model comparisons rest on."""
+    if boot is None:
+        return (
+            f"Model comparisons use point estimates of {primary}: metrics.json has no bootstrap "
+            "replicates (eval.bootstrap_samples 0 or an older evaluation), so noise is not "
+            "accounted for."
+        )
+    queries = metrics["challenger"].get("queries")
+    return (
+        f"Model comparisons use paired {boot.confidence:.0%} percentile-bootstrap intervals of "
+        f"{primary} over the same {f'{queries:,} ' if queries is not None else ''}eval queries "
+        f"({boot.samples:,} resamples): a rule passes only when its whole interval clears "
+        "its threshold."
+    )

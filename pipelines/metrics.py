@@ -1,4 +1,10 @@
-"""Retrieval metrics on ranked lists, with seen items already excluded by the caller."""
+"""Retrieval metrics on ranked lists, with seen items already excluded by the caller.
+
+Means over queries (`ranking_metrics`), the per-query values behind them
+(`per_query_metrics`) and percentile-bootstrap confidence intervals over queries for a mean
+(`bootstrap_ci`) and for the difference of two models on the same queries
+(`paired_bootstrap_ci`).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,48 @@ def recall_at_k(ranked: np.ndarray, targets: list[np.ndarray]) -> float:
     return float(np.mean(recalls)) if recalls else 0.0
 
 
+def per_query_metrics(
+    ranked: np.ndarray, targets: list[np.ndarray], ks: list[int]
+) -> dict[str, np.ndarray]:
+    """Recall@K, NDCG@K and hit rate@K for each K and MRR@max(K), one value per scored query.
+
+    The conventions are those of `ranking_metrics` (whose means these are); queries without
+    targets are left out, so every array has one entry per query that has targets, in the
+    order of `targets`. Models ranked for the same queries therefore give aligned arrays,
+    which is what a paired comparison needs.
+
+    Args:
+        ranked: int `[n, >= max(ks)]` item indices, best first (-1 = padding).
+        targets: n arrays of relevant item indices.
+        ks: cutoffs.
+
+    Returns:
+        `{"recall@K": float [n_scored], "ndcg@K": ..., "hit_rate@K": ..., "mrr@max(K)": ...}`.
+    """
+    kmax = max(ks)
+    ranked = np.asarray(ranked)[:, :kmax]
+    scored = [i for i, t in enumerate(targets) if len(t)]
+    discounts = 1.0 / np.log2(np.arange(2, kmax + 2))
+    hits = np.zeros((len(scored), kmax), dtype=bool)
+    sizes = np.zeros(len(scored))
+    for j, i in enumerate(scored):
+        target = np.unique(targets[i])
+        row = ranked[i]
+        hits[j, : len(row)] = np.isin(row, target) & (row >= 0)
+        sizes[j] = len(target)
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        h = hits[:, :k]
+        found = h.sum(axis=1)
+        ideal = np.array([discounts[: int(min(k, s))].sum() for s in sizes])
+        out[f"recall@{k}"] = found / sizes
+        out[f"ndcg@{k}"] = (h * discounts[:k]).sum(axis=1) / ideal
+        out[f"hit_rate@{k}"] = (found > 0).astype(np.float64)
+    first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, np.inf)
+    out[f"mrr@{kmax}"] = 1.0 / first
+    return out
+
+
 def ranking_metrics(
     ranked: np.ndarray, targets: list[np.ndarray], ks: list[int], n_items: int
 ) -> dict[str, float]:
@@ -41,7 +89,8 @@ def ranking_metrics(
       min(K, |targets|) hits, so it can reach 1 whatever |targets| is;
     - MRR is the mean reciprocal rank of the first hit within the top max(K), 0 if none;
     - coverage@K = distinct items recommended in any top K / catalog size (over all queries);
-    - rows may be padded with -1 (fewer results than K); padding never counts as a hit.
+    - rows may be padded with -1 (fewer results than K); padding never counts as a hit;
+    - with no scored query every mean is 0.0.
 
     Args:
         ranked: int `[n, >= max(ks)]` item indices, best first.
@@ -51,30 +100,20 @@ def ranking_metrics(
     """
     kmax = max(ks)
     ranked = np.asarray(ranked)[:, :kmax]
-    out: dict[str, float] = {}
-    scored = [i for i, t in enumerate(targets) if len(t)]
-    out["queries"] = len(scored)
-    discounts = 1.0 / np.log2(np.arange(2, kmax + 2))
-    hits = np.zeros((len(scored), kmax), dtype=bool)
-    sizes = np.zeros(len(scored))
-    for j, i in enumerate(scored):
-        target = np.unique(targets[i])
-        row = ranked[i]
-        hits[j, : len(row)] = np.isin(row, target) & (row >= 0)
-        sizes[j] = len(target)
+    values = per_query_metrics(ranked, targets, ks)
+    n = len(values[f"mrr@{kmax}"])
+
+    def mean(key: str) -> float:
+        return float(np.mean(values[key])) if n else 0.0
+
+    out: dict[str, float] = {"queries": n}
     for k in ks:
-        h = hits[:, :k]
-        found = h.sum(axis=1)
-        ideal = np.array([discounts[: int(min(k, s))].sum() for s in sizes])
-        out[f"recall@{k}"] = float(np.mean(found / sizes)) if len(scored) else 0.0
-        out[f"ndcg@{k}"] = (
-            float(np.mean((h * discounts[:k]).sum(axis=1) / ideal)) if len(scored) else 0.0
-        )
-        out[f"hit_rate@{k}"] = float(np.mean(found > 0)) if len(scored) else 0.0
+        out[f"recall@{k}"] = mean(f"recall@{k}")
+        out[f"ndcg@{k}"] = mean(f"ndcg@{k}")
+        out[f"hit_rate@{k}"] = mean(f"hit_rate@{k}")
         top = ranked[:, :k]
         out[f"coverage@{k}"] = float(len(np.unique(top[top >= 0])) / n_items) if n_items else 0.0
-    first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, np.inf)
-    out[f"mrr@{kmax}"] = float(np.mean(1.0 / first)) if len(scored) else 0.0
+    out[f"mrr@{kmax}"] = mean(f"mrr@{kmax}")
     return out
 
 
@@ -88,3 +127,97 @@ def recall_curve(ranked: np.ndarray, targets: list[np.ndarray], kmax: int) -> np
             hits[: len(row)] = np.isin(row, target) & (row >= 0)
             curves.append(np.cumsum(hits) / len(target))
     return np.mean(curves, axis=0) if curves else np.zeros(kmax)
+
+
+# Resampled query indices held in memory at once (int64): bounds a bootstrap's peak memory.
+_BOOTSTRAP_CHUNK = 1 << 22
+
+
+def bootstrap_means(values: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """Means of `samples` resamples, with replacement, of the rows (queries) of `values`.
+
+    Every column is resampled with the same row indices, so the replicates of two columns
+    (two models, or two metrics, on the same queries) stay paired: the replicates of any
+    linear combination of columns are that combination of the columns' replicates.
+
+    Args:
+        values: float `[n]` or `[n, m]`, one row per query.
+        samples: number of resamples B (>= 1).
+        seed: seed of the resampling; the same (n, samples, seed) draws the same indices.
+
+    Returns:
+        float `[samples]` (for `[n]` input) or `[samples, m]`. With n = 0 every replicate is
+        0.0, the convention `ranking_metrics` uses for a mean over no query.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    matrix = values[:, None] if values.ndim == 1 else values
+    n = len(matrix)
+    out = np.zeros((samples, matrix.shape[1]))
+    if n:
+        rng = np.random.default_rng(seed)
+        step = max(1, _BOOTSTRAP_CHUNK // n)
+        for start in range(0, samples, step):
+            b = min(step, samples - start)
+            rows = rng.integers(0, n, size=(b, n))
+            # How often each query was drawn in each resample: [b, n]; the mean is then one
+            # matrix product for every column at once.
+            counts = np.bincount(
+                (rows + n * np.arange(b)[:, None]).ravel(), minlength=b * n
+            ).reshape(b, n)
+            out[start : start + b] = counts @ matrix / n
+    return out[:, 0] if values.ndim == 1 else out
+
+
+def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central `confidence` percentile interval of bootstrap replicates `[B]`."""
+    low, high = np.quantile(replicates, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)
+
+
+def bootstrap_ci(
+    values: np.ndarray, samples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the mean of per-query values.
+
+    Args:
+        values: float `[n]`, one value per query (e.g. `per_query_metrics(...)["recall@100"]`).
+        samples: resamples of the queries.
+        confidence: e.g. 0.95 for the 2.5th..97.5th percentiles of the resampled means.
+        seed: resampling seed.
+
+    Returns:
+        (low, high).
+    """
+    return percentile_interval(bootstrap_means(values, samples, seed), confidence)
+
+
+def paired_bootstrap_ci(
+    a: np.ndarray,
+    b: np.ndarray,
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of mean(a) - mean(b) on the same queries.
+
+    Each resample draws one set of query indices for both models, so what the queries have
+    in common (easy or hard users) cancels out of the difference.
+
+    Args:
+        a, b: float `[n]`, the per-query values of two models, aligned query by query.
+        samples, confidence, seed: as in `bootstrap_ci`.
+
+    Returns:
+        (low, high) of the difference.
+
+    Raises:
+        ValueError: `a` and `b` do not hold the same number of queries.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"a paired bootstrap needs the same queries for both models: got {a.shape[0]} and "
+            f"{b.shape[0]} values; compute both with the same targets"
+        )
+    means = bootstrap_means(np.stack([a, b], axis=1), samples, seed)
+    return percentile_interval(means[:, 0] - means[:, 1], confidence)

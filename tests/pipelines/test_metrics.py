@@ -1,4 +1,4 @@
-"""Ranking metrics against hand-computed cases."""
+"""Ranking metrics against hand-computed cases; per-query values and bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from pipelines.metrics import ranking_metrics, recall_curve, top_k
+from pipelines.metrics import (
+    bootstrap_ci,
+    bootstrap_means,
+    paired_bootstrap_ci,
+    per_query_metrics,
+    ranking_metrics,
+    recall_curve,
+    top_k,
+)
 
 
 def test_hand_computed_single_query():
@@ -66,3 +74,67 @@ def test_recall_curve_matches_recall_at_each_k():
         assert curve[k - 1] == pytest.approx(
             ranking_metrics(ranked, targets, [k], 50)[f"recall@{k}"]
         )
+
+
+def random_rankings(rng, n_queries, n_items=60, width=20):
+    ranked = np.stack([rng.permutation(n_items)[:width] for _ in range(n_queries)])
+    ranked[rng.random(ranked.shape) < 0.1] = -1  # some padding
+    targets = [rng.choice(n_items, size=rng.integers(0, 6)) for _ in range(n_queries)]
+    return ranked, targets
+
+
+def test_per_query_values_average_to_the_ranking_metrics():
+    ranked, targets = random_rankings(np.random.default_rng(3), 80)
+    means = ranking_metrics(ranked, targets, [5, 20], 60)
+    values = per_query_metrics(ranked, targets, [5, 20])
+    assert set(values) == {k for k in means if not k.startswith(("coverage", "queries"))}
+    for key, per_query in values.items():
+        assert per_query.shape == (means["queries"],)  # queries without targets are left out
+        assert per_query.mean() == pytest.approx(means[key])
+
+
+def test_bootstrap_interval_contains_the_mean_and_shrinks_with_more_queries():
+    rng = np.random.default_rng(5)
+    widths = []
+    for n in (30, 3000):
+        values = rng.binomial(10, 0.3, size=n) / 10
+        low, high = bootstrap_ci(values, samples=500, confidence=0.95, seed=0)
+        assert low < values.mean() < high
+        widths.append(high - low)
+    # The width of a mean's interval falls like 1/sqrt(n): 100x the queries, ~1/10 the width.
+    assert widths[1] < widths[0] / 5
+    assert bootstrap_ci(values, 500, 0.95, seed=0) == bootstrap_ci(values, 500, 0.95, seed=0)
+
+
+def test_paired_difference_of_a_model_with_itself_is_exactly_zero():
+    values = np.random.default_rng(6).random(50)
+    assert paired_bootstrap_ci(values, values, samples=300) == (0.0, 0.0)
+
+
+def test_pairing_removes_what_the_queries_share():
+    # Query difficulty dominates both models; the challenger adds a small, steady gain.
+    rng = np.random.default_rng(7)
+    difficulty = rng.random(200)
+    champion = difficulty
+    challenger = difficulty + 0.02 + rng.normal(0, 0.01, size=200)
+    low, high = paired_bootstrap_ci(challenger, champion, samples=500)
+    assert 0 < low < 0.02 < high
+    # Unpaired, each mean's own interval is wider than the gain: the overlap hides it.
+    c_low, _ = bootstrap_ci(challenger, samples=500)
+    _, b_high = bootstrap_ci(champion, samples=500)
+    assert c_low < b_high
+
+
+def test_resamples_are_shared_by_every_column():
+    values = np.random.default_rng(8).random((40, 2))
+    both = bootstrap_means(values, samples=200, seed=3)
+    assert both.shape == (200, 2)
+    assert np.allclose(
+        both[:, 0] - both[:, 1], bootstrap_means(values[:, 0] - values[:, 1], 200, 3)
+    )
+    assert np.all(bootstrap_means(np.zeros(0), 10, 0) == 0.0)  # no query: mean 0 by convention
+
+
+def test_paired_bootstrap_refuses_unaligned_models():
+    with pytest.raises(ValueError, match="same queries"):
+        paired_bootstrap_ci(np.zeros(3), np.zeros(4))
