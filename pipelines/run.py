@@ -238,7 +238,8 @@ def promote(
         "data_window_iso": features["window"],
         "config": cfg.model_dump(mode="json"),
         "metrics": {
-            name: {k: v for k, v in section.items() if k != "slices"}
+            # Bootstrap replicates stay in the bundle's evaluation/metrics.json.
+            name: {k: v for k, v in section.items() if k not in ("slices", "bootstrap")}
             for name, section in metrics.items()
         },  # fmt: skip
         "primary_metric": primary,

@@ -46,7 +46,7 @@ def test_first_run_promotes_and_writes_the_report(two_runs):
     assert first["promote"]["promoted"] and first["promote"]["bundle_id"]
     evaluation = Path(first["run_dir"]) / "evaluation"
     metrics = json.loads((evaluation / "metrics.json").read_text())
-    assert set(metrics) == {"challenger", "popularity", "oracle", "ann", "eval"}
+    assert set(metrics) == {"challenger", "popularity", "oracle", "ann", "eval", "differences"}
     for key in ("recall@10", "recall@50", "recall@100", "ndcg@10", "ndcg@100", "mrr@100",
                 "hit_rate@100", "coverage@100"):  # fmt: skip
         assert 0.0 <= metrics["challenger"][key] <= 1.0
