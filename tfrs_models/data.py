@@ -1,4 +1,5 @@
-"""tf.data input from the feature job's output: train batches, eval queries, the item catalog.
+"""tf.data input from the feature job's output: train batches, validation and eval queries, the
+item catalog.
 
 Records are read with parallel reads, shuffled, batched *before* parsing (one vectorized
 `parse_example` per batch) and prefetched, so the input pipeline keeps up with the model.
@@ -64,6 +65,10 @@ class FeatureSet:
 
     def files(self, split: str) -> list[str]:
         return list(self.manifest["splits"][split]["files"])
+
+    def has_queries(self, split: str) -> bool:
+        """Whether the features hold a non-empty query split (older runs have no "valid")."""
+        return int(self.manifest["splits"].get(split, {}).get("records", 0)) > 0
 
 
 def _spec(features: FeatureSet, split: str) -> dict:
@@ -133,19 +138,36 @@ def train_dataset(
     )
 
 
+QUERY_SPLITS = ("valid", "eval")
+
+
 def load_eval_queries(
-    features: FeatureSet, limit: int | None = None, seed: int = 0
+    features: FeatureSet, limit: int | None = None, seed: int = 0, split: str = "eval"
 ) -> dict[str, tf.Tensor]:
-    """Eval queries as one batch of tensors (a random subset of `limit` when given).
+    """Queries of one split as one batch of tensors (a random subset of `limit` when given).
+
+    Args:
+        split: "eval" (the eval period: evaluation only) or "valid" (validation queries carved
+            from the training window: early stopping and model selection).
 
     Returns:
         Parsed features; `seen_item_ids` and `label_item_ids` stay ragged.
+
+    Raises:
+        ValueError: an unknown split, or one the features do not have.
     """
-    records = list(tf.data.TFRecordDataset(features.files("eval")).as_numpy_iterator())
+    if split not in QUERY_SPLITS:
+        raise ValueError(f"query split must be one of {QUERY_SPLITS}, got {split!r}")
+    if split not in features.manifest["splits"]:
+        raise ValueError(
+            f"{features.directory} has no {split!r} split (features older than version 2): "
+            "rerun the feature step"
+        )
+    records = list(tf.data.TFRecordDataset(features.files(split)).as_numpy_iterator())
     if limit is not None and len(records) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
         records = [records[i] for i in keep]
-    return parse_batch(tf.constant(records, dtype=tf.string), features, "eval")
+    return parse_batch(tf.constant(records, dtype=tf.string), features, split)
 
 
 def catalog_arrays(features: FeatureSet) -> dict[str, np.ndarray]:
@@ -174,8 +196,14 @@ def catalog_arrays(features: FeatureSet) -> dict[str, np.ndarray]:
         "genres": padded(catalog["genre_list"], genre_index, MAX_GENRES),
         "popularity_bucket": catalog["popularity_bucket"].to_numpy(np.int32),
         "sampling_probability": catalog["sampling_probability"].to_numpy(np.float32),
-        "created_at": pd.to_numeric(
-            catalog["created_at"] if "created_at" in catalog else pd.Series(np.nan, catalog.index),
-            errors="coerce",
-        ).to_numpy(np.float64),
+        "created_at": catalog_created_at(features),
     }
+
+
+def catalog_created_at(features: FeatureSet) -> np.ndarray:
+    """Creation time of every catalog row: float64 epoch seconds `[N]`, NaN when unknown."""
+    catalog = features.catalog
+    return pd.to_numeric(
+        catalog["created_at"] if "created_at" in catalog else pd.Series(np.nan, catalog.index),
+        errors="coerce",
+    ).to_numpy(np.float64)

@@ -1,7 +1,15 @@
-"""Exact (brute-force) Recall@K on eval queries: the per-epoch signal and the train-time check.
+"""Exact (brute-force) Recall@K on the queries of one split.
 
-Items the user already saw before the eval period are excluded from the ranking and from the
-targets, the same protocol the evaluation step uses.
+Training scores the validation queries ("valid", carved from the training window) after every
+epoch; the evaluation step scores the eval queries ("eval"). Items the user saw before the
+query's moment are excluded from the ranking and from the targets, the same protocol in both.
+
+Validation queries sit inside the training window, so part of the catalog did not exist yet
+at their moment: those items are excluded from their ranking too, as training masks them out
+as candidates. Without that, the exported age bonus (factored around the end of the training
+data) hands not-yet-created items a huge novelty bonus, and validation recall *falls* while the
+model improves (on the small world: 0.64 -> 0.56 over five epochs while eval recall rose
+0.68 -> 0.74).
 """
 
 from __future__ import annotations
@@ -10,17 +18,25 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.metrics import recall_at_k, top_k
-from tfrs_models.data import FeatureSet, load_eval_queries
+from tfrs_models.data import FeatureSet, catalog_created_at, load_eval_queries
 
 _BATCH = 4096
 
 
 class QuickEval:
-    """Eval queries loaded once; scores any model (or popularity) against the whole catalog."""
+    """Queries of one split loaded once; scores any model (or popularity) against the catalog.
 
-    def __init__(self, features: FeatureSet, limit: int | None, seed: int = 0):
-        self.features = features
-        self.queries = load_eval_queries(features, limit, seed)
+    Args:
+        features: the feature run.
+        limit: a random subset of this many queries (None = all).
+        seed: seed of that subset.
+        split: "eval" (default: the evaluation step) or "valid" (training's validation; items
+            created after a query's timestamp are left out of its ranking).
+    """
+
+    def __init__(self, features: FeatureSet, limit: int | None, seed: int = 0, split: str = "eval"):
+        self.features, self.split = features, split
+        self.queries = load_eval_queries(features, limit, seed, split)
         self.item_ids = features.catalog["item_id"].to_numpy(str)
         index = {item: i for i, item in enumerate(self.item_ids)}
 
@@ -36,6 +52,10 @@ class QuickEval:
             np.setdiff1d(label, seen) for label, seen in zip(labels, self.seen, strict=True)
         ]
         self.popularity = features.catalog["train_count"].to_numpy(np.float64)
+        self.created_at = self.query_times = None
+        if split == "valid":
+            self.created_at = catalog_created_at(features)
+            self.query_times = self.queries["timestamp"].numpy().astype(np.float64)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -57,17 +77,21 @@ class QuickEval:
         )
 
     def ranked(self, blocks, k: int, start: int = 0) -> np.ndarray:
-        """Top-k catalog indices per query, seen items excluded: int `[n_queries, k]`.
+        """Top-k catalog indices per query, seen (and, for validation, not yet created) items
+        excluded: int `[n_queries, k]`.
 
         Args:
             blocks: score matrices `[rows, n_items]` for consecutive queries (bounded memory).
-            start: eval query of the first block's first row.
+            start: query of the first block's first row.
         """
         tops = []
         for block in blocks:
             block = np.array(block, dtype=np.float32)
             for row, seen in enumerate(self.seen[start : start + len(block)]):
                 block[row, seen] = -np.inf
+            if self.created_at is not None:  # not created yet at the query's moment
+                times = self.query_times[start : start + len(block), None]
+                block[self.created_at[None, :] > times] = -np.inf
             tops.append(top_k(block, k))
             start += len(block)
         return np.concatenate(tops) if tops else np.zeros((0, k), np.int64)

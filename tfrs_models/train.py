@@ -2,11 +2,15 @@
 
 - a checkpoint (model + optimizer + epoch) after every epoch: a killed run resumes where it
   stopped;
-- exact Recall@K on a sample of eval queries after every epoch, logged to TensorBoard, with
-  early stopping on it and the best epoch's weights kept;
+- exact Recall@K on a sample of the *validation* queries (carved from the training window by the
+  feature job) after every epoch, logged to TensorBoard, with early stopping on it and the best
+  epoch's weights kept; nothing in training reads the eval split, so the evaluation step scores
+  a model that never saw it. Features without validation queries (older runs) train every
+  epoch and keep the last weights;
 - optional warm start from a previous model directory;
 - export of the query tower (SavedModel), catalog item embeddings and weights;
-- `train_manifest.json` with the config, curves, throughput, and recall vs popularity.
+- `train_manifest.json` with the config, curves, throughput, and validation recall vs
+  popularity.
 """
 
 from __future__ import annotations
@@ -60,41 +64,41 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
         self.manager.save(checkpoint_number=epoch + 1)
 
 
-class QuickEvalCallback(tf.keras.callbacks.Callback):
-    """Exact Recall@K after each epoch; early stopping on it; keeps the best weights."""
+class ValidationCallback(tf.keras.callbacks.Callback):
+    """Validation Recall@K after each epoch; early stopping on it; keeps the best weights.
 
-    def __init__(self, quick_eval: QuickEval, k: int, patience: int, log_dir: Path):
+    Without validation queries it only records the loss curve: no early stopping, and the last
+    epoch's weights stay (never a fallback to the eval split).
+    """
+
+    def __init__(self, validation: QuickEval | None, k: int, patience: int, log_dir: Path):
         super().__init__()
-        self.quick_eval, self.k, self.patience = quick_eval, k, patience
-        self.writer = tf.summary.create_file_writer(str(log_dir / "quick_eval"))
+        self.validation, self.k, self.patience = validation, k, patience
+        self.writer = tf.summary.create_file_writer(str(log_dir / "validation"))
         self.best, self.best_epoch, self.best_weights, self.curve = -1.0, None, None, []
 
     def on_epoch_end(self, epoch, logs=None):
-        recall = self.quick_eval.model_recall(self.model, self.k)
-        self.curve.append(
-            {"epoch": epoch + 1, f"recall@{self.k}": recall, "loss": (logs or {}).get("loss")}
-        )
+        point = {"epoch": epoch + 1, "loss": (logs or {}).get("loss")}
+        self.curve.append(point)
+        if self.validation is None:
+            self.best_epoch = epoch + 1
+            return
+        recall = self.validation.model_recall(self.model, self.k)
+        point[f"validation_recall@{self.k}"] = recall
         with self.writer.as_default():
-            tf.summary.scalar(f"recall@{self.k}", recall, step=epoch + 1)
+            tf.summary.scalar(f"validation_recall@{self.k}", recall, step=epoch + 1)
         log.info(
-            "epoch %d: quick Recall@%d = %.4f (%d eval queries)",
-            epoch + 1,
-            self.k,
-            recall,
-            len(self.quick_eval),
-        )
+            "epoch %d: validation Recall@%d = %.4f (%d validation queries)",
+            epoch + 1, self.k, recall, len(self.validation),
+        )  # fmt: skip
         if recall > self.best:
-            self.best, self.best_epoch, self.best_weights = (
-                recall,
-                epoch + 1,
-                self.model.get_weights(),
-            )
+            self.best, self.best_epoch = recall, epoch + 1
+            self.best_weights = self.model.get_weights()
         elif self.patience and epoch + 1 - self.best_epoch >= self.patience:
             log.info(
-                "early stopping: no gain for %d epochs (best epoch %d)",
-                self.patience,
-                self.best_epoch,
-            )
+                "early stopping: no validation gain for %d epochs (best epoch %d)",
+                self.patience, self.best_epoch,
+            )  # fmt: skip
             self.model.stop_training = True
 
 
@@ -115,6 +119,30 @@ class Throughput(tf.keras.callbacks.Callback):
     @property
     def examples_per_second(self) -> float:
         return self.examples / self.seconds if self.seconds else 0.0
+
+
+def validation_queries(features: FeatureSet, limit: int | None, seed: int) -> QuickEval | None:
+    """The validation queries training selects on, or None (with a warning) when the features
+    have none: training then runs every epoch. Never the eval split."""
+    if features.has_queries("valid"):
+        return QuickEval(features, limit, seed=seed, split="valid")
+    log.warning(
+        "%s has no validation queries (features from before the validation split, or none "
+        "eligible): no early stopping, every epoch runs and the last weights are kept",
+        features.directory,
+    )
+    return None
+
+
+def trained_until(features_manifest: dict) -> str:
+    """The latest moment the training examples may reach (ISO, exclusive).
+
+    Temporal split: eval_start. Holdout: per-user cuts run up to window_end, so a model trained
+    on these features has seen interactions after `eval_start` (the earliest held-out moment).
+    """
+    window = features_manifest["window"]
+    holdout = features_manifest.get("split", {}).get("design") == "holdout"
+    return window["window_end"] if holdout else window["eval_start"]
 
 
 def build_model(features: FeatureSet, cfg: TrainConfig) -> TwoTowerModel:
@@ -174,11 +202,13 @@ def train_model(
             previous["oov_buckets"],
         )
 
-    quick = QuickEval(features, cfg.eval_sample, seed=cfg.seed)
-    quick_cb = QuickEvalCallback(quick, cfg.eval_k, cfg.early_stopping_patience, model_dir / "logs")
+    validation = validation_queries(features, cfg.eval_sample, cfg.seed)
+    valid_cb = ValidationCallback(
+        validation, cfg.eval_k, cfg.early_stopping_patience, model_dir / "logs"
+    )
     speed = Throughput(cfg.batch_size)
     callbacks = [
-        speed, quick_cb, EpochCheckpoint(manager, epoch),
+        speed, valid_cb, EpochCheckpoint(manager, epoch),
         tf.keras.callbacks.TensorBoard(str(model_dir / "logs"), update_freq="epoch", profile_batch=0),
     ]  # fmt: skip
     interactive = sys.stderr.isatty() if progress is None else progress
@@ -189,27 +219,39 @@ def train_model(
         callbacks=callbacks, verbose=1 if interactive else 2,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    if quick_cb.best_weights is not None:
-        model.set_weights(quick_cb.best_weights)
+    if valid_cb.best_weights is not None:
+        model.set_weights(valid_cb.best_weights)
 
-    full = QuickEval(features, None, seed=cfg.seed)
+    full = validation_queries(features, None, cfg.seed)
     k = cfg.eval_k
+    found = full is not None
+    scores = {
+        "validation_queries": len(full) if found else 0,
+        f"validation_recall@{k}": full.model_recall(model, k) if found else None,
+        f"validation_popularity_recall@{k}": full.popularity_recall(k) if found else None,
+    }
     manifest = {
         "features_dir": str(features.directory),
         "features_window": features.manifest["window"],
+        "trained_until": trained_until(features.manifest),
         "config": cfg.model_dump(),
         "oov_buckets": features.oov_buckets,
         "user_features": features.user_features,
         "epochs_run": initial_epoch + len(history.history.get("loss", [])),
         "resumed_from_epoch": initial_epoch,
-        "best_epoch": quick_cb.best_epoch,
-        "curve": quick_cb.curve,
+        "best_epoch": valid_cb.best_epoch,
+        "selected_on": "valid" if found else None,
+        "curve": valid_cb.curve,
         "warm_start": {"from": str(warm_start_from), **warm} if warm else None,
         "train_seconds": seconds,
         "train_examples_per_second": speed.examples_per_second,
-        "eval_queries": len(full),
-        f"recall@{k}": full.model_recall(model, k),
-        f"popularity_recall@{k}": full.popularity_recall(k),
+        **scores,
+        # Deprecated aliases of the validation numbers, for readers not yet moved to the
+        # validation_* keys (pipelines/run.py, pipelines/cli.py). They are NOT eval-period
+        # numbers: the evaluation step is the only place the eval split is scored.
+        "eval_queries": scores["validation_queries"],
+        f"recall@{k}": scores[f"validation_recall@{k}"],
+        f"popularity_recall@{k}": scores[f"validation_popularity_recall@{k}"],
         "export": export_model(model, features, model_dir),
     }
     (model_dir / "train_manifest.json").write_text(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tfrs_models.quick_eval import QuickEval
 
@@ -20,3 +21,32 @@ def test_ranking_block_by_block_with_offsets_equals_one_pass(feature_set):
         assert not np.isin(row, seen).any()
     # Without the offset the second block would exclude the first block's seen items instead.
     assert not np.array_equal(ev.ranked([scores[120:]], 20), whole[120:])
+
+
+def test_validation_and_eval_queries_are_separate_splits(feature_set):
+
+    valid = QuickEval(feature_set, None, split="valid")
+    evaluation = QuickEval(feature_set, None)  # the evaluation step's call: the eval split
+    assert evaluation.split == "eval" and valid.split == "valid"
+    assert len(valid) == feature_set.manifest["counts"]["valid_queries"] == 500
+    assert len(evaluation) == feature_set.manifest["counts"]["eval_queries"]
+    # Validation queries sit inside the training window, before the eval period.
+    eval_start = feature_set.manifest["window_epoch_s"]["eval_start"]
+    assert int(valid.queries["timestamp"].numpy().max()) < eval_start
+    assert int(evaluation.queries["timestamp"].numpy().min()) >= eval_start
+    # Labels already seen before the query are no targets: a few queries keep none.
+    assert sum(len(t) > 0 for t in valid.targets) > 0.9 * len(valid)
+
+
+def test_validation_rankings_leave_out_items_created_after_the_query(feature_set):
+    valid = QuickEval(feature_set, 200, split="valid")
+    created = valid.created_at
+    later = created[None, :] > valid.query_times[:, None]
+    assert later.any(), "the small world keeps adding items during the training window"
+    ranked = valid.ranked([np.zeros((len(valid), len(created)))], len(created) // 2)
+    for row, top in enumerate(ranked):
+        assert not later[row, top].any()
+    # Eval queries keep the evaluation step's protocol: only seen items are left out.
+    assert QuickEval(feature_set, 10).created_at is None
+    with pytest.raises(ValueError, match="query split must be one of"):
+        QuickEval(feature_set, 10, split="train")
