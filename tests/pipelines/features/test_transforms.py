@@ -67,6 +67,25 @@ def test_count_train_interactions_counts_only_the_training_period():
         assert_that(counts, equal_to([({"x": 2, "y": 1, "z": 1}, {"a": 2, "b": 1, "d": 1})]))
 
 
+def test_count_train_interactions_leaves_out_held_out_interactions(tmp_path):
+    """With a cuts file: user a's interaction at 30 is a validation label, not training."""
+    from pipelines.features.split import UserCuts
+
+    table = pd.DataFrame(
+        {"train_end": [30], "eval_cut": [1000]}, index=pd.Index(["a"], name="user_id")
+    )
+    path = tmp_path / "user_cuts.parquet"
+    path.write_bytes(UserCuts(1000, table).to_bytes())
+    with TestPipeline() as p:
+        counts = (
+            p
+            | beam.Create([BATCH_1, BATCH_2])
+            | CountTrainInteractions(WINDOW, str(path))
+            | beam.Map(lambda c: (c[0].sort_index().to_dict(), c[1].sort_index().to_dict()))
+        )
+        assert_that(counts, equal_to([({"x": 2, "y": 1}, {"a": 1, "b": 1, "d": 1})]))
+
+
 def test_build_shard_files_writes_tfrecords_and_summarises(tmp_path):
     out = str(tmp_path / "features")
     (tmp_path / "features" / "train").mkdir(parents=True)
