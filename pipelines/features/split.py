@@ -62,7 +62,9 @@ class UserCuts:
     @classmethod
     def uniform(cls, cut: int) -> UserCuts:
         """Every user cut at one timestamp, no validation (the plain temporal split)."""
-        return cls(int(cut), _cut_table(pd.Series(dtype=np.int64), pd.Series(dtype=np.int64)))
+        empty = pd.Index([], dtype=object, name="user_id")
+        return cls(int(cut), pd.DataFrame({"train_end": [], "eval_cut": []}, index=empty,
+                                          dtype=np.int64))  # fmt: skip
 
     def lookup(self, user_ids) -> tuple[np.ndarray, np.ndarray]:
         """(train_end, eval_cut) of each user: two int64 arrays `[n]`."""
@@ -94,9 +96,8 @@ class UserCuts:
                 "metadata); rerun the feature step to rewrite it"
             )
         frame = table.to_pandas()
-        return cls(int(default), _cut_table(
-            frame.set_index("user_id")["train_end"], frame.set_index("user_id")["eval_cut"]
-        ))  # fmt: skip
+        frame.index = pd.Index(frame.pop("user_id").to_numpy(dtype=object), name="user_id")
+        return cls(int(default), frame[["train_end", "eval_cut"]].astype(np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,41 +138,49 @@ def plan_split(
     """
     t = np.asarray(timestamps, dtype=np.int64)
     inside = (t >= window.window_start) & (t < window.window_end)
-    frame = pd.DataFrame({"user_id": np.asarray(user_ids, dtype=object)[inside], "t": t[inside]})
-    temporal = _temporal_queries(frame, window.eval_start)
-    design, reason = _choose_design(frame, temporal, window, cfg)
+    # Integer user codes from here on: string columns are slow to sort and group.
+    codes, names = pd.factorize(np.asarray(user_ids, dtype=object)[inside], sort=True)
+    names, t = np.asarray(names, dtype=object), t[inside]
+    temporal = _temporal_queries(codes, t, len(names), window.eval_start)
+    design, reason = _choose_design(codes, t, len(names), temporal, window, cfg)
+    user_eval_cut = np.full(len(names), window.eval_start, dtype=np.int64)
     if design == "holdout":
-        eval_cut = holdout_cuts(frame["user_id"].to_numpy(), frame["t"].to_numpy(),
-                                cfg.holdout_fraction)  # fmt: skip
-        if eval_cut.empty:
+        user_eval_cut = _cuts(codes, t, len(names), cfg.holdout_fraction)
+        held = user_eval_cut < _NEVER
+        if not held.any():
             raise ConfigError(
                 "features.eval_design='holdout' needs users with interactions at two or more "
                 f"distinct times inside the window {window.describe()}; none has: use 'temporal'"
             )
-        window = dataclasses.replace(window, eval_start=int(eval_cut.min()))
-        default = window.window_end
-        queries = {"eval_queries": len(eval_cut), "warm": len(eval_cut), "cold": 0}
+        window = dataclasses.replace(window, eval_start=int(user_eval_cut[held].min()))
+        user_eval_cut[~held] = window.window_end
+        queries = {"eval_queries": int(held.sum()), "warm": int(held.sum()), "cold": 0}
     else:
-        eval_cut = pd.Series(dtype=np.int64)
-        default = window.eval_start
+        held = np.zeros(len(names), dtype=bool)
         queries = {"eval_queries": temporal["eval"], "warm": temporal["warm"],
                     "cold": temporal["eval"] - temporal["warm"]}  # fmt: skip
-    user_eval_cut = frame["user_id"].map(eval_cut).fillna(default).to_numpy(np.int64)
-    train = frame.loc[frame["t"].to_numpy() < user_eval_cut]
-    train_end = validation_cuts(train["user_id"].to_numpy(), train["t"].to_numpy(), cfg)
-    cuts = UserCuts(int(default), _cut_table(train_end, eval_cut, default))
+    train = t < user_eval_cut[codes]
+    train_end = _validation_cuts(codes[train], t[train], names, cfg)
+    chosen = train_end < _NEVER
+    listed = held | chosen
+    default = window.window_end if design == "holdout" else window.eval_start
+    table = pd.DataFrame(
+        {"train_end": np.where(chosen, train_end, user_eval_cut)[listed],
+         "eval_cut": user_eval_cut[listed]},
+        index=pd.Index(names[listed], name="user_id"),
+    )  # fmt: skip
     summary = {
         "design": design,
         "reason": reason,
         "warm_eval_queries": queries["warm"],
         "cold_eval_queries": queries["cold"],
         "eval_queries": queries["eval_queries"],
-        "validation_queries": len(train_end),
+        "validation_queries": int(chosen.sum()),
         "holdout_fraction": cfg.holdout_fraction,
         "temporal_eval_queries": temporal["eval"],
         "temporal_warm_eval_queries": temporal["warm"],
     }
-    return SplitPlan(design, window, cuts, summary)
+    return SplitPlan(design, window, UserCuts(int(default), table), summary)
 
 
 def holdout_cuts(user_ids: np.ndarray, timestamps: np.ndarray, fraction: float) -> pd.Series:
@@ -189,57 +198,83 @@ def holdout_cuts(user_ids: np.ndarray, timestamps: np.ndarray, fraction: float) 
     Returns:
         int64 Series indexed by user_id (sorted): only users with two or more distinct times.
     """
-    frame = pd.DataFrame({"user_id": np.asarray(user_ids, dtype=object),
-                          "t": np.asarray(timestamps, dtype=np.int64)})  # fmt: skip
-    frame = frame.sort_values(["user_id", "t"], kind="stable")
-    t = frame["t"].to_numpy()
-    codes, users = pd.factorize(frame["user_id"], sort=True)
-    n = np.bincount(codes, minlength=len(users))
+    codes, names = pd.factorize(np.asarray(user_ids, dtype=object), sort=True)
+    cut = _cuts(codes, np.asarray(timestamps, dtype=np.int64), len(names), fraction)
+    keep = cut < _NEVER
+    return pd.Series(cut[keep], index=pd.Index(np.asarray(names, dtype=object)[keep],
+                                               name="user_id"))  # fmt: skip
+
+
+_NEVER = np.iinfo(np.int64).max  # "no cut": the user cannot be held out
+
+
+def _cuts(codes: np.ndarray, t: np.ndarray, users: int, fraction: float) -> np.ndarray:
+    """`holdout_cuts` on integer user codes: int64 `[users]`, `_NEVER` where no cut exists."""
+    order = np.lexsort((t, codes))
+    codes, t = codes[order], t[order]
+    n = np.bincount(codes, minlength=users)
     start = np.cumsum(n) - n
-    first = t[start]
-    later = t > first[codes]
-    never = np.iinfo(np.int64).max
-    second = np.full(len(users), never)  # each user's second distinct timestamp
-    np.minimum.at(second, codes[later], t[later])
-    keep = second < never
+    cut = np.full(users, _NEVER)
+    if len(t) == 0:
+        return cut
+    first = t[np.minimum(start, len(t) - 1)]
+    later = np.flatnonzero(t > first[codes])  # rows after each user's first timestamp
+    later_users = codes[later]
+    head = np.r_[True, later_users[1:] != later_users[:-1]] if len(later) else later.astype(bool)
+    second = np.full(users, _NEVER)  # each user's second distinct timestamp
+    second[later_users[head]] = t[later[head]]
     k = np.clip(np.floor(fraction * n + 0.5).astype(np.int64), 1, np.maximum(n - 1, 1))
-    cut = np.maximum(t[start + n - k], second)
-    return pd.Series(cut[keep], index=pd.Index(np.asarray(users)[keep], name="user_id"),
-                     dtype=np.int64)  # fmt: skip
+    eligible = second < _NEVER
+    cut[eligible] = np.maximum(t[(start + n - k)[eligible]], second[eligible])
+    return cut
 
 
-def validation_cuts(user_ids: np.ndarray, timestamps: np.ndarray, cfg: FeaturesConfig):
-    """The validation users' cuts inside their training interactions.
+def _validation_cuts(
+    codes: np.ndarray, t: np.ndarray, names: np.ndarray, cfg: FeaturesConfig
+) -> np.ndarray:
+    """The validation users' cuts inside their training interactions: int64 `[users]`,
+    `_NEVER` for users not drawn.
 
-    Eligible users (interactions at two or more distinct times) are ordered by a stable hash of
-    their id; the first max(ceil(validation_user_fraction * eligible), min_validation_queries)
-    of them, or all when fewer exist, hold out the last `holdout_fraction` of their training
-    interactions (same cut rule as `holdout_cuts`).
-
-    Returns:
-        int64 Series `train_end` indexed by user_id (sorted), one row per validation user.
+    Eligible users (training interactions at two or more distinct times) are ordered by a
+    stable hash of their id; the first max(ceil(validation_user_fraction * eligible),
+    min_validation_queries) of them, or all when fewer exist, hold out the last
+    `holdout_fraction` of their training interactions (the `holdout_cuts` rule).
     """
-    cuts = holdout_cuts(user_ids, timestamps, cfg.holdout_fraction)
-    wanted = max(math.ceil(cfg.validation_user_fraction * len(cuts)), cfg.min_validation_queries)
-    return cuts.loc[validation_order(cuts.index.to_numpy())[:wanted]].sort_index()
+    cut = _cuts(codes, t, len(names), cfg.holdout_fraction)
+    eligible = np.flatnonzero(cut < _NEVER)
+    wanted = max(math.ceil(cfg.validation_user_fraction * len(eligible)),
+                 cfg.min_validation_queries)  # fmt: skip
+    drawn = eligible[_hash_order(names[eligible])[:wanted]]
+    out = np.full(len(names), _NEVER)
+    out[drawn] = cut[drawn]
+    return out
 
 
 def validation_order(user_ids: np.ndarray) -> np.ndarray:
     """User ids ordered by a stable hash (ties by id): the order validation users are drawn in."""
     ids = np.asarray(user_ids, dtype=object)
+    return ids[_hash_order(ids)]
+
+
+def _hash_order(ids: np.ndarray) -> np.ndarray:
     hashed = pd.util.hash_array(np.array([f"valid:{u}" for u in ids], dtype=object))
-    return ids[np.lexsort((ids.astype(str), hashed))]
+    return np.lexsort((ids.astype(str), hashed))
 
 
-def _temporal_queries(frame: pd.DataFrame, eval_start: int) -> dict[str, int]:
-    in_eval = frame["t"].to_numpy() >= eval_start
-    eval_users = pd.unique(frame["user_id"].to_numpy()[in_eval])
-    train_users = pd.unique(frame["user_id"].to_numpy()[~in_eval])
-    return {"eval": len(eval_users), "warm": int(pd.Index(eval_users).isin(train_users).sum())}
+def _temporal_queries(codes: np.ndarray, t: np.ndarray, users: int, eval_start: int) -> dict:
+    in_eval = t >= eval_start
+    evaluating = np.bincount(codes[in_eval], minlength=users) > 0
+    training = np.bincount(codes[~in_eval], minlength=users) > 0
+    return {"eval": int(evaluating.sum()), "warm": int((evaluating & training).sum())}
 
 
 def _choose_design(
-    frame: pd.DataFrame, temporal: dict, window: FeatureWindow, cfg: FeaturesConfig
+    codes: np.ndarray,
+    t: np.ndarray,
+    users: int,
+    temporal: dict,
+    window: FeatureWindow,
+    cfg: FeaturesConfig,
 ) -> tuple[str, str]:
     warm, floor = temporal["warm"], cfg.min_warm_eval_queries
     period = f"[{_day(window.eval_start)}, {_day(window.window_end)})"
@@ -259,7 +294,7 @@ def _choose_design(
             f"temporal eval period {period} had {warm} warm queries >= min_warm_eval_queries "
             f"{floor}: users active in it"
         )
-    if holdout_cuts(frame["user_id"].to_numpy(), frame["t"].to_numpy(), 0.5).empty:
+    if not (_cuts(codes, t, users, cfg.holdout_fraction) < _NEVER).any():
         return "temporal", (
             f"temporal eval period {period} had {warm} warm queries < min_warm_eval_queries "
             f"{floor}, but no user has interactions at two distinct times to hold out: temporal"
@@ -268,16 +303,6 @@ def _choose_design(
         f"temporal eval period {period} had {warm} warm queries < min_warm_eval_queries "
         f"{floor}: {holdout}"
     )
-
-
-def _cut_table(train_end: pd.Series, eval_cut: pd.Series, default: int = 0) -> pd.DataFrame:
-    """Users with a cut of either kind; a missing eval_cut is `default`, a missing train_end is
-    the user's eval_cut (no validation)."""
-    users = train_end.index.union(eval_cut.index).astype(object)
-    table = pd.DataFrame(index=pd.Index(users, name="user_id"))
-    table["eval_cut"] = eval_cut.reindex(users).fillna(default).to_numpy(np.int64)
-    table["train_end"] = train_end.reindex(users).fillna(table["eval_cut"]).to_numpy(np.int64)
-    return table.sort_index()[["train_end", "eval_cut"]]
 
 
 def _day(seconds: int) -> str:
