@@ -69,7 +69,7 @@ def main() -> None:
         progress=False,
     )
     curves = {
-        name: [c["recall@100"] for c in r.manifest["curve"]]
+        name: [c["validation_recall@100"] for c in r.manifest["curve"]]
         for name, r in (("cold", cold), ("warm", warm))
     }
     target = max(curves["cold"])

@@ -25,9 +25,13 @@ class TwoTowerModel(tfrs.models.Model):
         catalog = catalog_arrays(features)
         reference_time = None
         if cfg.item_age_bias:
-            # t0 of the exported age dimensions: the end of the training data.
+            # t0 of the exported age dimensions: the end of the training data. With per-user
+            # holdout cuts users train up to the window's end (eval_start is only the earliest
+            # cut, years back on long-horizon data, which would flatten every item's age).
             window = features.manifest.get("window_epoch_s") or {}
-            reference_time = window.get("eval_start") or window.get("window_end")
+            design = (features.manifest.get("split") or {}).get("design", "temporal")
+            key = "window_end" if design == "holdout" else "eval_start"
+            reference_time = window.get(key) or window.get("window_end")
             if reference_time is None:
                 raise ValueError("item_age_bias needs the features' window_epoch_s")
         self.item_tower = ItemTower(
