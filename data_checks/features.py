@@ -11,6 +11,9 @@ Every user's window splits at two cuts (`pipelines.features.split`, read back fr
   user is at or after that user's validation or eval query (validation and eval labels are
   disjoint from training); temporal: train in [window_start, eval_start), eval in
   [eval_start, window_end), the latest train example before the earliest eval query;
+- held-out examples (the final fit's train-format records of the validation and eval
+  interactions) have histories strictly before each record and fall at or after their user's
+  train_end;
 - histories are no longer than H, validation and eval queries have labels;
 - row counts agree across independent paths (examples written = interactions counted, queries
   written = queries planned), no split is empty, vocabulary sizes are within [1, what they are
@@ -37,6 +40,7 @@ from pipelines.features.split import CUTS_FILE, UserCuts
 from pipelines.features.tfrecord import read_tfrecords
 
 QUERY_SPLITS = ("valid", "eval")
+EXAMPLE_SPLITS = ("train", "heldout")
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +57,9 @@ def validate_features(
 
     Args:
         features_dir: the directory holding `manifest.json`, `train/`, `valid/`, `eval/`,
-            `vocab/` and `user_cuts.parquet` (older features without `valid/` and the cuts
-            are checked as a temporal split without validation).
+            `heldout/`, `vocab/` and `user_cuts.parquet` (older features without `valid/` and
+            the cuts are checked as a temporal split without validation; without `heldout/`,
+            the held-out rules have nothing to check).
         cfg: thresholds (`min_train_examples`, `min_eval_queries`); default from the manifest.
         max_records: most records read per split (spread evenly over the shards).
         report_dir: where to write the JSON/HTML report (not written when None).
@@ -74,10 +79,10 @@ def validate_features(
     frames = {
         split: _with_cuts(
             _read_split(manifest["splits"].get(split, {}).get("files", []), max_records,
-                        queries=split != "train"),
+                        queries=split not in EXAMPLE_SPLITS),
             cuts,
         )
-        for split in ("train", *QUERY_SPLITS)
+        for split in (*EXAMPLE_SPLITS, *QUERY_SPLITS)
     }  # fmt: skip
     for split in QUERY_SPLITS:
         frames[split] = _with_latest_train(frames[split], frames["train"])
@@ -91,7 +96,7 @@ def validate_features(
         source=str(features_dir), format="features",
         interval=(manifest["window"]["window_start"], manifest["window"]["window_end"]),
         now=pd.Timestamp.now(tz="UTC").isoformat(),
-        rows=sum(len(frames[s]) for s in ("train", *QUERY_SPLITS)), results=results,
+        rows=sum(len(frames[s]) for s in (*EXAMPLE_SPLITS, *QUERY_SPLITS)), results=results,
         title="Feature validation", row_noun="records checked",
     )  # fmt: skip
     if report_dir is not None:
@@ -178,6 +183,7 @@ def _manifest_frame(manifest: dict, frames: dict[str, pd.DataFrame]) -> pd.DataF
 def _rules(window: dict, cfg: FeaturesConfig, design: str) -> list[Rule]:
     return [
         *_train_rules(window, cfg, design),
+        *_heldout_rules(),
         *_query_rules(window, design),
         *_manifest_rules(cfg, design),
     ]
@@ -209,6 +215,22 @@ def _train_rules(window: dict, cfg: FeaturesConfig, design: str) -> list[Rule]:
              gxe.ExpectColumnValuesToBeBetween(column="history_len", min_value=0, max_value=h)),
         Rule("train", "history_item_ids", "history ids and timestamps must have equal lengths",
              gxe.ExpectColumnValuesToBeInSet(column="history_lengths_agree", value_set=[True])),
+    ]  # fmt: skip
+
+
+def _heldout_rules() -> list[Rule]:
+    import great_expectations.expectations as gxe
+
+    return [
+        Rule("heldout", "history_timestamps",
+             "held-out example histories must be strictly before their record's timestamp "
+             "(no leakage)",
+             gxe.ExpectColumnValuesToBeBetween(column="history_gap_s", min_value=1.0)),
+        Rule("heldout", "timestamp",
+             "held-out examples must fall at or after their user's train_end in "
+             "user_cuts.parquet (they are the validation and eval interactions, never "
+             "training ones)",
+             gxe.ExpectColumnValuesToBeBetween(column="before_train_end_s", max_value=0.0)),
     ]  # fmt: skip
 
 

@@ -81,7 +81,7 @@ def load_cuts(cuts_path: str | None) -> UserCuts | None:
 
 
 class BuildShardFiles(beam.DoFn):
-    """Builds and writes one shard's train/valid/eval TFRecords; emits the shard summary.
+    """Builds and writes one shard's train/valid/eval/heldout TFRecords; emits the shard summary.
 
     The per-user cuts are read from `cuts_path` once per worker (a file, not a side input, so
     the job graph stays small however many users there are).

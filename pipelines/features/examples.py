@@ -10,15 +10,19 @@ evaluate in [eval_cut, window_end)), this builds
 - one **validation query** per user with interactions in [train_end, eval_cut), and one **eval
   query** per user with interactions in [eval_cut, window_end): the history strictly before the
   first such interaction, every item seen before it (to exclude at evaluation) and the items of
-  that part (the labels). With the temporal split every eval_cut is eval_start.
+  that part (the labels). With the temporal split every eval_cut is eval_start;
+- one **held-out example** per interaction in [train_end, window_end) (the validation and eval
+  interactions), in the train format with the same point-in-time history rule: training's
+  optional final fit (`train.final_fit`) adds them once model selection is done.
 
-Records are serialized tf.train.Examples in a fixed order (train: a pseudo-random order that
-mixes users; validation and eval: by user), so the same events always give the same bytes.
+Records are serialized tf.train.Examples in a fixed order (train and held-out: a pseudo-random
+order that mixes users; validation and eval: by user), so the same events always give the same
+bytes.
 Both the Beam job and the single-process reference call this function; neither has its own
 copy of the logic.
 
 Record features (all lists; ids as bytes, times as int64 epoch seconds):
-    train: user_id, user_<feature>..., item_id, event, weight (float), timestamp, hour,
+    train, heldout: user_id, user_<feature>..., item_id, event, weight (float), timestamp, hour,
            day_of_week (Monday = 0), history_item_ids, history_timestamps (most recent first)
     valid, eval: user_id, user_<feature>..., timestamp (first labelled interaction), hour,
            day_of_week, history_item_ids, history_timestamps, seen_item_ids,
@@ -49,8 +53,10 @@ class ShardExamples:
             record's (user, timestamp, item, event) rank), which mixes users.
         valid: serialized validation-query Examples (eval-query format), in user order.
         eval: serialized eval-query Examples, in user order.
+        heldout: serialized train-format Examples of the validation and eval interactions
+            (every interaction at or after its user's train_end), in the train order.
         stats: counts (`train_examples`, `valid_queries`, `valid_interactions`, `eval_queries`,
-            `eval_interactions`, `train_users`)
+            `eval_interactions`, `heldout_examples`, `train_users`)
             and `min_history_gap_s`, the smallest example-minus-history timestamp (None when
             no example has history); it must be >= 1 for a leak-free shard.
     """
@@ -58,6 +64,7 @@ class ShardExamples:
     train: list[bytes]
     valid: list[bytes]
     eval: list[bytes]
+    heldout: list[bytes]
     stats: dict
 
 
@@ -106,7 +113,8 @@ def build_shard_examples(
     users: pd.DataFrame | None = None,
     cuts: UserCuts | None = None,
 ) -> ShardExamples:
-    """Build the train examples, validation queries and eval queries of a group of users.
+    """Build the train examples, validation and eval queries and held-out examples of a group
+    of users.
 
     Args:
         events: columns `user_id, item_id` (str), `timestamp` (int64 epoch seconds),
@@ -126,22 +134,9 @@ def build_shard_examples(
     train_end, eval_cut = (c[ev.user_codes] for c in cuts.lookup(ev.user_names))
     inside = (ev.t >= window.window_start) & (ev.t < window.window_end)
     rows = np.flatnonzero(inside & (ev.t < train_end))
-    hist = _history(ev, ev.tie_start[rows], ev.user_start[rows], history_length)
-    columns = tables.user_columns(ev.user_codes[rows])
-    columns.update(tables.context_columns(ev.t[rows]))
-    columns.update(tables.history_columns(ev, hist))
-    columns["item_id"] = [tables.item_entries[c] for c in ev.item_codes[rows].tolist()]
-    for name in ("event", "weight"):
-        codes, values = pd.factorize(ev.frame[name].to_numpy()[rows])
-        kind = "bytes" if name == "event" else "float"
-        table = FeatureKey(name, kind).entries(
-            [str(v).encode() for v in values] if kind == "bytes" else values
-        )
-        columns[name] = [table[c] for c in codes.tolist()]
-    train = join_examples(columns) if len(rows) else []
-    # Written in a fixed pseudo-random order, not user by user: consecutive records then mix
-    # users, so readers get well-mixed batches from a small shuffle buffer.
-    train = [train[i] for i in np.argsort(pd.util.hash_array(rows.astype(np.int64)), kind="stable")]
+    train, hist = _examples(ev, tables, rows, history_length)
+    heldout, _ = _examples(ev, tables, np.flatnonzero(inside & (ev.t >= train_end)),
+                           history_length)  # fmt: skip
 
     in_valid = inside & (ev.t >= train_end) & (ev.t < eval_cut)
     in_eval = inside & (ev.t >= eval_cut)
@@ -153,16 +148,45 @@ def build_shard_examples(
         train=train,
         valid=validation,
         eval=evaluation,
+        heldout=heldout,
         stats={
             "train_examples": len(train),
             "valid_queries": len(validation),
             "valid_interactions": int(in_valid.sum()),
             "eval_queries": len(evaluation),
             "eval_interactions": int(in_eval.sum()),
+            "heldout_examples": len(heldout),
             "train_users": int(len(np.unique(ev.user_codes[rows]))),
             "min_history_gap_s": int(gaps[with_history].min()) if with_history.any() else None,
         },
     )
+
+
+def _examples(ev: _Events, tables, rows: np.ndarray, h: int) -> tuple[list[bytes], tuple]:
+    """Train-format records of the event rows `rows` (int `[n]`, ascending) and their histories.
+
+    Returns:
+        (records in a fixed pseudo-random order, the `_history` of each row in `rows` order).
+    """
+    hist = _history(ev, ev.tie_start[rows], ev.user_start[rows], h)
+    if len(rows) == 0:
+        return [], hist
+    columns = tables.user_columns(ev.user_codes[rows])
+    columns.update(tables.context_columns(ev.t[rows]))
+    columns.update(tables.history_columns(ev, hist))
+    columns["item_id"] = [tables.item_entries[c] for c in ev.item_codes[rows].tolist()]
+    for name in ("event", "weight"):
+        codes, values = pd.factorize(ev.frame[name].to_numpy()[rows])
+        kind = "bytes" if name == "event" else "float"
+        table = FeatureKey(name, kind).entries(
+            [str(v).encode() for v in values] if kind == "bytes" else values
+        )
+        columns[name] = [table[c] for c in codes.tolist()]
+    records = join_examples(columns)
+    # Written in a fixed pseudo-random order, not user by user: consecutive records then mix
+    # users, so readers get well-mixed batches from a small shuffle buffer.
+    order = np.argsort(pd.util.hash_array(rows.astype(np.int64)), kind="stable")
+    return [records[i] for i in order], hist
 
 
 def _history(ev: _Events, before: np.ndarray, floor: np.ndarray, h: int):

@@ -7,6 +7,8 @@ computed. Output layout under `out`:
     train/part-SSSSS-of-NNNNN.tfrecord   train examples of user shard S
     valid/part-SSSSS-of-NNNNN.tfrecord   validation queries of user shard S
     eval/part-SSSSS-of-NNNNN.tfrecord    eval queries of user shard S
+    heldout/part-SSSSS-of-NNNNN.tfrecord train-format examples of user shard S's validation
+                                         and eval interactions (training's optional final fit)
     user_cuts.parquet                    every user's train/validation/eval boundaries
     catalog.parquet                      items, content, popularity, sampling probability
     vocab/{user_id,item_id,genre,title_token}.tsv
@@ -30,8 +32,9 @@ from pipelines.features.split import CUTS_FILE, SplitPlan, UserCuts
 from pipelines.features.tfrecord import write_tfrecords
 from pipelines.features.window import FeatureWindow
 
-SPLITS = ("train", "valid", "eval")
-FEATURES_VERSION = 2  # 2: validation split and per-user cuts (user_cuts.parquet)
+SPLITS = ("train", "valid", "eval", "heldout")
+# 2: validation split and per-user cuts (user_cuts.parquet); 3: heldout split
+FEATURES_VERSION = 3
 
 
 def shard_path(out: str, split: str, shard: int, shards: int) -> str:
@@ -47,7 +50,7 @@ def process_shard(
     out: str,
     cuts: UserCuts | None = None,
 ) -> dict:
-    """Build and write one user shard's train, validation and eval files.
+    """Build and write one user shard's train, validation, eval and held-out files.
 
     Args:
         shard: shard number in [0, cfg.shards).
@@ -188,6 +191,7 @@ def write_manifest(
             "valid_interactions": sum(s["valid_interactions"] for s in shards),
             "eval_queries": sum(s["eval_queries"] for s in shards),
             "eval_interactions": sum(s["eval_interactions"] for s in shards),
+            "heldout_examples": sum(s["heldout_examples"] for s in shards),
             "train_users": sum(s["train_users"] for s in shards),
             "train_interactions_counted": catalog_summary["train_interactions"],
             "catalog_items": catalog_summary["catalog"]["items"],

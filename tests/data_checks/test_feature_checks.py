@@ -44,11 +44,12 @@ def test_real_output_passes(small_features):
     report = small_features.report
     assert report.success, report.summary()
     counts = small_features.manifest["counts"]
-    # Every record read, of all three splits.
-    assert (
-        report.rows == counts["train_examples"] + counts["valid_queries"] + counts["eval_queries"]
-    )
-    assert counts["valid_queries"] > 0
+    # Every record read, of all four splits.
+    assert report.rows == (
+        counts["train_examples"] + counts["valid_queries"] + counts["eval_queries"]
+        + counts["heldout_examples"]
+    )  # fmt: skip
+    assert counts["valid_queries"] > 0 and counts["heldout_examples"] > 0
 
 
 def valid_user(features_copy: Path, shard: int = 0) -> tuple[Path, str, int]:
@@ -117,6 +118,33 @@ def test_a_leaky_history_fails_naming_file_and_record(features_copy):
     assert found.failed == 1 and found.file == str(shard) and found.column == "history_timestamps"
     assert found.samples[0].startswith("part-00000-of-00008.tfrecord record 3:")
     assert [r.rule for r in report.failures] == [found.rule]
+
+
+def test_a_heldout_example_before_train_end_or_with_a_leaky_history_fails(features_copy):
+    """A held-out record moved into its user's training period, another whose history reaches
+    its own moment: both rules name the heldout file."""
+    path = features_copy / "heldout" / "part-00001-of-00008.tfrecord"
+    cuts = json.loads((features_copy / "manifest.json").read_text())["window_epoch_s"]
+
+    def corrupt(number, example):
+        feature = example.features.feature
+        if number == 0:  # temporal: every user's train_end is at or before eval_start
+            feature["timestamp"].int64_list.value[0] = cuts["window_start"]
+            del feature["history_timestamps"].int64_list.value[:]
+            del feature["history_item_ids"].bytes_list.value[:]
+        if number == 1:
+            feature["history_timestamps"].int64_list.value.insert(
+                0, feature["timestamp"].int64_list.value[0]
+            )
+            feature["history_item_ids"].bytes_list.value.insert(0, b"i0000001")
+
+    rewrite(path, corrupt)
+    report = validate_features(str(features_copy))
+    early = failure(report, "held-out examples must fall at or after their user's train_end")
+    leak = failure(report, "held-out example histories must be strictly before")
+    assert early.failed == 1 and early.file == str(path) and early.table == "heldout"
+    assert leak.failed == 1 and leak.samples[0].startswith("part-00001-of-00008.tfrecord record 1:")
+    assert {r.table for r in report.failures} == {"heldout"}
 
 
 def test_eval_history_reaching_into_the_eval_period_fails(features_copy):

@@ -28,6 +28,7 @@ def hashes(manifest):
         manifest["splits"]["train"]["content_sha256"],
         manifest["splits"]["valid"]["content_sha256"],
         manifest["splits"]["eval"]["content_sha256"],
+        manifest["splits"]["heldout"]["content_sha256"],
         manifest["split"]["user_cuts"]["sha256"],
         manifest["catalog"]["sha256"],
         {name: v["sha256"] for name, v in manifest["vocabularies"].items()},
@@ -39,9 +40,10 @@ def test_beam_and_reference_write_identical_content(beam_run, small_features):
     assert hashes(beam_run.manifest) == hashes(small_features.manifest)
     assert beam_run.manifest["counts"] == small_features.manifest["counts"]
     assert beam_run.manifest["counts"]["valid_queries"] == 500  # min_validation_queries
-    assert [s["files"]["valid"]["sha256"] for s in beam_run.manifest["shards"]] == [
-        s["files"]["valid"]["sha256"] for s in small_features.manifest["shards"]
-    ]
+    for split in ("valid", "heldout"):
+        assert [s["files"][split]["sha256"] for s in beam_run.manifest["shards"]] == [
+            s["files"][split]["sha256"] for s in small_features.manifest["shards"]
+        ]
 
 
 def test_rerun_gives_identical_files(beam_run, small_world, tmp_path):
@@ -66,6 +68,9 @@ def test_counts_match_the_raw_data(beam_run, small_world):
     assert 0 < counts["valid_interactions"] < 0.2 * len(train)
     assert counts["eval_interactions"] == len(evaluation)
     assert counts["eval_queries"] == evaluation["user_id"].nunique()
+    # Held out for the final fit: exactly the validation and eval interactions.
+    assert counts["heldout_examples"] == counts["valid_interactions"] + len(evaluation)
+    assert beam_run.manifest["splits"]["heldout"]["records"] == counts["heldout_examples"]
     assert beam_run.manifest["sampling_probability_sum"] == pytest.approx(1.0, abs=1e-9)
     # The eval period is the most recent slice: about eval_fraction of the events, day-aligned.
     assert 0.05 < len(evaluation) / len(inter) < 0.25

@@ -72,7 +72,8 @@ def random_events(seed: int, n: int = 300) -> pd.DataFrame:
 
 
 def brute_force(frame, window, fraction, validation_users, h):
-    """Every user's cuts, train rows, validation and eval queries, one user at a time."""
+    """Every user's cuts, train rows, validation and eval queries and held-out rows, one user
+    at a time."""
 
     def cut_of(times):
         times = sorted(times)
@@ -87,7 +88,7 @@ def brute_force(frame, window, fraction, validation_users, h):
         ["user_id", "timestamp", "item_id", "event", "weight"], kind="stable"
     )
     ordered = ordered[ordered.timestamp < window.window_end]
-    train, valid, evaluation = [], {}, {}
+    train, valid, evaluation, heldout = [], {}, {}, []
 
     def query(mine, cut, end):
         before = mine[mine.timestamp < cut]
@@ -110,10 +111,11 @@ def brute_force(frame, window, fraction, validation_users, h):
             valid[user] = query(mine, train_end, eval_cut)
         if eval_cut < window.window_end:
             evaluation[user] = query(mine, eval_cut, window.window_end)
-        for row in inside[inside.timestamp < train_end].itertuples():
+        for row in inside.itertuples():
             last = mine[mine.timestamp < row.timestamp].iloc[::-1].iloc[:h]
-            train.append((user, row.item_id, row.timestamp, tuple(last.item_id)))
-    return sorted(train), valid, evaluation
+            example = (user, row.item_id, row.timestamp, tuple(last.item_id))
+            (train if row.timestamp < train_end else heldout).append(example)
+    return sorted(train), valid, evaluation, sorted(heldout)
 
 
 def as_query(d):
@@ -128,6 +130,15 @@ def as_query(d):
     }
 
 
+def examples_of(records):
+    """Train-format records as sorted (user, item, timestamp, history items) tuples."""
+    return sorted(
+        (d["user_id"][0].decode(), d["item_id"][0].decode(), d["timestamp"][0],
+         tuple(x.decode() for x in d["history_item_ids"]))
+        for d in map(decode_example, records)
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_holdout_records_match_brute_force(seed):
     frame = random_events(seed)
@@ -140,13 +151,11 @@ def test_holdout_records_match_brute_force(seed):
     )
     chosen = set(split.cuts.table.index[split.cuts.table.train_end < split.cuts.table.eval_cut])
     assert len(chosen) == 4
-    train, valid, evaluation = brute_force(frame, window, 0.3, chosen, 3)
-    got_train = sorted(
-        (d["user_id"][0].decode(), d["item_id"][0].decode(), d["timestamp"][0],
-         tuple(x.decode() for x in d["history_item_ids"]))
-        for d in map(decode_example, built.train)
-    )  # fmt: skip
-    assert got_train == train
+    train, valid, evaluation, heldout = brute_force(frame, window, 0.3, chosen, 3)
+    assert examples_of(built.train) == train
+    # Held out: exactly the validation and eval interactions, with point-in-time histories.
+    assert examples_of(built.heldout) == heldout
+    assert len(heldout) == built.stats["valid_interactions"] + built.stats["eval_interactions"]
     assert {u: as_query(d) for u, d in by_user(built.valid).items()} == valid
     assert {u: as_query(d) for u, d in by_user(built.eval).items()} == evaluation
     # Holdout: every eval user is warm, and eval_start is the earliest held-out moment.
@@ -215,6 +224,36 @@ def test_validation_is_carved_from_training_and_deterministic():
     window_rows = ((frame.timestamp >= 0) & (frame.timestamp < 1000)).sum()
     assert len(train) + built.stats["valid_interactions"] == window_rows
     assert built.train == build_shard_examples(frame.iloc[::-1], WINDOW, 4, cuts=split.cuts).train
+
+
+def test_heldout_examples_are_the_validation_and_eval_interactions():
+    """Temporal design with validation users: every window interaction at or after its user's
+    train_end (validation labels and the eval period) becomes a train-format example, with
+    the history strictly before it, in a fixed order that mixes users."""
+    frame = random_events(8, n=600)
+    cfg = FeaturesConfig(eval_design="temporal", min_validation_queries=3,
+                         validation_user_fraction=0.25)  # fmt: skip
+    split = plan(frame, cfg)
+    built = build_shard_examples(frame.sample(frac=1, random_state=2), WINDOW, 4, cuts=split.cuts)
+    ordered = frame.sort_values(["user_id", "timestamp", "item_id", "event", "weight"],
+                                kind="stable")  # fmt: skip
+    train_end, _ = split.cuts.lookup(ordered["user_id"].to_numpy())
+    t = ordered.timestamp.to_numpy()
+    held = (t >= WINDOW.window_start) & (t < WINDOW.window_end) & (t >= train_end)
+    expected = []
+    for row in ordered[held].itertuples():
+        mine = ordered[(ordered.user_id == row.user_id) & (ordered.timestamp < row.timestamp)]
+        expected.append((row.user_id, row.item_id, row.timestamp,
+                         tuple(mine.item_id.iloc[::-1].iloc[:4])))  # fmt: skip
+    assert examples_of(built.heldout) == sorted(expected)
+    stats = built.stats
+    assert stats["heldout_examples"] == stats["valid_interactions"] + stats["eval_interactions"]
+    assert stats["valid_interactions"] > 0 and stats["eval_interactions"] > 0
+    assert not set(examples_of(built.heldout)) & set(examples_of(built.train))
+    users = [decode_example(r)["user_id"][0] for r in built.heldout]
+    assert users != sorted(users)  # mixed, not user by user
+    again = build_shard_examples(frame.iloc[::-1], WINDOW, 4, cuts=split.cuts)
+    assert again.heldout == built.heldout
 
 
 def test_validation_order_is_a_stable_hash_order():
@@ -315,6 +354,7 @@ def test_beam_and_local_write_identical_bytes_for_every_split(tmp_path, design):
 
     assert digest("local") == digest("beam")
     assert len([p for p in digest("beam") if p.startswith("valid/")]) == 3
+    assert len([p for p in digest("beam") if p.startswith("heldout/")]) == 3
     local, beam = manifests["local"], manifests["beam"]
     assert local["counts"] == beam["counts"] and local["window"] == beam["window"]
     assert local["split"]["design"] == beam["split"]["design"] == design
@@ -322,3 +362,11 @@ def test_beam_and_local_write_identical_bytes_for_every_split(tmp_path, design):
     assert beam["counts"]["valid_queries"] == beam["split"]["validation_queries"] == 12
     assert beam["counts"]["eval_queries"] == beam["split"]["eval_queries"]
     assert beam["counts"]["train_examples"] == beam["counts"]["train_interactions_counted"]
+    counts = beam["counts"]
+    assert counts["heldout_examples"] == counts["valid_interactions"] + counts["eval_interactions"]
+    assert beam["splits"]["heldout"] == {
+        **local["splits"]["heldout"],
+        "files": [f.replace(str(tmp_path / "local"), str(tmp_path / "beam"))
+                  for f in local["splits"]["heldout"]["files"]],
+    }  # fmt: skip
+    assert beam["splits"]["heldout"]["records"] == counts["heldout_examples"] > 0

@@ -91,6 +91,7 @@ def test_build_shard_files_writes_tfrecords_and_summarises(tmp_path):
     (tmp_path / "features" / "train").mkdir(parents=True)
     (tmp_path / "features" / "eval").mkdir()
     (tmp_path / "features" / "valid").mkdir()
+    (tmp_path / "features" / "heldout").mkdir()
     cfg = FeaturesConfig(shards=2, history_length=3)
     with TestPipeline() as p:
         summaries = (
@@ -104,10 +105,12 @@ def test_build_shard_files_writes_tfrecords_and_summarises(tmp_path):
                     s["eval_queries"],
                     s["eval_interactions"],
                     s["files"]["train"]["records"],
+                    s["heldout_examples"],
+                    s["files"]["heldout"]["records"],
                 )
             )
         )
-        assert_that(summaries, equal_to([(1, 4, 2, 2, 4)]))
+        assert_that(summaries, equal_to([(1, 4, 2, 2, 4, 2, 2)]))
     assert (tmp_path / "features" / "train" / "part-00001-of-00002.tfrecord").stat().st_size > 0
     assert (tmp_path / "features" / "eval" / "part-00001-of-00002.tfrecord").stat().st_size > 0
 
