@@ -224,6 +224,22 @@ class TrainConfig(_Section):
     )
     eval_k: int = Field(100, ge=1, le=10_000, description="K of the per-epoch quick Recall@K.")
     eval_sample: int = Field(2000, ge=1, le=10_000_000, description="Eval queries per quick eval.")
+    final_fit: bool = Field(
+        False,
+        description="After the best epoch is selected on the validation queries, continue from "
+        "its weights (and optimizer state) on the train and held-out examples (the validation "
+        "and eval interactions: every user's most recent data) and ship that model "
+        "(<run>/model_final). The evaluation and the gate still measure the selected weights "
+        "(<run>/model): the final fit trains on the eval labels, so its own quality cannot be "
+        "measured on them. No early stopping in it: nothing is left to validate on.",
+    )
+    final_fit_epochs: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Epochs of the final fit (1-1000; only with final_fit). None = as many as "
+        "the selected best epoch, at most `epochs`.",
+    )
     seed: int = Field(13, ge=0, le=2**31 - 1)
 
 

@@ -1,5 +1,5 @@
-"""tf.data input from the feature job's output: train batches, validation and eval queries, the
-item catalog.
+"""tf.data input from the feature job's output: train batches (optionally with the held-out
+examples of the final fit), validation and eval queries, the item catalog.
 
 Records are read with parallel reads, shuffled, batched *before* parsing (one vectorized
 `parse_example` per batch) and prefetched, so the input pipeline keeps up with the model.
@@ -19,6 +19,9 @@ from pipelines.config import TrainConfig
 
 MAX_TITLE_TOKENS = 16
 MAX_GENRES = 8
+# Splits in the train-example format: "heldout" holds the validation and eval interactions the
+# final fit adds (features version 3).
+EXAMPLE_SPLITS = ("train", "heldout")
 
 
 @dataclasses.dataclass
@@ -66,6 +69,14 @@ class FeatureSet:
     def files(self, split: str) -> list[str]:
         return list(self.manifest["splits"][split]["files"])
 
+    def has_split(self, split: str) -> bool:
+        """Whether the manifest lists `split` (features older than version 3 have no "heldout")."""
+        return split in self.manifest["splits"]
+
+    def records(self, split: str) -> int:
+        """Records written to `split` (0 when the features do not have it)."""
+        return int(self.manifest["splits"].get(split, {}).get("records", 0))
+
     def has_queries(self, split: str) -> bool:
         """Whether the features hold a non-empty query split (older runs have no "valid")."""
         return int(self.manifest["splits"].get(split, {}).get("records", 0)) > 0
@@ -80,7 +91,7 @@ def _spec(features: FeatureSet, split: str) -> dict:
     }
     for name in features.user_features:
         spec[name] = tf.io.FixedLenFeature([], tf.string, default_value="")
-    if split == "train":
+    if split in EXAMPLE_SPLITS:
         spec["item_id"] = tf.io.FixedLenFeature([], tf.string)
         spec["weight"] = tf.io.FixedLenFeature([], tf.float32, default_value=1.0)
     else:
@@ -103,20 +114,33 @@ def parse_batch(serialized: tf.Tensor, features: FeatureSet, split: str) -> dict
 
 
 def train_dataset(
-    features: FeatureSet, cfg: TrainConfig, *, shuffle: bool = True
+    features: FeatureSet,
+    cfg: TrainConfig,
+    *,
+    shuffle: bool = True,
+    splits: tuple[str, ...] = ("train",),
 ) -> tf.data.Dataset:
     """Batches of parsed train examples (drop_remainder, so every batch has `batch_size` rows).
 
     The feature job writes train records in a pseudo-random order, so records are moved and
     shuffled in chunks of 32 consecutive records: the same mixing as a per-record shuffle of
     that buffer size, with 32x fewer tf.data elements to handle per batch.
+
+    Args:
+        splits: the train-format splits read: ("train",), or ("train", "heldout") for the
+            final fit (their files are shuffled together).
+
+    Raises:
+        ValueError: a split that is not train-format.
     """
+    unknown = [s for s in splits if s not in EXAMPLE_SPLITS]
+    if unknown:
+        raise ValueError(f"train-format splits are {EXAMPLE_SPLITS}, got {unknown}")
     chunk = 32 if cfg.batch_size % 32 == 0 else 1
-    files = tf.data.Dataset.from_tensor_slices(features.files("train"))
+    paths = [path for split in splits for path in features.files(split)]
+    files = tf.data.Dataset.from_tensor_slices(paths)
     if shuffle:
-        files = files.shuffle(
-            len(features.files("train")), seed=cfg.seed, reshuffle_each_iteration=True
-        )
+        files = files.shuffle(len(paths), seed=cfg.seed, reshuffle_each_iteration=True)
     records = files.interleave(
         tf.data.TFRecordDataset,
         cycle_length=4,

@@ -10,7 +10,12 @@
 - optional warm start from a previous model directory;
 - export of the query tower (SavedModel), catalog item embeddings and weights;
 - `train_manifest.json` with the config, curves, throughput, and validation recall vs
-  popularity.
+  popularity;
+- optionally (`train.final_fit`) a final fit after the export: the selected weights, with their
+  optimizer state, train on the train and held-out examples (the validation and eval
+  interactions, every user's most recent data) and are exported to a sibling directory
+  (`<model_dir>_final`, i.e. `<run>/model_final`). `model_dir` stays the selected model, the
+  one evaluation can measure honestly; the final model is what ships.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,7 +34,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 
 from pipelines.config import TrainConfig  # noqa: E402
-from tfrs_models.data import FeatureSet, train_dataset  # noqa: E402
+from pipelines.errors import PipelineError  # noqa: E402
+from tfrs_models.data import EXAMPLE_SPLITS, FeatureSet, train_dataset  # noqa: E402
 from tfrs_models.export import export_model  # noqa: E402
 from tfrs_models.model import TwoTowerModel  # noqa: E402
 from tfrs_models.quick_eval import QuickEval  # noqa: E402
@@ -39,9 +46,21 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class TrainResult:
+    """What `train_model` produced.
+
+    Attributes:
+        model_dir: the selected model's export.
+        manifest: its `train_manifest.json`.
+        model: the in-memory model (holding the final fit's weights when there was one).
+        final_dir: the final fit's export, or None without `train.final_fit`.
+        final_manifest: its `train_manifest.json`, or None.
+    """
+
     model_dir: str
     manifest: dict
     model: object
+    final_dir: str | None = None
+    final_manifest: dict | None = None
 
 
 def make_optimizer(cfg: TrainConfig) -> tf.keras.optimizers.Optimizer:
@@ -135,10 +154,13 @@ def validation_queries(features: FeatureSet, limit: int | None, seed: int) -> Qu
 
 
 def trained_until(features_manifest: dict) -> str:
-    """The latest moment the training examples may reach (ISO, exclusive).
+    """The latest moment the train examples may reach (ISO, exclusive): an upper bound on the
+    max over users of their train_end, capped at window_end.
 
-    Temporal split: eval_start. Holdout: per-user cuts run up to window_end, so a model trained
-    on these features has seen interactions after `eval_start` (the earliest held-out moment).
+    Temporal split: eval_start (every train_end is at or before it). Holdout: users without a
+    cut train on all of their window (train_end = window_end), so a model trained on these
+    features has seen interactions after `eval_start` (only the earliest held-out moment).
+    A model must never be scored on an eval period that starts before this.
     """
     window = features_manifest["window"]
     holdout = features_manifest.get("split", {}).get("design") == "holdout"
@@ -158,6 +180,20 @@ def build_model(features: FeatureSet, cfg: TrainConfig) -> TwoTowerModel:
     return model
 
 
+def final_dir_for(model_dir: str | Path) -> Path:
+    """Where the final fit of `model_dir` exports: the sibling `<name>_final`."""
+    model_dir = Path(model_dir)
+    return model_dir.with_name(f"{model_dir.name}_final")
+
+
+def final_fit_epochs(cfg: TrainConfig, best_epoch: int | None) -> int:
+    """Epochs of the final fit: `final_fit_epochs`, else the selected best epoch (at most
+    `epochs`; all of them when no epoch was selected in this call)."""
+    if cfg.final_fit_epochs is not None:
+        return cfg.final_fit_epochs
+    return max(1, min(best_epoch or cfg.epochs, cfg.epochs))
+
+
 def train_model(
     features_dir: str | Path,
     model_dir: str | Path,
@@ -166,21 +202,34 @@ def train_model(
     warm_start_from: str | Path | None = None,
     resume: bool = True,
     progress: bool | None = None,
+    final_dir: str | Path | None = None,
 ) -> TrainResult:
-    """Train, evaluate and export a two-tower model.
+    """Train, evaluate and export a two-tower model; with `cfg.final_fit`, then the final fit.
 
     Args:
         features_dir: the feature job's output directory.
         model_dir: where checkpoints, TensorBoard logs and the export go.
         cfg: training config.
         warm_start_from: a previous model directory to initialise from (ignored when resuming).
-        resume: continue from the latest checkpoint in `model_dir` if there is one.
+        resume: continue from the latest checkpoint in `model_dir` if there is one (the final
+            fit keeps no checkpoints: a retry runs it again from the selected weights).
         progress: show a progress bar (default: when stderr is a terminal).
+        final_dir: where the final fit exports (default `final_dir_for(model_dir)`); replaced
+            as a whole.
 
     Returns:
         `TrainResult` with the training manifest (also written to `train_manifest.json`).
+
+    Raises:
+        PipelineError: `cfg.final_fit` on features without a heldout split.
     """
     features = FeatureSet.load(features_dir)
+    if cfg.final_fit and not features.has_split("heldout"):
+        raise PipelineError(
+            f"train.final_fit needs the heldout split, and {features.directory} has none "
+            f"(features version {features.manifest.get('features_version')}, older than 3): "
+            "rerun the feature step, or set train.final_fit=false"
+        )
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(features, cfg)
@@ -252,9 +301,85 @@ def train_model(
         "eval_queries": scores["validation_queries"],
         f"recall@{k}": scores[f"validation_recall@{k}"],
         f"popularity_recall@{k}": scores[f"validation_popularity_recall@{k}"],
+        "final_fit": None,  # these are the selected weights; see `<model_dir>_final`
         "export": export_model(model, features, model_dir),
     }
+    _write_manifest(model_dir, manifest)
+    if not cfg.final_fit:
+        return TrainResult(str(model_dir), manifest, model)
+    final_dir = Path(final_dir) if final_dir is not None else final_dir_for(model_dir)
+    final = run_final_fit(model, features, cfg, manifest, final_dir, interactive, model_dir)
+    return TrainResult(str(model_dir), manifest, model, str(final_dir), final)
+
+
+def run_final_fit(
+    model: TwoTowerModel,
+    features: FeatureSet,
+    cfg: TrainConfig,
+    selected: dict,
+    final_dir: Path,
+    interactive: bool,
+    selected_dir: Path,
+) -> dict:
+    """Continue training the selected weights on the train + held-out examples; export them.
+
+    No early stopping and no selection: the validation interactions are training data here,
+    so nothing is left to validate on. The optimizer keeps its state (no restart of Adam's
+    moments).
+
+    Args:
+        model: holds the selected weights; compiled, with the optimizer state of its training.
+        selected: the selected model's train manifest (its `best_epoch` sets the epochs).
+        final_dir: the export directory (replaced: an older export, index or serving state of
+            it would be stale).
+        selected_dir: the selected model's directory (recorded in the manifest).
+
+    Returns:
+        The final model's train manifest (also written to `<final_dir>/train_manifest.json`):
+        the selected manifest with `trained_until` = the features' window_end, `final_fit`
+        `{from_epoch, epochs, examples, trained_until, splits, early_stopping, curve,
+        train_seconds, selected_dir}` and its own `export`.
+    """
+    epochs = final_fit_epochs(cfg, selected["best_epoch"])
+    examples = sum(features.records(split) for split in EXAMPLE_SPLITS)
+    log.info(
+        "final fit: %d epochs from epoch %s on %d train + held-out examples -> %s",
+        epochs, selected["best_epoch"], examples, final_dir,
+    )  # fmt: skip
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    start = time.perf_counter()
+    history = model.fit(
+        train_dataset(features, cfg, splits=EXAMPLE_SPLITS), epochs=epochs,
+        verbose=1 if interactive else 2,
+    )  # fmt: skip
+    window_end = features.manifest["window"]["window_end"]
+    manifest = {
+        **selected,
+        "trained_until": window_end,
+        "final_fit": {
+            "from_epoch": selected["best_epoch"],
+            "epochs": epochs,
+            "examples": examples,
+            "trained_until": window_end,
+            "splits": list(EXAMPLE_SPLITS),
+            "early_stopping": "none: the validation interactions are training data in the final "
+            "fit, nothing is left to validate on (the validation_* numbers are the selected "
+            "weights')",
+            "curve": [
+                {"epoch": n + 1, "loss": loss}
+                for n, loss in enumerate(history.history.get("loss", []))
+            ],
+            "train_seconds": time.perf_counter() - start,
+            "selected_dir": str(selected_dir),
+        },
+        "export": export_model(model, features, final_dir),
+    }
+    _write_manifest(final_dir, manifest)
+    return manifest
+
+
+def _write_manifest(model_dir: Path, manifest: dict) -> None:
     (model_dir / "train_manifest.json").write_text(
         json.dumps(manifest, indent=2, default=str) + "\n"
     )
-    return TrainResult(str(model_dir), manifest, model)

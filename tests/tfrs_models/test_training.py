@@ -220,3 +220,103 @@ def test_features_without_validation_train_every_epoch_and_never_use_eval(
     assert m["epochs_run"] == 2 and m["best_epoch"] == 2 and m["selected_on"] is None
     assert [sorted(p) for p in m["curve"]] == [["epoch", "loss"]] * 2
     assert m["validation_queries"] == 0 and m["validation_recall@100"] is None
+
+
+FINAL_FIT_SCRIPT = """
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+tf.config.experimental.enable_op_determinism()
+from pipelines.config import TrainConfig
+from tfrs_models.train import train_model
+cfg = TrainConfig.model_validate_json(sys.argv[1])
+for name, final_fit in (("plain", False), ("final", True)):
+    train_model(sys.argv[2], os.path.join(sys.argv[3], name, "model"),
+                cfg.model_copy(update={"final_fit": final_fit}), progress=False)
+"""
+# Keys of a train manifest that differ between two runs for reasons other than the weights.
+RUN_KEYS = {"config", "train_seconds", "train_examples_per_second", "export"}
+
+
+def test_final_fit_exports_a_sibling_and_leaves_the_selected_model_untouched(
+    small_features, tmp_path
+):
+    """Same seed, op determinism: `<run>/model` of a run with a final fit is the model of a run
+    without one (same embeddings, weights and curves); `<run>/model_final` trained on."""
+    cfg = TrainConfig(epochs=2, embedding_dim=16, id_embedding_dim=16, hidden_units=32,
+                      eval_sample=300, early_stopping_patience=0)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", FINAL_FIT_SCRIPT, cfg.model_dump_json(),
+         small_features.features_dir, str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    plain, selected, final = (tmp_path / "plain" / "model", tmp_path / "final" / "model",
+                              tmp_path / "final" / "model_final")  # fmt: skip
+    assert not (tmp_path / "plain" / "model_final").exists()
+    # The selected model is the same with or without a final fit after it.
+    assert (selected / "item_embeddings.npy").read_bytes() == (
+        plain / "item_embeddings.npy"
+    ).read_bytes()
+    with np.load(plain / "weights.npz") as a, np.load(selected / "weights.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name])
+    manifests = {
+        name: json.loads((d / "train_manifest.json").read_text())
+        for name, d in (("plain", plain), ("selected", selected), ("final", final))
+    }
+    strip = {n: {k: v for k, v in m.items() if k not in RUN_KEYS} for n, m in manifests.items()}
+    assert strip["selected"] == strip["plain"]
+    m, f = manifests["selected"], manifests["final"]
+    window = small_features.manifest["window"]
+    assert m["final_fit"] is None and m["trained_until"] == window["eval_start"]
+    # The final model: same export layout, trained on, manifest says how.
+    for name in ("query_tower", "item_embeddings.npy", "item_ids.txt", "weights.npz",
+                 "vocab", "train_manifest.json"):  # fmt: skip
+        assert (final / name).exists(), name
+    assert not (final / "checkpoints").exists()
+    assert (final / "item_ids.txt").read_text() == (selected / "item_ids.txt").read_text()
+    before = np.load(selected / "item_embeddings.npy")
+    after = np.load(final / "item_embeddings.npy")
+    assert before.shape == after.shape and np.abs(before - after).max() > 1e-3
+    counts = small_features.manifest["counts"]
+    assert f["trained_until"] == window["window_end"]
+    assert f["final_fit"] == {
+        **f["final_fit"],
+        "from_epoch": m["best_epoch"],
+        "epochs": m["best_epoch"],  # final_fit_epochs None: as many as the best epoch
+        "examples": counts["train_examples"] + counts["heldout_examples"],
+        "trained_until": window["window_end"],
+        "splits": ["train", "heldout"],
+    }
+    assert f["final_fit"]["early_stopping"].startswith("none: ")
+    assert [p["epoch"] for p in f["final_fit"]["curve"]] == list(range(1, m["best_epoch"] + 1))
+    assert f["export"]["item_embeddings"] == str(final / "item_embeddings.npy")
+    assert f["best_epoch"] == m["best_epoch"] and f["curve"] == m["curve"]
+    # The exported tower serves.
+    queries = load_eval_queries(FeatureSet.load(small_features.features_dir), limit=8)
+    serve = load_query_tower(final)
+    names = {spec.name for spec in serve.structured_input_signature[1].values()}
+    assert serve(**{n: queries[n] for n in names})["embedding"].shape[0] == 8
+
+
+def test_final_fit_epochs_default_to_the_best_epoch_capped_at_epochs():
+    from tfrs_models.train import final_fit_epochs
+
+    cfg = TrainConfig(epochs=5, final_fit=True)
+    assert final_fit_epochs(cfg, 3) == 3 and final_fit_epochs(cfg, None) == 5
+    assert final_fit_epochs(cfg.model_copy(update={"epochs": 2}), 3) == 2
+    assert final_fit_epochs(cfg.model_copy(update={"final_fit_epochs": 7}), 3) == 7
+
+
+def test_final_fit_on_features_without_heldout_fails_before_training(small_features, tmp_path):
+    from pipelines.errors import PipelineError
+
+    old = copy_features(small_features.features_dir, tmp_path / "old")
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["splits"]["heldout"]  # features from before the heldout split
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PipelineError, match="train.final_fit needs the heldout split"):
+        train_model(old, tmp_path / "model", CFG.model_copy(update={"final_fit": True}))
+    assert not (tmp_path / "model").exists()
