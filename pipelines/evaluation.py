@@ -158,6 +158,9 @@ def evaluate(
     cfg: EvalConfig,
     truth_dir: str | Path | None = None,
     champion_excluded: str | None = None,
+    measured_weights: str | None = None,
+    final_fit: dict | None = None,
+    champion_weights: str | None = None,
 ) -> dict:
     """Evaluate challenger, champion, popularity and (synthetic data) the oracle; write reports.
 
@@ -167,6 +170,10 @@ def evaluate(
         truth_dir: a synthetic source with `_truth/` (None or real data: no oracle).
         champion_excluded: why the production model was not evaluated here (recorded for the
             gate and the report), if it was left out.
+        measured_weights: which weights of the run `challenger_dir` holds (`eval.measured_weights`).
+        final_fit: what the shipped model trained on after the measured weights
+            (`eval.final_fit`: epochs, examples, trained_until, ...), or None without a final fit.
+        champion_weights: which of the production bundle's weights `champion_dir` holds.
 
     Returns:
         The `metrics.json` content.
@@ -204,6 +211,9 @@ def evaluate(
         "primary_metric": cfg.primary_metric,
         **({"split": split} if split else {}),
         **({"champion_excluded": champion_excluded} if champion_excluded else {}),
+        **({"measured_weights": measured_weights} if measured_weights else {}),
+        **({"final_fit": final_fit} if final_fit else {}),
+        **({"champion_weights": champion_weights} if champion_weights else {}),
     }
     per_query = {
         name: per_query_metrics(ranked, evalset.targets, cfg.ks) for name, ranked in curves.items()
@@ -400,6 +410,18 @@ def _protocol_lines(ev: dict) -> list[str]:
         lines += [f"Eval design: **{split['design']}**{reason}.", ""]
     if "champion_excluded" in ev:
         lines += [f"The production model was not evaluated: {ev['champion_excluded']}.", ""]
+    final = ev.get("final_fit")
+    if final:
+        lines += [
+            "The challenger row (and the gate) measured the selected weights, before the final "
+            f"fit. The shipped model additionally trained on the held-out interactions "
+            f"(validation and eval, every user's most recent data) for {final['epochs']} "
+            f"epoch(s), up to {final['trained_until']}: it cannot be scored on this eval "
+            "period, whose labels it trained on.",
+            "",
+        ]
+    if ev.get("champion_weights"):
+        lines += [f"Champion measured on {ev['champion_weights']}.", ""]
     boot = ev.get("bootstrap")
     if boot:
         lines += [

@@ -6,9 +6,14 @@ counts, decisions: what an orchestrator may pass between tasks), never data. Lay
     <artifact_root>/runs/<run_id>/
         raw_report/      raw-data checks (HTML, JSON)
         raw/ features/   snapshot and Beam feature job output (+ features_report/)
-        model/           training output; index/, serving_state.parquet, popular_items.txt
+        model/           training output (the selected weights: what evaluation measures);
+                         index/, serving_state.parquet, popular_items.txt
+        model_final/     with train.final_fit: the selected weights trained on with the held-out
+                         interactions too (what ships); same layout, its own index and state
         evaluation/      metrics.json, report.md, recall_at_k.png, gate.json, gate.md
-        bundle/          the staged bundle (what promotion publishes)
+        bundle/          the staged bundle (what promotion publishes): the shipped model, its
+                         evaluation/, and with a final fit evaluated/ (model/ without
+                         checkpoints and logs: what later runs re-evaluate as the champion)
     <artifact_root>/registry/   bundles and the production pointer (pipelines.registry)
 
 A re-run with the same run id overwrites only its own run directory.
@@ -27,6 +32,26 @@ from pipelines.errors import DataValidationError, PipelineError
 log = logging.getLogger(__name__)
 
 _BUNDLE_IGNORE = ("checkpoints", "logs")
+MODEL = "model"
+FINAL_MODEL = "model_final"
+EVALUATED = "evaluated"  # in a bundle: the selected weights its evaluation measured
+
+
+def shipped_model_dir(run_dir: str | Path) -> Path:
+    """The model directory a run ships: `model_final/` when it had a final fit, else `model/`."""
+    final = Path(run_dir) / FINAL_MODEL
+    return final if (final / "train_manifest.json").is_file() else Path(run_dir) / MODEL
+
+
+def evaluated_weights_dir(served_dir: str | Path) -> Path:
+    """The weights of a served directory that may be re-evaluated or warm-started from.
+
+    A bundle shipped after a final fit keeps its selected weights in `evaluated/`: they trained
+    only before its own cuts, while the served weights also trained on its eval period (which
+    a later run's eval period overlaps). Other directories are their own evaluated weights.
+    """
+    evaluated = Path(served_dir) / EVALUATED
+    return evaluated if (evaluated / "train_manifest.json").is_file() else Path(served_dir)
 
 
 def run_dir_for(cfg: PipelineConfig, run_id: str) -> Path:
@@ -76,23 +101,34 @@ def build_features(
 
 
 def train(cfg: PipelineConfig, run_dir: str | Path, warm_start_from: str | Path | None) -> dict:
-    """Train (resuming from this run's checkpoints) and export into `<run_dir>/model`."""
+    """Train (resuming from this run's checkpoints) and export into `<run_dir>/model`; with
+    `train.final_fit`, then the final fit into `<run_dir>/model_final`.
+
+    Args:
+        warm_start_from: a served directory (the production bundle); its evaluated weights
+            are used (`evaluated_weights_dir`), never ones trained on this run's eval period.
+    """
     from tfrs_models.train import train_model
 
     run_dir = Path(run_dir)
+    if warm_start_from:
+        warm_start_from = evaluated_weights_dir(warm_start_from)
     refused = warm_start_from and trained_past_eval_start(warm_start_from, run_dir / "features")
     if refused:
         log.warning(
             "not warm-starting from %s: %s; training from scratch", warm_start_from, refused
         )
         warm_start_from = None
+    final_dir = run_dir / FINAL_MODEL
+    shutil.rmtree(final_dir, ignore_errors=True)  # an earlier attempt's would ship stale weights
     result = train_model(
-        run_dir / "features", run_dir / "model", cfg.train, warm_start_from=warm_start_from,
-        progress=False,
+        run_dir / "features", run_dir / MODEL, cfg.train, warm_start_from=warm_start_from,
+        progress=False, final_dir=final_dir,
     )  # fmt: skip
     m, k = result.manifest, cfg.train.eval_k
     return {
         "model_dir": result.model_dir,
+        "final_model_dir": result.final_dir,
         "best_epoch": m["best_epoch"],
         "epochs_run": m["epochs_run"],
         f"quick_recall@{k}": m[f"recall@{k}"],
@@ -105,36 +141,54 @@ def trained_past_eval_start(model_dir: str | Path, features_dir: str | Path) -> 
     """Why a trained model must not warm-start or be compared on these features, else None.
 
     A model trained on interactions at or after the features' eval start has seen the eval
-    period (a backfill or a replay behind production does this): warm-starting from it leaks the
-    answers into training, and scoring it there flatters it.
+    period (a backfill or a replay behind production does this, and so does a final fit on
+    the previous run's most recent data): warm-starting from it leaks the answers into
+    training, and scoring it there flatters it. How far a model trained is its manifest's
+    `trained_until` (older manifests: its features' eval_start).
     """
     import pandas as pd
 
     trained = json.loads((Path(model_dir) / "train_manifest.json").read_text())
     features = json.loads((Path(features_dir) / "manifest.json").read_text())
-    until, eval_start = trained["features_window"]["eval_start"], features["window"]["eval_start"]
+    until = trained.get("trained_until") or trained["features_window"]["eval_start"]
+    eval_start = features["window"]["eval_start"]
     if pd.Timestamp(until) <= pd.Timestamp(eval_start):
         return None
     return f"trained on interactions up to {until}, after this eval period starts ({eval_start})"
 
 
 def build_index(cfg: PipelineConfig, run_dir: str | Path) -> dict:
-    """Index the exported item embeddings, tune on eval queries, write the serving state."""
+    """Index the exported item embeddings, tune on eval queries, write the serving state.
+
+    Done for `<run_dir>/model` (what evaluation measures) and, after a final fit, for
+    `<run_dir>/model_final` (what ships), each with its own query tower's vectors.
+
+    Returns:
+        The model's index summary (`index_dir`, `kind`, the tuned section, `state`) plus
+        `final`: the same for the final model, or None.
+    """
+    from pipelines.evaluation import EvalSet
+
+    run_dir = Path(run_dir)
+    sample = cfg.eval.model_copy(update={"max_queries": cfg.index.tune_queries})
+    evalset = EvalSet(run_dir / "features", sample, seed=1)
+    out = _index_model(cfg, run_dir, run_dir / MODEL, evalset)
+    final = run_dir / FINAL_MODEL
+    shipped = shipped_model_dir(run_dir) == final
+    return {**out, "final": _index_model(cfg, run_dir, final, evalset) if shipped else None}
+
+
+def _index_model(cfg: PipelineConfig, run_dir: Path, model_dir: Path, evalset) -> dict:
     import numpy as np
 
-    from pipelines.evaluation import EvalSet
     from pipelines.serving import build_serving_state
     from scann_index.index import build_index as build
     from scann_index.index import tune_index
     from tfrs_models.export import load_query_tower
 
-    run_dir = Path(run_dir)
-    model_dir = run_dir / "model"
     embeddings = np.load(model_dir / "item_embeddings.npy")
     item_ids = np.array((model_dir / "item_ids.txt").read_text(encoding="utf-8").splitlines())
     index = build(embeddings, item_ids, cfg.index)
-    sample = cfg.eval.model_copy(update={"max_queries": cfg.index.tune_queries})
-    evalset = EvalSet(run_dir / "features", sample, seed=1)
     tower = load_query_tower(model_dir)
     names = {spec.name for spec in tower.structured_input_signature[1].values()}
     queries = tower(**{n: v for n, v in evalset.queries.items() if n in names})["embedding"]
@@ -145,16 +199,33 @@ def build_index(cfg: PipelineConfig, run_dir: str | Path) -> dict:
 
 
 def evaluate(cfg: PipelineConfig, run_dir: str | Path, champion_dir: str | Path | None) -> dict:
-    """Challenger vs champion vs popularity (vs oracle) through the serving path."""
+    """Challenger vs champion vs popularity (vs oracle) through the serving path.
+
+    The challenger is `<run_dir>/model`, the selected weights (a final fit trains on the eval
+    labels: it cannot be measured on them). The champion is re-evaluated from its bundle's
+    `evaluated/` weights when it has them, for the same reason.
+    """
     from pipelines.evaluation import evaluate as run_evaluation
 
     run_dir = Path(run_dir)
+    champion_weights = None
+    if champion_dir:
+        champion_dir = evaluated_weights_dir(champion_dir)
+        champion_weights = (
+            f"{EVALUATED}/: the production bundle's selected weights (before its final fit)"
+            if champion_dir.name == EVALUATED
+            else "the production bundle's served weights"
+        )
     excluded = champion_dir and trained_past_eval_start(champion_dir, run_dir / "features")
     if excluded:
         log.warning("champion %s not evaluated: %s", champion_dir, excluded)
+    final_fit = final_fit_summary(run_dir)
     metrics = run_evaluation(
-        run_dir / "features", run_dir / "model", None if excluded else champion_dir,
+        run_dir / "features", run_dir / MODEL, None if excluded else champion_dir,
         run_dir / "evaluation", cfg.eval, truth_dir=cfg.data.source, champion_excluded=excluded,
+        measured_weights="selected weights (before the final fit)" if final_fit
+        else "selected weights (the shipped model)",
+        final_fit=final_fit, champion_weights=None if excluded else champion_weights,
     )  # fmt: skip
     primary = cfg.eval.primary_metric
     return {
@@ -166,6 +237,30 @@ def evaluate(cfg: PipelineConfig, run_dir: str | Path, champion_dir: str | Path 
             if name in metrics
         },
     }
+
+
+def final_fit_summary(run_dir: str | Path) -> dict | None:
+    """What the shipped model added to the measured one (for metrics.json), or None without a
+    final fit: its directory, the final fit's epochs / examples / trained_until, and its own
+    index's recall vs exact search on the tuning queries."""
+    final = Path(run_dir) / FINAL_MODEL
+    if shipped_model_dir(run_dir) != final:
+        return None
+    trained = json.loads((final / "train_manifest.json").read_text())
+    summary = {"model_dir": str(final), **{
+        key: trained["final_fit"][key]
+        for key in ("from_epoch", "epochs", "examples", "trained_until", "splits")
+    }}  # fmt: skip
+    index = final / "index" / "index_manifest.json"
+    if index.is_file():
+        manifest = json.loads(index.read_text())
+        tuned = manifest.get("tuned") or {}
+        summary["index"] = {
+            "kind": manifest.get("kind"),
+            f"recall@{manifest.get('k')}": tuned.get("recall"),
+            "reached_target": tuned.get("reached_target"),
+        }
+    return summary
 
 
 def smoke_test(served_dir: str | Path, k: int = 10) -> str | None:
@@ -194,22 +289,33 @@ def gate(cfg: PipelineConfig, run_dir: str | Path) -> dict:
 
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    # The smoke test serves the directory that will ship (the final model after a final fit).
     decision = decide(
-        metrics, cfg.gate, cfg.eval.primary_metric, smoke_test=smoke_test(run_dir / "model")
-    )
+        metrics, cfg.gate, cfg.eval.primary_metric,
+        smoke_test=smoke_test(shipped_model_dir(run_dir)),
+    )  # fmt: skip
     decision.write(run_dir / "evaluation")
     log.info("gate: %s", decision.decision)
     return decision.to_dict()
 
 
 def stage_bundle(run_dir: str | Path) -> Path:
-    """Copy what serving needs (and the evaluation) into `<run_dir>/bundle`."""
+    """Copy what serving needs (and the evaluation) into `<run_dir>/bundle`.
+
+    The shipped model (`model_final/` after a final fit, else `model/`) is the bundle's top
+    level; after a final fit `model/` also goes to `evaluated/`, so later runs re-evaluate the
+    weights this run's evaluation measured.
+    """
     run_dir = Path(run_dir)
     staging = run_dir / "bundle"
     if staging.exists():
         shutil.rmtree(staging)
-    shutil.copytree(run_dir / "model", staging, ignore=shutil.ignore_patterns(*_BUNDLE_IGNORE))
+    ignore = shutil.ignore_patterns(*_BUNDLE_IGNORE)
+    shipped = shipped_model_dir(run_dir)
+    shutil.copytree(shipped, staging, ignore=ignore)
     shutil.copytree(run_dir / "evaluation", staging / "evaluation")
+    if shipped.name == FINAL_MODEL:
+        shutil.copytree(run_dir / MODEL, staging / EVALUATED, ignore=ignore)
     return staging
 
 
@@ -244,6 +350,8 @@ def promote(
         },  # fmt: skip
         "primary_metric": primary,
         "primary_value": metrics["challenger"][primary],
+        # "final fit": the served weights trained on after the measured ones (in evaluated/).
+        "weights": "final fit" if (staging / EVALUATED).is_dir() else "selected",
         "gate": decision,
         "code_version": code_version(),
         "parent_bundle": champion_id,

@@ -1,4 +1,5 @@
-"""The whole run on the small preset: promotion, champion comparison, sabotage, bad data."""
+"""The whole run on the small preset: promotion, champion comparison, sabotage, bad data, the
+final fit."""
 
 from __future__ import annotations
 
@@ -31,12 +32,12 @@ def config(root: Path, source: Path, **train):
 
 @pytest.fixture(scope="module")
 def two_runs(small_world, tmp_path_factory):
+    """Day 1 ships a final fit (train.final_fit), day 2 the selected weights."""
     from pipelines.run import run_pipeline
 
     root = tmp_path_factory.mktemp("artifacts")
-    cfg = config(root, small_world)
-    first = run_pipeline(cfg, "day-1", engine="local")
-    second = run_pipeline(cfg, "day-2", engine="local")
+    first = run_pipeline(config(root, small_world, final_fit=True), "day-1", engine="local")
+    second = run_pipeline(config(root, small_world), "day-2", engine="local")
     return root, first, second
 
 
@@ -81,10 +82,68 @@ def test_champion_numbers_are_re_evaluated_not_copied(two_runs):
     _, first, second = two_runs
     champion_then = json.loads((Path(first["run_dir"]) / "evaluation" / "metrics.json").read_text())
     champion_now = json.loads((Path(second["run_dir"]) / "evaluation" / "metrics.json").read_text())
-    # Same model, same eval period: re-evaluating the champion reproduces its own numbers.
+    # Same model, same eval period: re-evaluating the champion (its evaluated/ weights, the
+    # ones day 1 measured before its final fit) reproduces its own numbers.
     assert champion_now["champion"]["recall@100"] == pytest.approx(
         champion_then["challenger"]["recall@100"], abs=1e-9
     )
+
+
+def test_a_final_fit_ships_model_final_and_keeps_the_evaluated_weights(two_runs):
+    from pipelines.config import EvalConfig
+    from pipelines.evaluation import EvalSet
+    from tfrs_models.export import load_query_tower
+
+    root, first, _ = two_runs
+    run_dir = Path(first["run_dir"])
+    assert first["train"]["final_model_dir"] == str(run_dir / "model_final")
+    assert first["index"]["final"]["index_dir"] == str(run_dir / "model_final" / "index")
+    metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    ev = metrics["eval"]
+    assert ev["measured_weights"] == "selected weights (before the final fit)"
+    final = json.loads((run_dir / "model_final" / "train_manifest.json").read_text())
+    assert ev["final_fit"] == {
+        **ev["final_fit"],
+        **{k: final["final_fit"][k] for k in ("from_epoch", "epochs", "examples", "trained_until")},
+    }
+    assert ev["final_fit"]["trained_until"] == ev["window"]["window_end"]
+    assert ev["final_fit"]["index"]["recall@100"] >= 0.95
+    report = (run_dir / "evaluation" / "report.md").read_text()
+    assert "measured the selected weights, before the final fit" in report
+    assert "additionally trained on the held-out interactions" in report
+    # The bundle serves the final fit and keeps the measured weights in evaluated/.
+    bundle = Path(Registry(root).fetch(first["promote"]["bundle_id"]))
+    assert Registry(root).manifest(first["promote"]["bundle_id"])["weights"] == "final fit"
+    evaluated = bundle / "evaluated"
+    assert json.loads((bundle / "train_manifest.json").read_text())["final_fit"]
+    assert json.loads((evaluated / "train_manifest.json").read_text())["final_fit"] is None
+    assert not (evaluated / "checkpoints").exists() and not (evaluated / "logs").exists()
+    assert (evaluated / "index" / "index_manifest.json").is_file()
+    assert (evaluated / "item_embeddings.npy").read_bytes() == (
+        run_dir / "model" / "item_embeddings.npy"
+    ).read_bytes()
+    queries = EvalSet(run_dir / "features", EvalConfig(max_queries=16)).queries
+    vectors = []
+    for directory in (bundle, evaluated):
+        tower = load_query_tower(directory)
+        names = {spec.name for spec in tower.structured_input_signature[1].values()}
+        vectors.append(tower(**{n: v for n, v in queries.items() if n in names})["embedding"])
+    assert np.abs(vectors[0].numpy() - vectors[1].numpy()).max() > 1e-3
+
+
+def test_the_next_run_re_evaluates_the_champions_evaluated_weights(two_runs):
+    root, first, second = two_runs
+    run_dir = Path(second["run_dir"])
+    ev = json.loads((run_dir / "evaluation" / "metrics.json").read_text())["eval"]
+    assert ev["champion_weights"].startswith("evaluated/: the production bundle's selected")
+    assert ev["measured_weights"] == "selected weights (the shipped model)"
+    assert "final_fit" not in ev and second["train"]["final_model_dir"] is None
+    assert second["train"]["warm_start"].endswith("/evaluated")
+    assert not (run_dir / "model_final").exists() and second["index"]["final"] is None
+    if second["promote"]["promoted"]:
+        bundle = Path(Registry(root).fetch(second["promote"]["bundle_id"]))
+        assert not (bundle / "evaluated").exists()
+        assert Registry(root).manifest(second["promote"]["bundle_id"])["weights"] == "selected"
 
 
 def test_sabotaged_challenger_is_rejected_and_production_untouched(two_runs, small_world):
