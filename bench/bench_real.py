@@ -312,7 +312,13 @@ def evaluate_dataset(dataset: Path, args, variants: dict) -> dict:
                 found = split.position.get_indexer(items)
                 ranked[row, : len(found)] = found
             models[name] = {**split.metrics(ranked), **info}
-            print(f"{name}: {json.dumps(info, default=str)}", flush=True)
+            m, ease = models[name], models["EASE"]
+            print(
+                f"{name}: R@100 {m['recall@100']:.4f} ({m['recall@100'] / ease['recall@100']:.3f}"
+                f" x EASE), NDCG@10 {m['ndcg@10']:.4f} ({m['ndcg@10'] / ease['ndcg@10']:.3f} x "
+                f"EASE); {json.dumps(info, default=str)}",
+                flush=True,
+            )
     print_table(dataset.name, out)
     return out
 
