@@ -187,6 +187,13 @@ class TrainConfig(_Section):
         description="Training only: share of candidate items whose id (and popularity bucket) is "
         "replaced by its OOV hash bucket, so the content path learns to embed cold items.",
     )
+    history_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Training only: share of history items hidden from the query tower (a "
+        "denoising regulariser, as dropout is for item-item models); serving sees them all.",
+    )
     item_age_bias: bool = Field(
         True,
         description="Learned novelty bonus on the item's age at query time (sum of decays with "

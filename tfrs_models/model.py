@@ -63,7 +63,7 @@ class TwoTowerModel(tfrs.models.Model):
         )
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        query = self.query_tower(features, with_age=False)
+        query = self.query_tower(features, with_age=False, training=training)
         candidate_ids = features["item_id"]
         if self.cfg.mixed_negatives:
             sampled = tf.random.uniform(

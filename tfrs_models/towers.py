@@ -230,7 +230,9 @@ class QueryTower(tf.keras.Model):
         """Query times in days relative to t0: `[batch]`."""
         return tf.cast(features["timestamp"] - self.reference_time, tf.float32) / DAY_SECONDS
 
-    def call(self, features: dict[str, tf.Tensor], with_age: bool = True) -> tf.Tensor:
+    def call(
+        self, features: dict[str, tf.Tensor], with_age: bool = True, training=None
+    ) -> tf.Tensor:
         user, context = [], []
         if self.cfg.use_user_id:
             user.append(self.user_embedding(self.user_lookup(features["user_id"])))
@@ -249,7 +251,9 @@ class QueryTower(tf.keras.Model):
             # Attention queries come from the user id, or without it from features and context.
             source = user or context
             history.append(
-                self.encode_history(features, tf.concat(source, axis=-1) if source else None)
+                self.encode_history(
+                    features, tf.concat(source, axis=-1) if source else None, training=training
+                )
             )
         parts = user + history + context
         vectors = tf.math.l2_normalize(self.mlp(tf.concat(parts, axis=-1)), axis=-1)
@@ -265,11 +269,18 @@ class QueryTower(tf.keras.Model):
         return tf.concat(out, axis=-1) if len(out) > 1 else out[0]
 
     def encode_history(
-        self, features: dict[str, tf.Tensor], context: tf.Tensor | None
+        self, features: dict[str, tf.Tensor], context: tf.Tensor | None, training=None
     ) -> tf.Tensor:
-        """Pool the history's item embeddings, recent items weighing more: `[batch, d_id]`."""
+        """Pool the history's item embeddings, recent items weighing more: `[batch, d_id]`.
+
+        In training, `history_dropout` hides a random share of each history (the pooled
+        vector then averages the rest), so the tower cannot lean on any single item.
+        """
         ids = features["history_item_ids"]
         present = tf.not_equal(ids, "")
+        if training and self.cfg.history_dropout > 0:
+            kept = tf.random.uniform(tf.shape(ids)) >= self.cfg.history_dropout
+            present &= kept
         # Recency weights 2^(-age / h), normalised in log space (a softmax). Ages are taken
         # from the newest history item, in exact int64 seconds: the shift cancels in the
         # softmax, so a user dormant for years keeps the same pooled history, where

@@ -172,3 +172,16 @@ def test_history_of_a_user_dormant_for_ten_years_keeps_its_recency_weights(featu
         vectors = model.item_tower.id_vectors(tf.constant(["a", "b", "c"])).numpy()
         raw = 2.0 ** (-np.array([0.0, 2.0, 9.0]) / 7.0)
         np.testing.assert_allclose(pooled[10 * 365.25][0], (raw / raw.sum()) @ vectors, rtol=1e-4)
+
+
+def test_history_dropout_hides_items_in_training_only(feature_set, batch):
+    model = build_model(feature_set, TrainConfig(embedding_dim=16, history_dropout=0.5))
+    tower = model.query_tower
+    serving = tower.encode_history(batch, None).numpy()
+    np.testing.assert_array_equal(serving, tower.encode_history(batch, None).numpy())
+    tf.random.set_seed(0)
+    trained = tower.encode_history(batch, None, training=True).numpy()
+    has_history = (batch["history_item_ids"].numpy() != b"").sum(axis=1) > 1
+    assert has_history.any()
+    changed = ~np.isclose(trained, serving, atol=1e-6).all(axis=1)
+    assert changed[has_history].mean() > 0.5  # most multi-item histories lost an item
