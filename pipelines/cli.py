@@ -452,10 +452,15 @@ def _train(args) -> int:
         f"model written to {result.model_dir} (best epoch {m['best_epoch']} of {m['epochs_run']}, "
         f"{m['train_examples_per_second']:,.0f} examples/s)"
     )
-    print(
-        f"  Recall@{k} on {m['eval_queries']:,} eval queries: model {m[f'recall@{k}']:.4f}, "
-        f"popularity {m[f'popularity_recall@{k}']:.4f}"
-    )
+    if m[f"validation_recall@{k}"] is None:
+        print("  no validation split in these features: every epoch ran, the last one kept")
+    else:
+        print(
+            f"  Recall@{k} on {m['validation_queries']:,} validation queries (selection only; "
+            f"the evaluate step scores the eval period): model "
+            f"{m[f'validation_recall@{k}']:.4f}, popularity "
+            f"{m[f'validation_popularity_recall@{k}']:.4f}"
+        )
     print(
         f"  query tower: {m['export']['query_tower']}; item embeddings: {m['export']['item_embeddings']}"
     )

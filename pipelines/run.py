@@ -131,7 +131,7 @@ def train(cfg: PipelineConfig, run_dir: str | Path, warm_start_from: str | Path 
         "final_model_dir": result.final_dir,
         "best_epoch": m["best_epoch"],
         "epochs_run": m["epochs_run"],
-        f"quick_recall@{k}": m[f"recall@{k}"],
+        f"validation_recall@{k}": m[f"validation_recall@{k}"],
         "warm_start": str(warm_start_from) if warm_start_from else None,
         **({"warm_start_refused": refused} if refused else {}),
     }

@@ -295,12 +295,6 @@ def train_model(
         "train_seconds": seconds,
         "train_examples_per_second": speed.examples_per_second,
         **scores,
-        # Deprecated aliases of the validation numbers, for readers not yet moved to the
-        # validation_* keys (pipelines/run.py, pipelines/cli.py). They are NOT eval-period
-        # numbers: the evaluation step is the only place the eval split is scored.
-        "eval_queries": scores["validation_queries"],
-        f"recall@{k}": scores[f"validation_recall@{k}"],
-        f"popularity_recall@{k}": scores[f"validation_popularity_recall@{k}"],
         "final_fit": None,  # these are the selected weights; see `<model_dir>_final`
         "export": export_model(model, features, model_dir),
     }

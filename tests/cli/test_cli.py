@@ -88,7 +88,7 @@ def test_usage_errors_exit_2_with_a_reason(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_prints_recall_against_popularity(small_features, tmp_path):
+def test_train_prints_validation_recall_against_popularity(small_features, tmp_path):
     result = run(
         "train",
         "--features",
@@ -100,7 +100,9 @@ def test_train_prints_recall_against_popularity(small_features, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = re.search(
-        r"Recall@100 on [\d,]+ eval queries: model (0\.\d+), popularity (0\.\d+)", result.stdout
+        r"Recall@100 on [\d,]+ validation queries \(selection only; the evaluate step scores "
+        r"the eval period\): model (0\.\d+), popularity (0\.\d+)",
+        result.stdout,
     )
     assert found and float(found.group(1)) > float(found.group(2))
     assert (tmp_path / "model" / "query_tower" / "saved_model.pb").is_file()
