@@ -13,7 +13,7 @@ export TF_USE_LEGACY_KERAS := 1
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup browser test test-fast run run-cli simulate airflow lint lock bench clean
+.PHONY: setup browser test test-fast run run-cli simulate airflow lint lock bench bench-real clean
 
 ## setup: create .venv from requirements.lock (reused while the lock and pyproject are unchanged)
 setup:
@@ -102,6 +102,12 @@ bench: setup
 	$(PY) bench/bench_training.py --preset medium --epochs 3
 	$(PY) bench/bench_warm_start.py --preset small --epochs 4
 	$(PY) bench/bench_index.py --items 1000000
+
+## bench-real: the real-data bench on MovieLens dumps you fetched yourself (never committed):
+##             DATA=/path/to/dir holding e.g. ml-100k/, ml-latest-small-2016/, ml-latest-small-2018/
+DATA ?= $(HOME)/movielens
+bench-real: setup
+	$(PY) bench/bench_real.py --data $(DATA) --baseline-cache .bench-cache --out bench/real.json
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache
