@@ -80,7 +80,11 @@ class FeaturesConfig(_Section):
     """The Beam feature job (pipelines.features)."""
 
     history_length: int = Field(
-        20, ge=1, le=500, description="Items kept in each point-in-time user history."
+        100,
+        ge=1,
+        le=500,
+        description="Items kept in each point-in-time user history (100 vs 20 on the real-data "
+        "bench: users with hundreds of ratings keep their taste in the query).",
     )
     as_of: dt.datetime | None = Field(
         None,
@@ -169,26 +173,32 @@ class TrainConfig(_Section):
     use_history: bool = Field(True, description="History encoder in the query tower.")
     history_pooling: Literal["mean", "attention"] = "mean"
     recency_half_life_days: float = Field(
-        7.0, gt=0.0, le=3650.0, description="History items lose half their weight per this age."
+        3650.0,
+        gt=0.0,
+        le=3650.0,
+        description="History items lose half their weight per this age difference to the "
+        "newest one (3650 = a near-equal mean; 1 and 0.01 days scored lower on the real-data "
+        "bench).",
     )
     use_content: bool = Field(
         True, description="Title tokens, genres, popularity in the item tower."
     )
     use_user_features: bool = Field(True, description="User categorical features and context.")
     use_user_id: bool = Field(
-        False,
-        description="User id embedding in the query tower (history + features also carry the "
-        "user; without it: same recall on medium, epochs ~1/3 faster).",
+        True,
+        description="User id embedding in the query tower (+0.01 Recall@100 on MovieLens "
+        "latest-small; same recall on synthetic medium, epochs ~1/3 slower).",
     )
     item_id_dropout: float = Field(
-        0.2,
+        0.0,
         ge=0.0,
         lt=1.0,
         description="Training only: share of candidate items whose id (and popularity bucket) is "
-        "replaced by its OOV hash bucket, so the content path learns to embed cold items.",
+        "replaced by its OOV hash bucket, so the content path learns to embed cold items "
+        "(0.2 cost a quarter of NDCG@10 on MovieLens latest-small).",
     )
     history_dropout: float = Field(
-        0.0,
+        0.5,
         ge=0.0,
         lt=1.0,
         description="Training only: share of history items hidden from the query tower (a "
@@ -200,7 +210,7 @@ class TrainConfig(_Section):
         "half-lives 0.5-32 days); needs the catalog's created_at, exported as extra dimensions.",
     )
     item_bias: bool = Field(
-        False,
+        True,
         description="Learned per-item score bias outside the L2 normalisation (score = cos / "
         "temperature + b_i); exported as one extra dimension of both towers.",
     )
@@ -219,21 +229,23 @@ class TrainConfig(_Section):
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
     learning_rate: float = Field(0.003, gt=0.0, le=10.0)
     batch_size: int = Field(1024, ge=2, le=1_000_000)
-    epochs: int = Field(5, ge=1, le=1000)
+    epochs: int = Field(
+        30, ge=1, le=1000, description="Most epochs; early stopping on validation usually ends it."
+    )
     shuffle_buffer: int = Field(
         20_000, ge=1, le=10_000_000, description="Records; train files are already mixed."
     )
     early_stopping_patience: int = Field(
-        2,
+        3,
         ge=0,
         le=100,
-        description="Epochs without quick-eval recall gain before stopping; 0 = off.",
+        description="Epochs without validation recall gain before stopping; 0 = off.",
     )
     eval_k: int = Field(100, ge=1, le=10_000, description="K of the per-epoch quick Recall@K.")
     eval_sample: int = Field(2000, ge=1, le=10_000_000, description="Eval queries per quick eval.")
     final_fit: bool = Field(
-        False,
-        description="After the best epoch is selected on the validation queries, continue from "
+        True,
+        description="(On: Recall@100 0.29 vs 0.24 without it on MovieLens latest-small.) After the best epoch is selected on the validation queries, continue from "
         "its weights (and optimizer state) on the train and held-out examples (the validation "
         "and eval interactions: every user's most recent data) and ship that model "
         "(<run>/model_final). The evaluation and the gate still measure the selected weights "

@@ -99,7 +99,7 @@ def test_item_age_bias_scores_exactly_and_exports_factored(feature_set, batch):
             -np.maximum(np.asarray(age, np.float64), 0.0)[..., None] / AGE_HALF_LIVES_DAYS
         )
 
-    cfg = TrainConfig(item_age_bias=True, embedding_dim=16, temperature=0.5)
+    cfg = TrainConfig(item_age_bias=True, item_bias=False, embedding_dim=16, temperature=0.5)
     model = build_model(feature_set, cfg)
     model.query_tower.age_weights.assign([2.0, 1.0, -0.5, 0.25])
     # Training: the pairwise bonus follows the age at query time; later items are masked out.

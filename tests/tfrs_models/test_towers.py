@@ -65,6 +65,7 @@ def test_id_only_configuration_uses_ids_alone(feature_set, batch):
         use_history=False,
         use_content=False,
         use_user_features=False,
+        item_bias=False,
         embedding_dim=16,
     )
     model = build_model(feature_set, cfg)
@@ -82,7 +83,9 @@ def test_without_the_user_id_the_query_ignores_it(feature_set, batch):
     np.testing.assert_allclose(model.query_tower(batch), model.query_tower(renamed), atol=1e-6)
     attention = build_model(
         feature_set,
-        TrainConfig(use_user_id=False, history_pooling="attention", embedding_dim=16),
+        TrainConfig(
+            use_user_id=False, history_pooling="attention", item_bias=False, embedding_dim=16
+        ),
     )
     assert attention.query_tower(batch, with_age=False).shape == (64, 16)
 
@@ -114,7 +117,8 @@ def test_item_bias_adds_a_score_dimension_outside_the_normalisation(feature_set,
 
 def test_item_id_dropout_makes_training_candidates_look_cold(feature_set, batch):
     model = build_model(
-        feature_set, TrainConfig(item_id_dropout=0.999, item_age_bias=False, embedding_dim=16)
+        feature_set,
+        TrainConfig(item_id_dropout=0.999, item_age_bias=False, item_bias=False, embedding_dim=16),
     )
     tower = model.item_tower
     ids = batch["item_id"]
