@@ -197,7 +197,7 @@ def main() -> None:
     speeds = {}
     variants = {name: VARIANTS[name] for name in args.variants} | args.extra_variants
     for name, overrides in variants.items():
-        cfg = TrainConfig(**{"epochs": args.epochs, **overrides})
+        cfg = TrainConfig(**{"epochs": args.epochs, "final_fit": False, **overrides})
         t = time.perf_counter()
         result = train_model(
             features.directory,
