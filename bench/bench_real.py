@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from baselines import ease_scores, item_knn_scores  # noqa: E402
+from baselines import ID_ONLY_TRAIN, ease_scores, item_knn_scores  # noqa: E402
 
 from pipelines.config import load_config  # noqa: E402
 from pipelines.metrics import ranking_metrics, top_k  # noqa: E402
@@ -58,17 +58,7 @@ KS = (10, 50, 100)
 BASELINES_VERSION = 2  # part of the cache key: bump when a baseline or its tuning changes
 EASE_LAMBDAS = (100.0, 300.0, 1000.0, 3000.0, 10000.0)
 KNN_SIZES = (20, 50, 100, 200, 500, 1000)
-ID_ONLY = {
-    "train": {
-        "use_user_id": True,
-        "use_history": False,
-        "use_content": False,
-        "use_user_features": False,
-        "logq_correction": False,
-        "item_id_dropout": 0.0,
-        "item_age_bias": False,
-    }
-}
+ID_ONLY = {"train": ID_ONLY_TRAIN}
 COLUMNS = ("recall@10", "recall@50", "recall@100", "ndcg@10", "ndcg@100", "coverage@100")
 
 

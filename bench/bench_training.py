@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from baselines import ease_scores  # noqa: E402
+from baselines import ID_ONLY_TRAIN, ease_scores  # noqa: E402
 
 from pipelines.config import TrainConfig, load_config  # noqa: E402
 from pipelines.metrics import recall_at_k  # noqa: E402
@@ -49,15 +49,7 @@ VARIANTS = {
     "no history": {"use_history": False},
     "no content": {"use_content": False},
     "+ mixed negatives": {"mixed_negatives": 512},
-    "ID-only (tutorial)": {
-        "use_user_id": True,
-        "use_history": False,
-        "use_content": False,
-        "use_user_features": False,
-        "logq_correction": False,
-        "item_id_dropout": 0.0,
-        "item_age_bias": False,
-    },
+    "ID-only (tutorial)": ID_ONLY_TRAIN,
 }
 
 
