@@ -356,6 +356,12 @@ def main(argv: list[str] | None = None) -> dict:
         default={},
         help='Extra configs of ours: {"name": {"train": {...}, "features": {...}}}.',
     )
+    parser.add_argument(
+        "--common",
+        type=json.loads,
+        default={},
+        help='Overrides under every product run, ID-only included: {"train": {"epochs": 2}}.',
+    )
     parser.add_argument("--no-defaults", action="store_true", help="Skip 'ours (defaults)'.")
     parser.add_argument("--no-id-only", action="store_true", help="Skip the ID-only model.")
     parser.add_argument(
@@ -370,6 +376,13 @@ def main(argv: list[str] | None = None) -> dict:
     variants.update(args.variants)
     if not args.no_id_only:
         variants["ID-only (tutorial)"] = ID_ONLY
+    variants = {
+        name: {
+            section: {**args.common.get(section, {}), **overrides.get(section, {})}
+            for section in {*args.common, *overrides}
+        }
+        for name, overrides in variants.items()
+    }
     found, absent = find_datasets(args.data, args.datasets)
     if absent:
         print(f"absent, skipped: {', '.join(absent)}", flush=True)

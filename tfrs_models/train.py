@@ -221,9 +221,17 @@ def train_model(
         `TrainResult` with the training manifest (also written to `train_manifest.json`).
 
     Raises:
-        PipelineError: `cfg.final_fit` on features without a heldout split.
+        PipelineError: `cfg.final_fit` on features without a heldout split, or fewer train
+            examples than one batch.
     """
     features = FeatureSet.load(features_dir)
+    examples = int(features.manifest["counts"]["train_examples"])
+    if examples < cfg.batch_size:
+        # Batches drop their remainder (in-batch negatives need full batches): nothing to fit.
+        raise PipelineError(
+            f"{features.directory} has {examples:,} train examples, fewer than one batch "
+            f"(train.batch_size {cfg.batch_size:,}): set train.batch_size to at most {examples:,}"
+        )
     if cfg.final_fit and not features.has_split("heldout"):
         raise PipelineError(
             f"train.final_fit needs the heldout split, and {features.directory} has none "

@@ -46,7 +46,10 @@ def write_ml_latest(root: Path, users: int = 90, items: int = 60, seed: int = 3)
         times = np.sort(t0 + rng.integers(0, 200 * 86_400, size=len(picked)))
         if u == 11:
             times[-3:] = times[-3]  # the last three share one timestamp
-        rows += [f"{u},{i + 1},{rng.integers(1, 11) / 2:.1f},{t}" for i, t in zip(picked, times)]
+        rows += [
+            f"{u},{i + 1},{rng.integers(1, 11) / 2:.1f},{t}"
+            for i, t in zip(picked, times, strict=True)
+        ]
     (root / "ratings.csv").write_bytes(
         ("\r\n".join(["userId,movieId,rating,timestamp", *rows]) + "\r\n").encode()
     )
@@ -90,9 +93,11 @@ def test_bench_runs_the_product_and_baselines_on_a_movielens_dump(bench, tmp_pat
     data = tmp_path / "data"
     write_ml_latest(data / "ml-latest-small-2018")
     out = tmp_path / "results.json"
-    variants = '{"tiny": {"train": {"epochs": 2, "batch_size": 64}}}'
+    variants = '{"tiny": {"features": {"history_length": 20}}}'
+    common = '{"train": {"epochs": 2, "batch_size": 64}}'
     results = bench.main([
-        "--data", str(data), "--no-defaults", "--variants", variants, "--out", str(out),
+        "--data", str(data), "--no-defaults", "--variants", variants, "--common", common,
+        "--out", str(out),
     ])  # fmt: skip
     printed = capsys.readouterr().out
     assert "absent, skipped: ml-100k, ml-1m, ml-latest-small-2016" in printed

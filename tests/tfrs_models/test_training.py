@@ -320,3 +320,12 @@ def test_final_fit_on_features_without_heldout_fails_before_training(small_featu
     with pytest.raises(PipelineError, match="train.final_fit needs the heldout split"):
         train_model(old, tmp_path / "model", CFG.model_copy(update={"final_fit": True}))
     assert not (tmp_path / "model").exists()
+
+
+def test_fewer_train_examples_than_one_batch_is_refused_with_the_fix(small_features, tmp_path):
+    from pipelines.errors import PipelineError
+    from tfrs_models.train import train_model
+
+    with pytest.raises(PipelineError, match=r"fewer than one batch.*set train.batch_size"):
+        train_model(small_features.features_dir, tmp_path / "m", TrainConfig(batch_size=10**6))
+    assert not (tmp_path / "m").exists()
