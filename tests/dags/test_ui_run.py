@@ -70,6 +70,8 @@ def airflow_services(small_world, tmp_path_factory):
         root / "airflow",
         TTR_DATA_ROOT=str(root / "data"),
         TTR_DATA__ARTIFACT_ROOT=str(root / "artifacts"),
+        # The run that unpausing schedules trains with the deployment config: keep it short.
+        TTR_TRAIN__EPOCHS="2",
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
