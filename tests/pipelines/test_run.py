@@ -25,7 +25,7 @@ def config(root: Path, source: Path, **train):
         env={},
         overrides={
             "data": {"source": str(source), "artifact_root": str(root)},
-            "train": {"epochs": 2, **train},
+            "train": {"epochs": 2, "final_fit": False, **train},
         },
     )
 
