@@ -23,9 +23,8 @@ from tfrs_models.train import build_model, train_model
 from tfrs_models.warm_start import embedding_rows, warm_start
 
 pytestmark = pytest.mark.slow
-CFG = TrainConfig(
-    epochs=2, eval_sample=500, final_fit=False
-)  # selected weights; final-fit tests opt in
+# The selected weights; the final-fit tests opt in.
+CFG = TrainConfig(epochs=2, eval_sample=500, final_fit=False)
 
 
 @pytest.fixture(scope="module")
