@@ -110,11 +110,8 @@ def write_past(snapshot, dataset: Path, future: np.ndarray, out: Path) -> Path:
     shutil.copytree(dataset, out)
     inter = snapshot.interactions
     for file, rows in inter.loc[future].groupby("source_file", observed=True)["source_row"]:
-        path = (
-            out / Path(str(file)).relative_to(dataset)
-            if Path(str(file)).is_absolute()
-            else (out / Path(str(file)).name)
-        )
+        file = Path(str(file))
+        path = out / (file.relative_to(dataset) if file.is_absolute() else file.name)
         lines = path.read_bytes().splitlines(keepends=True)
         drop = set((rows.to_numpy() - 1).tolist())  # source_row is the 1-based line
         path.write_bytes(b"".join(line for i, line in enumerate(lines) if i not in drop))
@@ -181,7 +178,7 @@ def tune_on_past(split: Split, score_fn, grid, test_fraction: float, min_events:
     return best, scores
 
 
-def run_product(dataset: Path, past_dir: Path, root: Path, overrides: dict, users: list[str]):
+def run_product(past_dir: Path, root: Path, overrides: dict, users: list[str]):
     """`run_pipeline` on the past, then `Recommender` for the test users: (ranked ids, info)."""
     from pipelines.recommend import Recommender
     from pipelines.registry import Registry
@@ -195,8 +192,8 @@ def run_product(dataset: Path, past_dir: Path, root: Path, overrides: dict, user
     seconds = time.perf_counter() - start
     registry = Registry(root)
     run_dir = Path(summary["run_dir"])
-    window_end = json.loads((run_dir / "features" / "manifest.json").read_text())
-    at = int(window_end["window_epoch_s"]["window_end"])
+    features = json.loads((run_dir / "features" / "manifest.json").read_text())
+    at = int(features["window_epoch_s"]["window_end"])
     served = registry.production_dir() if summary["promote"]["promoted"] else run_dir / "model"
     results = Recommender(served, at=at).recommend(users, k=max(KS))
     train = json.loads((run_dir / "model" / "train_manifest.json").read_text())
@@ -305,9 +302,8 @@ def evaluate_dataset(dataset: Path, args, variants: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-real-{dataset.name}-") as tmp:
         past_dir = write_past(snapshot, dataset, future, Path(tmp) / "past")
         for name, overrides in variants.items():
-            ids, info = run_product(
-                dataset, past_dir, Path(tmp) / f"artifacts-{len(models)}", overrides, split.users
-            )
+            root = Path(tmp) / f"artifacts-{len(models)}"
+            ids, info = run_product(past_dir, root, overrides, split.users)
             ranked = np.full((len(ids), max(KS)), -1, dtype=np.int64)
             for row, items in enumerate(ids):
                 found = split.position.get_indexer(items)
