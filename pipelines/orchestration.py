@@ -9,10 +9,13 @@ URL; every payload is also logged, so an alert is never lost when no webhook is 
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import re
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -132,14 +135,23 @@ def data_root() -> Path:
     return Path(os.environ.get("TTR_DATA_ROOT", "data")).resolve()
 
 
+# A source Param names a directory under the data root: printable text of bounded length.
+MAX_SOURCE_CHARS = 1024
+MAX_PARAM_CHARS = 1024  # any string Param; the longest legitimate one is a path
+MAX_PATH_COMPONENT_BYTES = 255  # NAME_MAX on Linux, macOS and the usual filesystems
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def resolve_source(value: str | None, root: Path | None = None) -> str | None:
     """A source Param as a path inside the data root.
 
     Raises:
-        ConfigError: absolute, URL-like or escaping the root (path traversal).
+        ConfigError: not a string, holding a NUL or other control character, too long, absolute,
+            URL-like or escaping the root (path traversal).
     """
-    if value in (None, ""):
+    if value is None or value == "":
         return None
+    _check_source_text(value)
     root = (root or data_root()).resolve()
     if "://" in value or Path(value).is_absolute():
         raise ConfigError(f"param source={value!r}: give a path relative to the data root {root}")
@@ -147,6 +159,82 @@ def resolve_source(value: str | None, root: Path | None = None) -> str | None:
     if path != root and root not in path.parents:
         raise ConfigError(f"param source={value!r} points outside the data root {root}")
     return str(path)
+
+
+def _check_source_text(value: Any) -> None:
+    """Refuse what no directory under the data root can be called, before touching a path."""
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"param source: must be a string (a directory relative to the data root) or empty, "
+            f"got {type(value).__name__}"
+        )
+    shown = _shown(value)
+    if _CONTROL_CHARS.search(value):
+        raise ConfigError(
+            f"param source={shown}: must not contain NUL or other control characters "
+            "(newline, tab, ...); give a directory name relative to the data root"
+        )
+    if len(value) > MAX_SOURCE_CHARS:
+        raise ConfigError(
+            f"param source={shown}: {len(value)} characters, at most {MAX_SOURCE_CHARS} allowed"
+        )
+    for part in value.split("/"):
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_PATH_COMPONENT_BYTES:
+            raise ConfigError(
+                f"param source={shown}: a path component is longer than "
+                f"{MAX_PATH_COMPONENT_BYTES} bytes, which no filesystem allows"
+            )
+
+
+# JSON schema "type" of a Param -> the Python values that satisfy it (bool is not a number).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "null": (type(None),),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+}
+
+
+def _check_param_types(params: dict[str, Any]) -> None:
+    """Each Param's value has a type its form allows (what Airflow's own Param check enforces).
+
+    The config would otherwise coerce quietly: "yes" -> True, "5" -> 5, an integer `as_of` ->
+    seconds since 1970.
+
+    Raises:
+        ConfigError: naming the Param, the types allowed and the type given.
+    """
+    schemas = _param_schemas()
+    for name, value in params.items():
+        schema = schemas[name]
+        if "type" in schema:
+            types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+            if not any(_is_json_type(value, t) for t in types):
+                raise ConfigError(
+                    f"param {name}={_shown(value)}: must be {' or '.join(types)}, "
+                    f"got {type(value).__name__}"
+                )
+        if isinstance(value, str) and "\x00" in value:
+            raise ConfigError(f"param {name}={_shown(value)}: must not contain a NUL character")
+        if isinstance(value, str) and len(value) > MAX_PARAM_CHARS:
+            raise ConfigError(
+                f"param {name}={_shown(value)}: {len(value)} characters, "
+                f"at most {MAX_PARAM_CHARS} allowed"
+            )
+
+
+def _is_json_type(value: Any, json_type: str) -> bool:
+    if isinstance(value, bool):
+        return json_type == "boolean"
+    if json_type == "integer" and isinstance(value, float):
+        return value.is_integer()  # JSON schema: 3.0 is an integer
+    return isinstance(value, _JSON_TYPES[json_type])
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def config_from_params(
@@ -159,13 +247,15 @@ def config_from_params(
             wins over it.
 
     Raises:
-        ConfigError: a Param is unknown, out of range or points outside the data root.
+        ConfigError: a Param is unknown, of a type its form does not allow, holds a NUL,
+            is out of range or points outside the data root.
     """
-    if params.get("as_of") in (None, "") and as_of is not None:
-        params = {**params, "as_of": as_of}
     unknown = set(params) - set(PARAM_FIELDS) - {"source"}
     if unknown:
-        raise ConfigError(f"unknown params: {', '.join(sorted(unknown))}")
+        raise ConfigError(f"unknown params: {', '.join(sorted(map(_param_name, unknown)))}")
+    _check_param_types(params)
+    if params.get("as_of") in (None, "") and as_of is not None:
+        params = {**params, "as_of": as_of}
     overrides: dict[str, dict[str, Any]] = {
         "data": {"source": resolve_source(params.get("source"))}
     }
@@ -177,6 +267,10 @@ def config_from_params(
     if params.get("window_days") is None:  # "empty" in the form means: all data
         overrides.setdefault("features", {})["window_days"] = None
     return load_config(config_path or os.environ.get("TTR_CONFIG"), overrides=overrides)
+
+
+def _param_name(name: Any) -> str:
+    return name if isinstance(name, str) and name.isprintable() else repr(name)
 
 
 def safe_run_id(run_id: str) -> str:
@@ -254,22 +348,61 @@ def send_alert(payload: dict, webhook_url: str | None, timeout: float = 10.0) ->
     """Log the payload and POST it as JSON to the webhook (if any). Returns True if delivered.
 
     Delivery problems are logged, never raised: an alert must not fail the task it reports on.
+    The webhook URL is a credential (Slack-style URLs carry their token in the path), so a
+    failure names only the host and the reason, with any part of the URL scrubbed from it.
     """
     log.warning("ALERT %s", json.dumps(payload, default=str))
     if not webhook_url:
         return False
-    request = urllib.request.Request(
-        webhook_url,
-        data=json.dumps(payload, default=str).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
     try:
+        request = urllib.request.Request(
+            webhook_url,
+            data=json.dumps(payload, default=str).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our conn
             return 200 <= response.status < 300
-    except OSError as exc:
-        log.error("alert webhook %s failed: %s", webhook_url, exc)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        log.error(
+            "the alerts webhook (host %s) failed: %s",
+            _webhook_host(webhook_url),
+            _delivery_failure(exc, webhook_url),
+        )
         return False
+
+
+def _webhook_host(url: str) -> str:
+    """The host of a webhook URL, never its user info, path or query (which may hold a token)."""
+    try:
+        return urllib.parse.urlsplit(url).hostname or "unknown"
+    except ValueError:
+        return "unknown"
+
+
+def _delivery_failure(exc: BaseException, url: str) -> str:
+    """Why delivery failed, without any secret part of `url` (urllib errors may quote it)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        text = f"HTTP {exc.code} {exc.reason}"
+    elif isinstance(exc, urllib.error.URLError):
+        text = f"{type(exc).__name__}: {exc.reason}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return _scrub(text, url)
+
+
+def _scrub(text: str, url: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        secrets = [url, parts.netloc, parts.path, parts.query, parts.fragment]
+        secrets += [parts.username or "", parts.password or ""]
+    except ValueError:
+        secrets = [url]
+    secrets += [urllib.parse.unquote(s) for s in secrets]
+    # Longest first, so a part inside a longer secret does not leave the rest behind.
+    for secret in sorted({s for s in secrets if len(s) > 1}, key=len, reverse=True):
+        text = text.replace(secret, "<redacted>")
+    return text
 
 
 def webhook_url_from_connection(conn) -> str | None:
