@@ -231,6 +231,24 @@ class TrainConfig(_Section):
         0, ge=0, le=100_000, description="Extra uniform catalog negatives."
     )
     hard_negatives: int | None = Field(None, ge=1, le=100_000, description="Keep top-k negatives.")
+    weighting: Literal["none", "weight", "threshold"] = Field(
+        "none",
+        description="How an interaction's weight (a rating; 3.0 for a synthetic purchase) enters "
+        "training: 'none' = every train example counts once; 'threshold' = train examples whose "
+        "weight is below min_weight are dropped, the rest count once; 'weight' = each example's "
+        "loss term is scaled by its weight (negatives count 0; scaled to a mean of 1 per batch), "
+        "after the min_weight cut when one is set. Histories, validation and eval labels keep "
+        "every interaction: a low rating still says what the user watched, and serving builds "
+        "histories from every event.",
+    )
+    min_weight: float | None = Field(
+        None,
+        ge=-1e9,
+        le=1e9,
+        description="With weighting 'threshold' (required) or 'weight': train examples (and the "
+        "final fit's held-out examples) with a weight below this are dropped, e.g. 4.0 keeps "
+        "MovieLens ratings of 4 and 5.",
+    )
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
     learning_rate: float = Field(0.003, gt=0.0, le=10.0)
     batch_size: int = Field(1024, ge=2, le=1_000_000)
@@ -265,6 +283,20 @@ class TrainConfig(_Section):
         "the selected best epoch, at most `epochs`.",
     )
     seed: int = Field(13, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _min_weight_has_a_use(self) -> TrainConfig:
+        if self.weighting == "threshold" and self.min_weight is None:
+            raise ValueError(
+                "train.weighting 'threshold' needs train.min_weight (e.g. 4.0 keeps ratings of 4 "
+                "and 5)"
+            )
+        if self.weighting == "none" and self.min_weight is not None:
+            raise ValueError(
+                f"train.min_weight ({self.min_weight}) is ignored with train.weighting 'none': set "
+                "train.weighting to 'threshold' or 'weight', or unset train.min_weight"
+            )
+        return self
 
 
 class IndexConfig(_Section):

@@ -147,6 +147,8 @@ def train_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=not shuffle,
     )
+    if cfg.min_weight is not None:
+        records = records.filter(lambda record: weight_at_least(record, cfg.min_weight))
     chunks = records.batch(chunk, drop_remainder=True)
     if shuffle:
         chunks = chunks.shuffle(
@@ -160,6 +162,45 @@ def train_dataset(
         )
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def weight_at_least(record: tf.Tensor, min_weight: float) -> tf.Tensor:
+    """Whether one serialized train-format record's `weight` is at least `min_weight`: bool `[]`.
+
+    Records without a weight (unweighted events) weigh 1.0, as in `parse_batch`.
+    """
+    spec = {"weight": tf.io.FixedLenFeature([], tf.float32, default_value=1.0)}
+    return tf.io.parse_single_example(record, spec)["weight"] >= min_weight
+
+
+def kept_examples(
+    features: FeatureSet, cfg: TrainConfig, splits: tuple[str, ...] = ("train",)
+) -> int:
+    """Train-format records of `splits` that training reads: all of them, or those at or above
+    `cfg.min_weight` (one pass over the records to count them)."""
+    total = sum(features.records(split) for split in splits)
+    if cfg.min_weight is None:
+        return total
+    paths = [path for split in splits for path in features.files(split)]
+    kept = tf.data.TFRecordDataset(paths, num_parallel_reads=4).filter(
+        lambda record: weight_at_least(record, cfg.min_weight)
+    )
+    return int(kept.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+
+
+def loss_weights(weight: tf.Tensor) -> tf.Tensor:
+    """Per-example loss weights from interaction weights: negatives count 0, and the batch's
+    weights are scaled to a mean of 1 (the loss keeps its scale, so the learning rate keeps its
+    meaning); a batch whose weights are all 0 contributes nothing.
+
+    Args:
+        weight: `[batch]` float32 interaction weights.
+
+    Returns:
+        `[batch]` float32 sample weights.
+    """
+    weight = tf.maximum(weight, 0.0)
+    return tf.math.divide_no_nan(weight, tf.reduce_mean(weight))
 
 
 QUERY_SPLITS = ("valid", "eval")

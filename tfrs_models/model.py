@@ -3,7 +3,8 @@
 Loss switches (all in `TrainConfig`): temperature; logQ correction with the feature job's
 sampling probabilities; removal of accidental hits (a batch negative that is the positive
 item); mixed negatives (extra uniformly sampled catalog items as negatives); hard-negative
-mining (keep only the top-k negatives per query).
+mining (keep only the top-k negatives per query); interaction weights as each query's
+sample weight (`weighting: "weight"`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from pipelines.config import TrainConfig
-from tfrs_models.data import FeatureSet, catalog_arrays
+from tfrs_models.data import FeatureSet, catalog_arrays, loss_weights
 from tfrs_models.towers import ItemTower, QueryTower, age_decays
 
 
@@ -74,9 +75,10 @@ class TwoTowerModel(tfrs.models.Model):
         offset = mask = None
         if self.cfg.item_age_bias:
             offset, mask = self.age_bonus(features, candidate_ids)
+        weights = loss_weights(features["weight"]) if self.cfg.weighting == "weight" else None
         return self.retrieval_loss(
-            query, candidates, candidate_ids, tf.shape(query)[0], score_offset=offset,
-            score_mask=mask,
+            query, candidates, candidate_ids, tf.shape(query)[0], sample_weight=weights,
+            score_offset=offset, score_mask=mask,
         )  # fmt: skip
 
     def age_bonus(

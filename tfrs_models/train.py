@@ -35,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.errors import PipelineError  # noqa: E402
-from tfrs_models.data import EXAMPLE_SPLITS, FeatureSet, train_dataset  # noqa: E402
+from tfrs_models.data import EXAMPLE_SPLITS, FeatureSet, kept_examples, train_dataset  # noqa: E402
 from tfrs_models.export import export_model  # noqa: E402
 from tfrs_models.model import TwoTowerModel  # noqa: E402
 from tfrs_models.quick_eval import QuickEval  # noqa: E402
@@ -225,13 +225,21 @@ def train_model(
             examples than one batch.
     """
     features = FeatureSet.load(features_dir)
-    examples = int(features.manifest["counts"]["train_examples"])
+    examples = kept_examples(features, cfg)
     if examples < cfg.batch_size:
         # Batches drop their remainder (in-batch negatives need full batches): nothing to fit.
+        kept = (
+            "" if cfg.min_weight is None else f" with a weight >= train.min_weight {cfg.min_weight}"
+        )
         raise PipelineError(
-            f"{features.directory} has {examples:,} train examples, fewer than one batch "
+            f"{features.directory} has {examples:,} train examples{kept}, fewer than one batch "
             f"(train.batch_size {cfg.batch_size:,}): set train.batch_size to at most {examples:,}"
         )
+    if cfg.min_weight is not None:
+        log.info(
+            "train.min_weight %s keeps %d of %d train examples",
+            cfg.min_weight, examples, features.records("train"),
+        )  # fmt: skip
     if cfg.final_fit and not features.has_split("heldout"):
         raise PipelineError(
             f"train.final_fit needs the heldout split, and {features.directory} has none "
@@ -294,6 +302,12 @@ def train_model(
         "config": cfg.model_dump(),
         "oov_buckets": features.oov_buckets,
         "user_features": features.user_features,
+        "weighting": {
+            "mode": cfg.weighting,
+            "min_weight": cfg.min_weight,
+            "train_examples": examples,
+            "train_examples_dropped": features.records("train") - examples,
+        },
         "epochs_run": initial_epoch + len(history.history.get("loss", [])),
         "resumed_from_epoch": initial_epoch,
         "best_epoch": valid_cb.best_epoch,
@@ -343,7 +357,7 @@ def run_final_fit(
         train_seconds, selected_dir}` and its own `export`.
     """
     epochs = final_fit_epochs(cfg, selected["best_epoch"])
-    examples = sum(features.records(split) for split in EXAMPLE_SPLITS)
+    examples = kept_examples(features, cfg, EXAMPLE_SPLITS)
     log.info(
         "final fit: %d epochs from epoch %s on %d train + held-out examples -> %s",
         epochs, selected["best_epoch"], examples, final_dir,
