@@ -1,8 +1,9 @@
 """`two-tower` / `python -m pipelines`: one subcommand per pipeline step.
 
 The CLI only parses flags into the config and calls one library function per step.
-Exit codes: 0 success, 1 the step ran and said no (e.g. validation failed), 2 bad usage,
-bad config or unreadable input.
+Exit codes: 0 success, 1 the step ran and said no (data refused by the checks, the gate kept
+production, production changed under a promotion), 2 bad usage, bad config, unreadable input or
+an environment failure (disk full, permissions). Never a traceback for any of these.
 """
 
 from __future__ import annotations
@@ -34,6 +35,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the environment said no: disk full, permissions, quota
+        print(f"error: {_describe_os_error(exc)}; production unchanged", file=sys.stderr)
+        return 2
+
+
+def _describe_os_error(exc: OSError) -> str:
+    import errno
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full{where}: free space (or `two-tower registry gc`) and re-run"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied{where}: {exc.strerror}"
+    return f"{exc.strerror or exc}{where}"
 
 
 _OUR_PACKAGES = {"pipelines", "data_checks", "tfrs_models", "scann_index", "dags"}
@@ -266,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(run)
     _source_args(run)
-    run.add_argument("--run-id", help="run directory name (default: run-<UTC time>)")
+    run.add_argument(
+        "--run-id", help="run directory name (default: run-<UTC time to the µs>-<random>)"
+    )
     run.add_argument("--preset", choices=["small", "medium", "large"], help="synthetic preset")
     run.add_argument("--epochs", type=int)
     _as_of_arg(run)
@@ -275,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run", action="store_true", default=None, help="every step but promotion"
     )
+    run.add_argument(
+        "--no-resume", action="store_true",
+        help="re-running a run id: ignore its training checkpoints (they are used only when "
+        "made from the same features and config anyway)",
+    )  # fmt: skip
     run.set_defaults(handler=_run)
     return parser
 
@@ -349,9 +371,8 @@ def _generate(args) -> int:
 
 
 def _validate(args) -> int:
-    import pandas as pd
-
     from data_checks.raw import validate_source
+    from pipelines.run import new_run_id
 
     cfg = _load_with_source(args)
     if (args.start is None) != (args.end is None):
@@ -362,10 +383,7 @@ def _validate(args) -> int:
         print("error: --start must be before --end", file=sys.stderr)
         return 2
     report_dir = args.report_dir or (
-        Path(cfg.data.artifact_root)
-        / "runs"
-        / f"validate-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}"
-        / "raw_report"
+        Path(cfg.data.artifact_root) / "runs" / new_run_id("validate") / "raw_report"
     )
     report = validate_source(
         cfg.data.source,
@@ -380,10 +398,9 @@ def _validate(args) -> int:
 
 
 def _features(args) -> int:
-    import pandas as pd
-
     from pipelines.errors import DataValidationError
     from pipelines.features import run_features
+    from pipelines.run import new_run_id
 
     cfg = _load_with_source(
         args,
@@ -393,11 +410,7 @@ def _features(args) -> int:
             "as_of": args.as_of,
         },
     )
-    run_dir = args.run_dir or (
-        Path(cfg.data.artifact_root)
-        / "runs"
-        / f"features-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}"
-    )
+    run_dir = args.run_dir or Path(cfg.data.artifact_root) / "runs" / new_run_id("features")
     try:
         run = run_features(
             cfg.data.source,
@@ -571,10 +584,8 @@ def _recommend(args) -> int:
 
 
 def _run(args) -> int:
-    import pandas as pd
-
-    from pipelines.errors import DataValidationError
-    from pipelines.run import run_pipeline
+    from pipelines.errors import DataValidationError, PromotionConflict
+    from pipelines.run import new_run_id, run_pipeline
 
     cfg = _load(
         args,
@@ -584,12 +595,15 @@ def _run(args) -> int:
         train={"epochs": args.epochs},
         gate={"force_promote": args.force_promote, "dry_run": args.dry_run},
     )
-    run_id = args.run_id or f"run-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}"
+    run_id = args.run_id or new_run_id()
     try:
-        summary = run_pipeline(cfg, run_id, engine=args.engine)
+        summary = run_pipeline(cfg, run_id, engine=args.engine, resume=not args.no_resume)
     except DataValidationError as exc:
         print(str(exc))
-        print("run stopped: data checks failed; production unchanged")
+        print(f"run {run_id} stopped: data checks failed; production unchanged")
+        return 1
+    except PromotionConflict as exc:
+        print(f"run {run_id} not promoted: {exc}")
         return 1
     run_dir = Path(summary["run_dir"])
     print((run_dir / "evaluation" / "report.md").read_text())
@@ -599,7 +613,8 @@ def _run(args) -> int:
         f"run {run_id}: {promoted['decision']}; production bundle: {summary['production']}"
         f" (champion was {summary['champion']})"
     )
-    return 0
+    rejected = not summary["gate"]["promote"] and not cfg.gate.dry_run
+    return 1 if rejected else 0
 
 
 def _progress(step: str) -> Callable[[int, int, int], None]:

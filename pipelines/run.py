@@ -5,7 +5,10 @@ counts, decisions: what an orchestrator may pass between tasks), never data. Lay
 
     <artifact_root>/runs/<run_id>/
         raw_report/      raw-data checks (HTML, JSON)
-        raw/ features/   snapshot and Beam feature job output (+ features_report/)
+        snapshot/        the source as read once and validated (checksummed; every later step
+                         and retry reads this, never the source)
+        raw/ features/   the feature job's input (snapshot as of `features.as_of`) and output
+                         (+ features_report/)
         model/           training output (the selected weights: what evaluation measures);
                          index/, serving_state.parquet, popular_items.txt
         model_final/     with train.final_fit: the selected weights trained on with the held-out
@@ -16,18 +19,21 @@ counts, decisions: what an orchestrator may pass between tasks), never data. Lay
                          checkpoints and logs: what later runs re-evaluate as the champion)
     <artifact_root>/registry/   bundles and the production pointer (pipelines.registry)
 
-A re-run with the same run id overwrites only its own run directory.
+A re-run with the same run id starts over in its own run directory (only `model/checkpoints`
+survive, and training uses them only when they were made from the same features and config).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 from pathlib import Path
 
 from pipelines.config import PipelineConfig
-from pipelines.errors import DataValidationError, PipelineError
+from pipelines.errors import PipelineError
+from pipelines.faults import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,54 @@ def evaluated_weights_dir(served_dir: str | Path) -> Path:
     return evaluated if (evaluated / "train_manifest.json").is_file() else Path(served_dir)
 
 
+def new_run_id(prefix: str = "run") -> str:
+    """A run id no other run gets: UTC time to the microsecond plus a random suffix
+    (`run-20261125T173012123456-3f9a`); two runs started in the same second never share a
+    directory."""
+    import datetime as dt
+    import secrets
+
+    return f"{prefix}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{secrets.token_hex(2)}"
+
+
+@contextlib.contextmanager
+def run_lock(artifact_root: str | Path, run_id: str):
+    """Hold the artifact root's exclusive run lock for a whole run (`run_pipeline`).
+
+    Two runs on one artifact root would race for the registry and the landing; the second
+    is refused at once with the first's run id and pid, instead of waiting an unknown time.
+
+    Raises:
+        PipelineError: another run holds the lock.
+    """
+    import fcntl
+    import os
+
+    root = Path(artifact_root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".run.lock"
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another run"
+            raise PipelineError(
+                f"{root} is in use by {holder}: one run at a time per artifact root "
+                f"(lock {path}); wait for it to finish or use another --artifact-root"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"run {run_id} (pid {os.getpid()})\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run_dir_for(cfg: PipelineConfig, run_id: str) -> Path:
     if not run_id or "/" in run_id or run_id.startswith("."):
         raise PipelineError(f"run id {run_id!r} must be a plain name (no '/', not hidden)")
@@ -61,27 +115,23 @@ def run_dir_for(cfg: PipelineConfig, run_id: str) -> Path:
 
 
 def validate_raw(cfg: PipelineConfig, run_dir: str | Path, interval=None, now=None) -> dict:
-    """Raw-data checks on the source.
+    """Read the source once, check it, and keep what passed as the run's snapshot.
+
+    Every later step (and its retries) reads `<run_dir>/snapshot`, never the source again.
 
     Raises:
         DataValidationError: a rule failed (the report is attached and written to disk).
     """
-    from data_checks.raw import validate_source
+    from pipelines.features import take_snapshot
 
-    report_dir = Path(run_dir) / "raw_report"
-    report = validate_source(
-        cfg.data.source, cfg.data.format, cfg.checks, interval=interval, now=now,
-        report_dir=report_dir,
-    )  # fmt: skip
-    summary = {
+    report = take_snapshot(cfg.data.source, run_dir, cfg, interval=interval, now=now)
+    return {
         "success": report.success,
-        "report_dir": str(report_dir),
+        "report_dir": str(Path(run_dir) / "raw_report"),
         "failed": [f.rule for f in report.failures],
         "html": report.html_path,
+        "snapshot_dir": str(Path(run_dir) / "snapshot"),
     }
-    if not report.success:
-        raise DataValidationError(report.summary(), report=report)
-    return summary
 
 
 def build_features(
@@ -91,7 +141,7 @@ def build_features(
     beam_args=None,
     check: bool = True,
 ) -> dict:
-    """Snapshot + Beam feature job (+ feature checks unless `check=False`) into `<run_dir>`."""
+    """Beam feature job on the run's validated snapshot (+ feature checks unless `check=False`)."""
     from pipelines.features import run_features
 
     run = run_features(
@@ -100,13 +150,21 @@ def build_features(
     return {"features_dir": str(run.features_dir), "counts": run.manifest["counts"]}
 
 
-def train(cfg: PipelineConfig, run_dir: str | Path, warm_start_from: str | Path | None) -> dict:
+def train(
+    cfg: PipelineConfig,
+    run_dir: str | Path,
+    warm_start_from: str | Path | None,
+    *,
+    resume: bool = True,
+) -> dict:
     """Train (resuming from this run's checkpoints) and export into `<run_dir>/model`; with
     `train.final_fit`, then the final fit into `<run_dir>/model_final`.
 
     Args:
         warm_start_from: a served directory (the production bundle); its evaluated weights
             are used (`evaluated_weights_dir`), never ones trained on this run's eval period.
+        resume: continue from `<run_dir>/model/checkpoints` when they were made from these
+            features and this config (training checks); False always starts fresh.
     """
     from tfrs_models.train import train_model
 
@@ -123,7 +181,7 @@ def train(cfg: PipelineConfig, run_dir: str | Path, warm_start_from: str | Path 
     shutil.rmtree(final_dir, ignore_errors=True)  # an earlier attempt's would ship stale weights
     result = train_model(
         run_dir / "features", run_dir / MODEL, cfg.train, warm_start_from=warm_start_from,
-        progress=False, final_dir=final_dir,
+        progress=False, final_dir=final_dir, resume=resume,
     )  # fmt: skip
     m, k = result.manifest, cfg.train.eval_k
     return {
@@ -274,10 +332,14 @@ def smoke_test(served_dir: str | Path, k: int = 10) -> str | None:
         catalog = set(rec.model.item_ids)
         for r in results:
             items = [i["item_id"] for i in r["items"]]
-            if len(items) != min(k, len(catalog)) or not set(items) <= catalog:
-                return f"user {r['user_id']}: {len(items)} items, expected {k} catalog items"
+            who = f"user {r['user_id']} ({r['source']})"
+            outside = [i for i in items if i not in catalog]
+            if outside:
+                return f"{who}: {len(outside)} items not in the catalog, e.g. {outside[:3]}"
+            if len(items) != min(k, len(catalog)):
+                return f"{who}: {len(items)} items, expected {min(k, len(catalog))}"
             if len(set(items)) != len(items):
-                return f"user {r['user_id']}: duplicate items"
+                return f"{who}: duplicate items"
     except Exception as exc:  # noqa: BLE001 - the gate reports any serving failure
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -358,7 +420,11 @@ def promote(
     }
     registry = Registry(cfg.data.artifact_root)
     bundle_id = registry.publish(staging, manifest)
-    registry.promote(bundle_id, reason=f"run {run_id}: {decision['decision']}")
+    # Compare-and-swap: the bundle replaces production only if production is still the
+    # champion this run was evaluated and gated against (else PromotionConflict).
+    registry.promote(
+        bundle_id, reason=f"run {run_id}: {decision['decision']}", expected=champion_id
+    )
     pruned = registry.prune(cfg.registry.keep_bundles)
     return {
         "promoted": True,
@@ -389,35 +455,59 @@ def with_source(cfg: PipelineConfig) -> PipelineConfig:
     return cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": str(landing)})})
 
 
-def run_pipeline(cfg: PipelineConfig, run_id: str, *, engine: str = "beam", beam_args=None) -> dict:
+def run_pipeline(
+    cfg: PipelineConfig, run_id: str, *, engine: str = "beam", beam_args=None, resume: bool = True
+) -> dict:
     """Every step in one process: validate, features, train, index, evaluate, gate, promote.
 
     Without `data.source` the embedded synthetic world is generated (once) under
-    `<artifact_root>/landing/<preset>`.
+    `<artifact_root>/landing/<preset>`. Holds the artifact root's run lock throughout. A run id
+    that ran before starts over in a clean run directory; `resume` keeps its training
+    checkpoints (used only when they were made from the same features and config).
 
     Raises:
         DataValidationError: raw or feature checks failed (production untouched).
+        PromotionConflict: production changed after this run was gated (production untouched).
     """
     from pipelines.registry import Registry
 
-    cfg = with_source(cfg)
-    run_dir = run_dir_for(cfg, run_id)
-    if run_dir.exists():
-        for name in ("raw_report", "evaluation", "bundle"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
+    with run_lock(cfg.data.artifact_root, run_id):
+        cfg = with_source(cfg)
+        run_dir = run_dir_for(cfg, run_id)
+        _clean_run_dir(run_dir, keep_checkpoints=resume)
+        registry = Registry(cfg.data.artifact_root)
+        champion_id = registry.production()
+        champion_dir = registry.production_dir() if champion_id else None
+        summary = {"run_id": run_id, "run_dir": str(run_dir), "champion": champion_id}
+        warm = champion_dir if (cfg.registry.warm_start and champion_dir) else None
+        steps = {
+            "validate_raw": lambda: validate_raw(cfg, run_dir),
+            "features": lambda: build_features(cfg, run_dir, engine=engine, beam_args=beam_args),
+            "train": lambda: train(cfg, run_dir, warm, resume=resume),
+            "index": lambda: build_index(cfg, run_dir),
+            "evaluate": lambda: evaluate(cfg, run_dir, champion_dir),
+            "gate": lambda: gate(cfg, run_dir),
+            "promote": lambda: promote(cfg, run_dir, summary["gate"], run_id, champion_id),
+        }
+        for name, step in steps.items():
+            kill_point(f"{name}:before")
+            summary[name] = step()
+            kill_point(f"{name}:after")
+        summary["production"] = registry.production()
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return summary
+
+
+def _clean_run_dir(run_dir: Path, keep_checkpoints: bool) -> None:
+    """Empty a re-used run directory, except `model/checkpoints` when resuming (training
+    checks they match the new features before using them)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    registry = Registry(cfg.data.artifact_root)
-    champion_id = registry.production()
-    champion_dir = registry.production_dir() if champion_id else None
-    summary = {"run_id": run_id, "run_dir": str(run_dir), "champion": champion_id}
-    summary["validate_raw"] = validate_raw(cfg, run_dir)
-    summary["features"] = build_features(cfg, run_dir, engine=engine, beam_args=beam_args)
-    warm = champion_dir if (cfg.registry.warm_start and champion_dir) else None
-    summary["train"] = train(cfg, run_dir, warm)
-    summary["index"] = build_index(cfg, run_dir)
-    summary["evaluate"] = evaluate(cfg, run_dir, champion_dir)
-    summary["gate"] = gate(cfg, run_dir)
-    summary["promote"] = promote(cfg, run_dir, summary["gate"], run_id, champion_id)
-    summary["production"] = registry.production()
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
+    for entry in run_dir.iterdir():
+        if keep_checkpoints and entry.name == MODEL and entry.is_dir():
+            for inner in entry.iterdir():
+                if inner.name != "checkpoints":
+                    shutil.rmtree(inner) if inner.is_dir() else inner.unlink()
+        elif entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()

@@ -74,10 +74,33 @@ def build_serving_state(run_dir: str | Path, out_dir: str | Path) -> dict:
         state[column] = state[column].apply(lambda v: v if isinstance(v, list) else [])
     out_dir.mkdir(parents=True, exist_ok=True)
     state.to_parquet(out_dir / STATE_FILE, index=False)
-    recent = events[events["timestamp"] >= window["window_end"] - _POPULAR_DAYS * 86_400]
-    popular = recent["item_id"].value_counts(sort=True).index.tolist()[:1000]
+    popular = popular_items(events, window["window_end"], _catalog(out_dir))
     (out_dir / POPULAR_FILE).write_text("".join(f"{i}\n" for i in popular), encoding="utf-8")
     return {"users": int(len(state)), "window_end": int(window["window_end"])}
+
+
+def popular_items(events: pd.DataFrame, window_end: int, catalog: set[str], n: int = 1000) -> list:
+    """The fallback ranking: the last week's most interacted items, then the rest of the
+    window's, then the remaining catalog in id order; only items in the catalog (the index's
+    rows: anything else cannot be served, e.g. unknown items the checks tolerated, or items
+    first seen in the eval period)."""
+    in_catalog = events[events["item_id"].isin(catalog)]
+    recent = in_catalog[in_catalog["timestamp"] >= window_end - _POPULAR_DAYS * 86_400]
+    ranked = list(recent["item_id"].value_counts(sort=True).index)
+    window = in_catalog["item_id"].value_counts(sort=True).index
+    for more in (window, sorted(catalog)):
+        if len(ranked) >= n:
+            break
+        have = set(ranked)
+        ranked += [i for i in more if i not in have][: n - len(ranked)]
+    return ranked[:n]
+
+
+def _catalog(model_dir: Path) -> set[str]:
+    ids = model_dir / "item_ids.txt"
+    if not ids.is_file():
+        raise PipelineError(f"{model_dir}: no item_ids.txt; export the model before its state")
+    return set(ids.read_text(encoding="utf-8").splitlines())
 
 
 class ServingModel:

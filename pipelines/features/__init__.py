@@ -1,8 +1,10 @@
 """Point-in-time features with Apache Beam: snapshot -> examples, eval queries, catalog, vocabularies.
 
-`run_features` is the step the CLI and the DAG call: it writes the raw snapshot of a source,
-picks the window and the split (eval design, validation users: `split.py`), runs the Beam job
-(or the single-process reference) and checks the output.
+`take_snapshot` reads a source once, runs the raw checks on what it read and keeps it as the
+run's immutable snapshot. `run_features` is the step the CLI and the DAG call: it reads that
+snapshot (taking it first when the run has none), picks the window and the split (eval design,
+validation users: `split.py`), runs the Beam job (or the single-process reference) and checks
+the output.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pipelines.features.window import FeatureWindow, resolve_window, utc_timesta
 
 log = logging.getLogger(__name__)
 ENGINES = ("beam", "local")
+SNAPSHOT = "snapshot"  # <run>/snapshot: the validated input every later step reads
+RAW_REPORT = "raw_report"
 
 
 @dataclasses.dataclass
@@ -67,12 +71,11 @@ def run_features(
     from data_checks.features import validate_features
     from pipelines.features.snapshot import epoch_seconds, write_snapshot
     from pipelines.features.split import plan_split
-    from pipelines.sources import read_source
 
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     run_dir = Path(run_dir)
-    snapshot = read_source(source, cfg.data.format)
+    snapshot = _validated_snapshot(source, run_dir, cfg)
     if cfg.features.as_of is not None:
         snapshot = _as_of(snapshot, cfg.features.as_of)
     raw_dir = write_snapshot(snapshot, run_dir / "raw")
@@ -104,6 +107,68 @@ def run_features(
     if report is not None and not report.success:
         raise DataValidationError(report.summary(), report=report)
     return result
+
+
+def take_snapshot(
+    source: str | Path,
+    run_dir: str | Path,
+    cfg: PipelineConfig,
+    *,
+    interval: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    now: pd.Timestamp | None = None,
+):
+    """Read `source` once, run the raw checks on what was read, and keep it as `<run_dir>/snapshot`.
+
+    What passed the checks is exactly what the feature job, training and serving state read:
+    rows written to the source afterwards (or a retry re-reading it) never reach them.
+
+    Returns:
+        The `ValidationReport` (also written to `<run_dir>/raw_report`).
+
+    Raises:
+        DataValidationError: a rule failed (report attached); no snapshot is kept.
+        SourceError: the source cannot be read at all.
+    """
+    import shutil
+
+    from data_checks.raw import validate_snapshot
+    from pipelines.features.snapshot import write_snapshot
+    from pipelines.sources import read_source
+
+    run_dir = Path(run_dir)
+    out = run_dir / SNAPSHOT
+    shutil.rmtree(out, ignore_errors=True)
+    snapshot = read_source(source, cfg.data.format, sample_rows=cfg.checks.sample_rows)
+    report = validate_snapshot(
+        snapshot, cfg.checks, interval=interval, now=now, report_dir=run_dir / RAW_REPORT
+    )
+    if not report.success:
+        raise DataValidationError(report.summary(), report=report)
+    write_snapshot(snapshot, out, validation={
+        "success": True, "source": str(source), "now": report.now, "interval": report.interval,
+        "rows": report.rows, "report_dir": str(run_dir / RAW_REPORT),
+    })  # fmt: skip
+    log.info("validated snapshot of %s: %d interactions in %s", source, report.rows, out)
+    return report
+
+
+def _validated_snapshot(source: str | Path, run_dir: Path, cfg: PipelineConfig) -> RawSnapshot:
+    """The run's validated snapshot of `source` (taken now if the run has none or it is of
+    another source); its files' hashes are checked on every read."""
+    from pipelines.features.snapshot import META, read_snapshot
+
+    meta = run_dir / SNAPSHOT / META
+    if meta.is_file():
+        import json
+
+        taken_from = (json.loads(meta.read_text()).get("validation") or {}).get("source")
+        if taken_from == str(source):
+            return read_snapshot(run_dir / SNAPSHOT, require_validated=True)
+        log.info("the run's snapshot is of %s, not %s: taking a new one", taken_from, source)
+    else:
+        log.info("no validated snapshot in %s: reading and checking %s now", run_dir, source)
+    take_snapshot(source, run_dir, cfg)
+    return read_snapshot(run_dir / SNAPSHOT, require_validated=True)
 
 
 def _as_of(snapshot: RawSnapshot, when) -> RawSnapshot:

@@ -1,17 +1,22 @@
-"""The raw snapshot on disk: the normalized, validated input of one run, as Parquet.
+"""The raw snapshot on disk: the normalized input of one run, as Parquet.
 
-    <run>/raw/interactions/part-NNNNN.parquet   user_id, item_id, timestamp (int64 s), event, weight
-    <run>/raw/items.parquet                     item_id, title, genres, created_at (int64 s or null)
-    <run>/raw/users.parquet                     user_id + categorical features (when the source has them)
-    <run>/raw/snapshot.json                     source, format, counts
+    <dir>/interactions/part-NNNNN.parquet   user_id, item_id, timestamp (int64 s), event, weight
+    <dir>/items.parquet                     item_id, title, genres, created_at (int64 s or null)
+    <dir>/users.parquet                     user_id + categorical features (when the source has them)
+    <dir>/snapshot.json                     source, format, counts, partitions, every file's
+                                            sha256 and the validation it passed; written last
 
-The Beam job reads these files (any runner, any filesystem), never the landing data itself,
-so a run is reproducible from its own directory.
+A run has two: `<run>/snapshot/`, taken once when the raw checks pass (the only copy of the
+landing data any later step or retry reads: rows written to the source after validation never
+reach training), and `<run>/raw/`, the feature job's input derived from it (`features.as_of`
+applied). The Beam job reads these files (any runner, any filesystem), never the landing data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +25,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.contract import RawSnapshot
+from pipelines.errors import DataValidationError
+
+META = "snapshot.json"
 
 EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "event", "weight"]  # interactions schema
 ROWS_PER_FILE = 1_000_000
 ROW_GROUP = 250_000
 
 
-def write_snapshot(snapshot: RawSnapshot, out: str | Path) -> Path:
+def write_snapshot(snapshot: RawSnapshot, out: str | Path, validation: dict | None = None) -> Path:
     """Write the snapshot's tables as Parquet under `<out>/` (created; replaced if present).
+
+    Args:
+        validation: what the raw checks said (stored in snapshot.json; `read_snapshot` can
+            require it).
 
     Returns:
         The directory written.
     """
     out = Path(out)
+    (out / META).unlink(missing_ok=True)  # the completion marker goes last
+    for stale in ("items.parquet", "users.parquet"):
+        (out / stale).unlink(missing_ok=True)
     interactions_dir = out / "interactions"
     interactions_dir.mkdir(parents=True, exist_ok=True)
     for old in interactions_dir.glob("*.parquet"):
@@ -65,9 +80,78 @@ def write_snapshot(snapshot: RawSnapshot, out: str | Path) -> Path:
         "interactions": len(frame),
         "items": 0 if snapshot.items is None else len(snapshot.items),
         "users": 0 if snapshot.users is None else len(snapshot.users),
+        "partitions": snapshot.partitions[["dt", "path", "rows"]].to_dict("records"),
+        "weight_range": snapshot.weight_range,
+        "files": _file_hashes(out),
+        "validation": validation,
     }
-    (out / "snapshot.json").write_text(json.dumps(meta, indent=2) + "\n")
+    tmp = out / f".{META}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    os.replace(tmp, out / META)
     return out
+
+
+def read_snapshot(out: str | Path, *, require_validated: bool = False) -> RawSnapshot:
+    """Read a snapshot written by `write_snapshot`, after checking every file's sha256.
+
+    Raises:
+        DataValidationError: the snapshot is incomplete (no snapshot.json), was not validated
+            (with `require_validated`), or a file changed, appeared or vanished since it was
+            written.
+    """
+    from pipelines.contract import empty_partitions
+
+    out = Path(out)
+    meta_path = out / META
+    if not meta_path.is_file():
+        raise DataValidationError(f"{out}: no complete snapshot ({META} missing); re-validate")
+    meta = json.loads(meta_path.read_text())
+    if require_validated and not (meta.get("validation") or {}).get("success"):
+        raise DataValidationError(f"{out}: this snapshot did not pass the raw checks")
+    found = _file_hashes(out)
+    expected = meta.get("files") or {}
+    changed = sorted(
+        f"{name} ({'missing' if name not in found else 'added' if name not in expected else 'sha256 differs'})"
+        for name in set(found) | set(expected)
+        if found.get(name) != expected.get(name)
+    )
+    if changed:
+        raise DataValidationError(
+            f"{out}: snapshot files changed since it was written (rule: a run reads only the "
+            f"snapshot its validation passed): {', '.join(changed)}; re-run the run to re-validate"
+        )
+    inter = pq.read_table(out / "interactions").to_pandas()
+    inter["timestamp"] = pd.to_datetime(inter["timestamp"], unit="s", utc=True)
+    items = users = None
+    if (out / "items.parquet").is_file():
+        items = pq.read_table(out / "items.parquet").to_pandas()
+        items["created_at"] = pd.to_datetime(
+            items["created_at"].astype("Float64"), unit="s", utc=True
+        )
+    if (out / "users.parquet").is_file():
+        users = pq.read_table(out / "users.parquet").to_pandas()
+    partitions = pd.DataFrame(meta.get("partitions") or [], columns=["dt", "path", "rows"])
+    if partitions.empty:
+        partitions = empty_partitions()
+    weight_range = meta.get("weight_range")
+    return RawSnapshot(
+        format=meta["format"], root=meta["source"], interactions=inter, items=items,
+        users=users, partitions=partitions, issues=[],
+        weight_range=tuple(weight_range) if weight_range else None,
+    )  # fmt: skip
+
+
+def _file_hashes(out: Path) -> dict[str, str]:
+    """sha256 of every data file under `out` (not the metadata), keyed by relative path."""
+    hashes = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file() and path.name != META and not path.name.startswith("."):
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            hashes[str(path.relative_to(out))] = digest.hexdigest()
+    return hashes
 
 
 def epoch_seconds(ts: pd.Series, missing: int | None = 0) -> pd.Series:
