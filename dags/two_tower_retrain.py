@@ -122,7 +122,8 @@ _RETRY = {
 def two_tower_retrain():
     @task(execution_timeout=dt.timedelta(minutes=30))
     def validate_raw() -> dict:
-        """Raw-data contract checks; failure = high-severity alert, no retry, run stops."""
+        """Raw-data contract checks on one read of the source, kept as the run's snapshot (every
+        later task and retry reads only that); failure = high-severity alert, no retry, run stops."""
         import shutil
 
         from pipelines.errors import DataValidationError
@@ -146,6 +147,7 @@ def two_tower_retrain():
 
     @task(**_RETRY, execution_timeout=dt.timedelta(hours=2))
     def features(ref: dict) -> dict:
+        """The Beam job on the validated snapshot (a retry never re-reads the source)."""
         from pipelines.run import build_features
 
         cfg, run_dir, _ = _context()
@@ -217,8 +219,13 @@ def two_tower_retrain():
         cfg, run_dir, run_id = _context()
         if not ref["promote"]:
             raise AirflowSkipException(f"skipped promotion: {ref['decision']}")
+        from pipelines.errors import PromotionConflict
+
         decision = json.loads((run_dir / "evaluation" / "gate.json").read_text())
-        out = publish(cfg, run_dir, decision, run_id, ref["champion"])
+        try:  # compare-and-swap: production must still be the champion this run was gated on
+            out = publish(cfg, run_dir, decision, run_id, ref["champion"])
+        except PromotionConflict as exc:
+            raise AirflowFailException(str(exc)) from None
         events = get_current_context()["outlet_events"]
         events[PRODUCTION].extra = {"bundle_id": out["bundle_id"], "run_id": run_id}
         return {**ref, "bundle_id": out["bundle_id"]}

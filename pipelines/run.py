@@ -402,6 +402,7 @@ def promote(
         "created_at": _now(),
         "run_id": run_id,
         "source": cfg.data.source,
+        "snapshot_sha256": _sha256(run_dir / "snapshot" / "snapshot.json"),
         "data_window": features["window_epoch_s"],
         "data_window_iso": features["window"],
         "config": cfg.model_dump(mode="json"),
@@ -432,6 +433,13 @@ def promote(
         "bundle_id": bundle_id,
         "pruned": pruned,
     }
+
+
+def _sha256(path: Path) -> str | None:
+    """sha256 of the validated snapshot's metadata (it lists every file's sha256), if any."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def _now() -> str:
