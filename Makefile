@@ -76,11 +76,25 @@ simulate: setup
 run-cli: setup
 	$(PY) -m pipelines run --preset $(PRESET) --artifact-root $(ARTIFACTS)
 
-## airflow: the Airflow UI on http://localhost:8080 with our DAGs (standalone, SQLite)
+## airflow: the Airflow UI on http://127.0.0.1:8080 with our DAGs (standalone, SQLite), bound to
+##          loopback only (AIRFLOW_BIND=0.0.0.0 to expose it). Runs under umask 077, so
+##          airflow.db and the admin password file are 0600; the JWT secret, API secret key and
+##          Fernet key are generated once into .airflow/secrets.env (0600) and reused
+AIRFLOW_BIND ?= 127.0.0.1
+AIRFLOW_PORT ?= 8080
+AIRFLOW_SECRETS := .airflow/secrets.env
 airflow: setup
-	@mkdir -p .airflow data
-	@echo "Airflow UI: http://localhost:8080  (user admin; password in .airflow/simple_auth_manager_passwords.json.generated)"
-	$(AIRFLOW_ENV) airflow standalone
+	@mkdir -p data && (umask 077; mkdir -p .airflow) && chmod -R go-rwx .airflow
+	@[ -e $(AIRFLOW_SECRETS) ] || bash docker/init-secrets.sh --local $(AIRFLOW_SECRETS)
+	@echo "Airflow UI: http://$(AIRFLOW_BIND):$(AIRFLOW_PORT)  (user admin; password in .airflow/simple_auth_manager_passwords.json.generated)"
+	umask 077; set -a; . ./$(AIRFLOW_SECRETS); set +a; \
+	  $(AIRFLOW_ENV) AIRFLOW__API__HOST=$(AIRFLOW_BIND) AIRFLOW__API__PORT=$(AIRFLOW_PORT) airflow standalone
+
+## secrets: generate docker/.env (0600) with this install's secrets for docker/compose.yaml
+##          (refuses to overwrite an existing one)
+.PHONY: secrets
+secrets:
+	bash docker/init-secrets.sh docker/.env
 
 ## lint: ruff
 lint: setup
