@@ -29,3 +29,23 @@ class DataValidationError(PipelineError):
     def __init__(self, message: str, report=None):
         super().__init__(message)
         self.report = report
+
+
+class PromotionConflict(PipelineError):
+    """Production changed after a run was gated: the compare-and-swap on the pointer refused.
+
+    Attributes:
+        bundle_id: the bundle that was to be promoted.
+        expected: the champion the run was gated against (None: no production then).
+        current: the bundle production names now (None: no production).
+    """
+
+    def __init__(self, message: str, bundle_id: str, expected: str | None, current: str | None):
+        super().__init__(message)
+        self.bundle_id = bundle_id
+        self.expected = expected
+        self.current = current
+
+
+class BundleIntegrityError(PipelineError):
+    """A bundle's files no longer hash to its manifest's content hash; it is not loaded."""

@@ -12,13 +12,19 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.errors import UsageError
+from pipelines.registry import verify_bundle_dir
 from pipelines.serving import ServingModel, read_state
 
 
 class Recommender:
-    """Loaded once, then `recommend` any number of users."""
+    """Loaded once, then `recommend` any number of users.
+
+    A registry bundle (a directory whose `manifest.json` has a content hash) is checked against
+    that hash before its SavedModel is loaded (BundleIntegrityError on a mismatch).
+    """
 
     def __init__(self, directory: str | Path, at: int | None = None):
+        verify_bundle_dir(directory)  # loading runs the bundle's graph: only what was published
         self.model = ServingModel(directory)
         self.state, self.popular = read_state(directory)
         manifest = Path(directory) / "manifest.json"
