@@ -1,7 +1,9 @@
 """Training: tf.data from TFRecords -> TwoTowerModel.fit with checkpoints, quick eval, export.
 
 - a checkpoint (model + optimizer + epoch) after every epoch: a killed run resumes where it
-  stopped;
+  stopped, but only when its inputs are the same (`checkpoint_inputs`: the features manifest's
+  hash, the vocabulary sizes, the training config, the warm-start source); otherwise the stale
+  checkpoints are deleted and training starts fresh, with a log line saying why;
 - exact Recall@K on a sample of the *validation* queries (carved from the training window by the
   feature job) after every epoch, logged to TensorBoard, with early stopping on it and the best
   epoch's weights kept; nothing in training reads the eval split, so the evaluation step scores
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -61,6 +64,91 @@ class TrainResult:
     model: object
     final_dir: str | None = None
     final_manifest: dict | None = None
+
+
+# TrainConfig fields a resumed run may change: how long it runs and how it selects, never what
+# the weights are or what an epoch trains on. Every other field (new ones included) must match.
+RESUMABLE_FIELDS = frozenset(
+    {"epochs", "early_stopping_patience", "eval_k", "eval_sample", "final_fit", "final_fit_epochs"}
+)
+INPUTS_FILE = "inputs.json"  # in the checkpoint directory: what its checkpoints trained on
+
+
+def checkpoint_inputs(
+    features: FeatureSet, cfg: TrainConfig, warm_start_from: str | Path | None
+) -> dict:
+    """What checkpoints made now would be trained from; a resume needs the same.
+
+    Returns:
+        JSON-ready `{features_manifest_sha256, vocabulary_sizes, oov_buckets, user_features,
+        config, warm_start_from}`: the sha256 of the features' `manifest.json` bytes (it
+        holds every output file's sha256, the window and the feature config), the sizes that
+        shape the embedding tables, the training config without `RESUMABLE_FIELDS`, and the
+        resolved warm-start directory (None without one).
+    """
+    manifest = (Path(features.directory) / "manifest.json").read_bytes()
+    inputs = {
+        "features_manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+        "vocabulary_sizes": {name: len(values) for name, values in features.vocab.items()},
+        "oov_buckets": features.oov_buckets,
+        "user_features": features.user_features,
+        "config": {
+            k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUMABLE_FIELDS
+        },
+        "warm_start_from": None
+        if warm_start_from is None
+        else str(Path(warm_start_from).resolve()),
+    }
+    return json.loads(json.dumps(inputs))
+
+
+def stale_reason(directory: Path, inputs: dict) -> str | None:
+    """Why the checkpoints in `directory` must not be resumed with `inputs`, or None."""
+    try:
+        stored = json.loads((directory / INPUTS_FILE).read_text())
+    except FileNotFoundError:
+        return f"they record no inputs ({INPUTS_FILE} missing: made by an older version)"
+    except (OSError, ValueError) as error:
+        return f"their {INPUTS_FILE} is unreadable ({error})"
+    changed = [key for key in inputs if key != "config" and stored.get(key) != inputs[key]]
+    old_config = stored.get("config") or {}
+    fields = sorted(
+        k for k in {*old_config, *inputs["config"]} if old_config.get(k) != inputs["config"].get(k)
+    )
+    if fields:
+        changed.append(f"train config ({', '.join(fields)})")
+    return f"their inputs differ: {', '.join(changed)}" if changed else None
+
+
+def prepare_checkpoints(directory: Path, inputs: dict, resume: bool) -> bool:
+    """Keep the checkpoints in `directory` when they may be resumed; else start it afresh.
+
+    Args:
+        directory: `<model_dir>/checkpoints`.
+        inputs: `checkpoint_inputs` of this call.
+        resume: False never resumes.
+
+    Returns:
+        True when the latest checkpoint in `directory` is to be restored. Otherwise the
+        directory is emptied (stale checkpoints deleted, with a WARNING saying why, or an INFO
+        line when `resume` is off) and holds only `inputs.json` with `inputs`.
+    """
+    latest = tf.train.latest_checkpoint(str(directory))
+    if latest is not None:
+        if not resume:
+            log.info("not resuming from %s: resume is off; starting fresh", latest)
+        else:
+            reason = stale_reason(directory, inputs)
+            if reason is None:
+                return True
+            log.warning("not resuming from %s: %s; starting fresh", latest, reason)
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    partial = directory / f".{INPUTS_FILE}.partial"
+    partial.write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
+    partial.replace(directory / INPUTS_FILE)  # a kill leaves no half-written record
+    return False
 
 
 def make_optimizer(cfg: TrainConfig) -> tf.keras.optimizers.Optimizer:
@@ -211,8 +299,10 @@ def train_model(
         model_dir: where checkpoints, TensorBoard logs and the export go.
         cfg: training config.
         warm_start_from: a previous model directory to initialise from (ignored when resuming).
-        resume: continue from the latest checkpoint in `model_dir` if there is one (the final
-            fit keeps no checkpoints: a retry runs it again from the selected weights).
+        resume: continue from the latest checkpoint in `model_dir/checkpoints` when there is one
+            made from the same inputs (`checkpoint_inputs`); checkpoints of other inputs are
+            deleted and training starts fresh. False: always start fresh. (The final fit keeps
+            no checkpoints: a retry runs it again from the selected weights.)
         progress: show a progress bar (default: when stderr is a terminal).
         final_dir: where the final fit exports (default `final_dir_for(model_dir)`); replaced
             as a whole.
@@ -252,9 +342,11 @@ def train_model(
 
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
+    inputs = checkpoint_inputs(features, cfg, warm_start_from)
+    resuming = prepare_checkpoints(model_dir / "checkpoints", inputs, resume)
     manager = tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoints"), max_to_keep=2)
     warm = None
-    if resume and manager.latest_checkpoint:
+    if resuming:
         checkpoint.restore(manager.latest_checkpoint)
         log.info("resuming from %s (epoch %d done)", manager.latest_checkpoint, int(epoch.numpy()))
     elif warm_start_from is not None:

@@ -3,6 +3,7 @@ resumes, exports, warm-starts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -90,6 +91,105 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(small_features, tmp_path)
     assert second.manifest["resumed_from_epoch"] == 1
     assert second.manifest["epochs_run"] == 2
     assert [c["epoch"] for c in second.manifest["curve"]] == [2]
+    assert (tmp_path / "checkpoints" / "inputs.json").is_file()
+
+
+# Small towers: the resume tests only count epochs.
+TINY = CFG.model_copy(
+    update={"embedding_dim": 16, "id_embedding_dim": 16, "hidden_units": 32, "eval_sample": 300}
+)
+
+
+def rewrite_train_split(features_dir: Path, keep) -> None:
+    """New data for the same vocabulary: keep the train records `keep(n)` selects, with the
+    manifest updated as the feature job would write it (file hashes, record counts)."""
+    manifest = json.loads((features_dir / "manifest.json").read_text())
+    total = 0
+    for shard in manifest["shards"]:
+        entry = shard["files"]["train"]
+        records = [r for n, r in enumerate(read_tfrecords(entry["path"])) if keep(n)]
+        entry["sha256"] = hashlib.sha256(write_tfrecords(entry["path"], records)).hexdigest()
+        entry["records"] = shard["train_examples"] = len(records)
+        total += len(records)
+    split = manifest["splits"]["train"]
+    split["records"] = manifest["counts"]["train_examples"] = total
+    shas = "".join(shard["files"]["train"]["sha256"] for shard in manifest["shards"])
+    split["content_sha256"] = hashlib.sha256(shas.encode()).hexdigest()
+    (features_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def test_changed_features_with_the_same_vocabulary_start_fresh(small_features, tmp_path, caplog):
+    features = copy_features(small_features.features_dir, tmp_path / "features")
+    done = train_model(features, tmp_path / "model", TINY, progress=False)
+    assert done.manifest["epochs_run"] == 2
+    # The run id is re-run after its data changed: a resume would find every epoch done, train
+    # none and export the old weights as the new model.
+    rewrite_train_split(features, keep=lambda n: n % 3 != 0)
+    with caplog.at_level("WARNING", logger="tfrs_models.train"):
+        again = train_model(features, tmp_path / "model", TINY, progress=False).manifest
+    assert "not resuming from" in caplog.text and "features_manifest_sha256" in caplog.text
+    assert again["resumed_from_epoch"] == 0 and again["epochs_run"] == 2
+    assert [p["epoch"] for p in again["curve"]] == [1, 2]
+    inputs = json.loads((tmp_path / "model" / "checkpoints" / "inputs.json").read_text())
+    manifest = (features / "manifest.json").read_bytes()
+    assert inputs["features_manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
+    # Only this run's checkpoints are left.
+    assert sorted(p.name for p in (tmp_path / "model" / "checkpoints").glob("ckpt-*.index")) == [
+        "ckpt-1.index",
+        "ckpt-2.index",
+    ]
+
+
+def test_a_changed_vocabulary_size_starts_fresh_instead_of_crashing(
+    small_features, tmp_path, caplog
+):
+    features = copy_features(small_features.features_dir, tmp_path / "features")
+    one = TINY.model_copy(update={"epochs": 1})
+    train_model(features, tmp_path / "model", one, progress=False)
+    # One more item id: the item embedding table no longer has the checkpoint's shape (caught
+    # even when, as here, only the vocabulary file changed and the manifest did not).
+    vocab = features / "vocab" / "item_id.tsv"
+    vocab.write_text(vocab.read_text() + "brand-new-item\t1\n")
+    with caplog.at_level("WARNING", logger="tfrs_models.train"):
+        m = train_model(features, tmp_path / "model", one, progress=False).manifest
+    assert "vocabulary_sizes" in caplog.text
+    assert m["resumed_from_epoch"] == 0 and m["epochs_run"] == 1
+
+
+def test_resume_false_starts_fresh_and_changed_config_is_not_resumed(
+    small_features, tmp_path, caplog
+):
+    one = TINY.model_copy(update={"epochs": 1})
+    train_model(small_features.features_dir, tmp_path, one, progress=False)
+    with caplog.at_level("INFO", logger="tfrs_models.train"):
+        m = train_model(
+            small_features.features_dir, tmp_path, one, progress=False, resume=False
+        ).manifest
+    assert "resume is off" in caplog.text
+    assert m["resumed_from_epoch"] == 0 and m["epochs_run"] == 1
+    # Checkpoints of another model shape (or loss, learning rate, ...) are not resumed either.
+    caplog.clear()
+    wider = TINY.model_copy(update={"hidden_units": 48, "temperature": 0.3})
+    with caplog.at_level("WARNING", logger="tfrs_models.train"):
+        m = train_model(small_features.features_dir, tmp_path, wider, progress=False).manifest
+    assert "train config (hidden_units, temperature)" in caplog.text
+    assert m["resumed_from_epoch"] == 0 and m["epochs_run"] == 2
+
+
+def test_stale_reason_names_what_changed(feature_set, tmp_path):
+    from tfrs_models.train import INPUTS_FILE, checkpoint_inputs, stale_reason
+
+    inputs = checkpoint_inputs(feature_set, TINY, None)
+    (tmp_path / INPUTS_FILE).write_text(json.dumps(inputs))
+    # How long a run goes and how it selects may change on a resume; nothing else.
+    longer = TINY.model_copy(update={"epochs": 9, "early_stopping_patience": 0, "eval_k": 10})
+    assert stale_reason(tmp_path, checkpoint_inputs(feature_set, longer, None)) is None
+    weighted = TINY.model_copy(update={"weighting": "weight"})
+    assert stale_reason(tmp_path, checkpoint_inputs(feature_set, weighted, tmp_path)) == (
+        "their inputs differ: warm_start_from, train config (weighting)"
+    )
+    (tmp_path / INPUTS_FILE).unlink()
+    assert "made by an older version" in stale_reason(tmp_path, inputs)
 
 
 def test_embedding_rows_map_shared_ids_and_oov_buckets():
