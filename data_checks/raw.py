@@ -184,15 +184,28 @@ def build_rules(
                 gxe.ExpectColumnValuesToNotBeNull(column=column),
             )
         )
+    id_regex = full_match(checks.id_pattern)
     for column in ("user_id", "item_id"):
         rules.append(
             Rule(
                 "interactions",
                 column,
-                f"ids must match {checks.id_pattern}",
-                gxe.ExpectColumnValuesToMatchRegex(column=column, regex=checks.id_pattern),
+                f"ids must match {checks.id_pattern} (whole value: no spaces or line breaks)",
+                gxe.ExpectColumnValuesToMatchRegex(column=column, regex=id_regex),
             )
         )
+    earliest = pd.Timestamp(checks.min_timestamp, tz="UTC")
+    rules.append(
+        Rule(
+            "interactions",
+            "timestamp",
+            f"timestamps must not be implausibly old (before {earliest.date().isoformat()}, "
+            "checks.min_timestamp)",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="timestamp_epoch_s", min_value=float(earliest.timestamp())
+            ),
+        )
+    )
     latest = now + pd.Timedelta(seconds=checks.max_future_skew_seconds)
     rules.append(
         Rule(
@@ -308,8 +321,8 @@ def build_rules(
             Rule(
                 "items",
                 "item_id",
-                f"ids must match {checks.id_pattern}",
-                gxe.ExpectColumnValuesToMatchRegex(column="item_id", regex=checks.id_pattern),
+                f"ids must match {checks.id_pattern} (whole value: no spaces or line breaks)",
+                gxe.ExpectColumnValuesToMatchRegex(column="item_id", regex=id_regex),
             )
         )
     if "users" in frames:
@@ -322,6 +335,15 @@ def build_rules(
             )
         )
     return rules
+
+
+def full_match(pattern: str) -> str:
+    """`pattern` anchored to the whole value.
+
+    GX tests regexes with `re.search`-like matching, and `$` also matches before a trailing
+    newline, so `^[a-z]+$` accepts "abc\\n" — an id that later breaks vocabularies.
+    """
+    return rf"\A(?:{pattern})\Z"
 
 
 def _locator(snapshot: RawSnapshot, frames):

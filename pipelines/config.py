@@ -62,9 +62,18 @@ class ChecksConfig(_Section):
         3, ge=1, le=366, description="Partitions needed before the volume band applies."
     )
     max_future_skew_seconds: int = Field(300, ge=0, le=86_400)
+    min_timestamp: dt.date = Field(
+        dt.date(1995, 1, 1),
+        description="Interactions before this UTC date are implausible (MovieLens starts in "
+        "1995; a 1900 timestamp is a parse or default-value bug).",
+    )
     weight_min: float = Field(0.0, ge=-1e9, le=1e9)
     weight_max: float = Field(1e6, ge=-1e9, le=1e9)
-    id_pattern: str = Field(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
+    id_pattern: str = Field(
+        r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}\Z",
+        description="Ids must match this whole (checked as a full match: a trailing newline "
+        "never passes, whichever anchor the pattern ends with).",
+    )
     sample_rows: int = Field(5, ge=1, le=100, description="Failing rows shown per check.")
 
     @model_validator(mode="after")

@@ -109,3 +109,23 @@ def empty_partitions() -> pd.DataFrame:
             "rows": pd.Series([], dtype="int64"),
         }
     )
+
+
+def merge_issues(issues: list[ReadIssue], sample_rows: int) -> list[ReadIssue]:
+    """One issue per (table, file, column, rule): counts summed, the first samples kept.
+
+    Files are read in blocks, so the same rule can be broken in several blocks of one file.
+    """
+    merged: dict[tuple, ReadIssue] = {}
+    for issue in issues:
+        key = (issue.table, issue.file, issue.column, issue.rule)
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = issue
+        else:
+            merged[key] = dataclasses.replace(
+                seen,
+                count=seen.count + issue.count,
+                samples=(seen.samples + issue.samples)[:sample_rows],
+            )
+    return list(merged.values())

@@ -5,10 +5,14 @@ Layout (see docs/data_contract.md)::
     <root>/interactions/dt=YYYY-MM-DD/*.parquet|*.csv   (or <root>/interactions.parquet|.csv)
     <root>/items.parquet|.csv
     <root>/users.parquet|.csv                            (optional)
+
+Interaction files are read block by block (text) or batch by batch (Parquet) and typed as they
+are read, so memory follows the typed snapshot, not the size of the files.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +25,22 @@ from pipelines.contract import (
     RawSnapshot,
     ReadIssue,
     empty_partitions,
+    merge_issues,
 )
 from pipelines.errors import SourceError
 from pipelines.sources.normalize import (
     TIMESTAMP_DTYPE,
+    canonical_names,
     normalize_interactions,
     normalize_items,
     normalize_users,
 )
-from pipelines.sources.text import read_delimited
+from pipelines.sources.text import DelimitedFile
 
 TABLE_SUFFIXES = (".parquet", ".csv")
+PARQUET_BATCH_ROWS = 1 << 20
+# Files a partition may hold besides data: Hadoop/Spark markers and checksums, hidden files.
+_IGNORED_PREFIXES = ("_", ".")
 
 
 def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
@@ -45,7 +54,7 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
     partition_rows: list[dict] = []
     part_dir = root / "interactions"
     if part_dir.is_dir():
-        for child in sorted(part_dir.iterdir()):
+        for child in _listing(part_dir, issues):
             if not child.is_dir():
                 continue
             match = PARTITION_PATTERN.match(child.name)
@@ -62,9 +71,8 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
                 continue
             day = match.group(1)
             rows = 0
-            for path in sorted(p for p in child.iterdir() if p.suffix in TABLE_SUFFIXES):
-                frame = _read_interactions_file(path, day, issues, sample_rows)
-                if frame is not None:
+            for path in _partition_files(child, issues):
+                for frame in _read_interactions_file(path, day, issues, sample_rows):
                     frames.append(frame)
                     rows += len(frame)
             partition_rows.append({"dt": day, "path": str(child), "rows": rows})
@@ -75,9 +83,7 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
                 f"{root}: no interactions found; expected {root}/interactions/dt=YYYY-MM-DD/*.parquet "
                 f"(or interactions.parquet / interactions.csv)"
             )
-        frame = _read_interactions_file(path, None, issues, sample_rows)
-        if frame is not None:
-            frames.append(frame)
+        frames.extend(_read_interactions_file(path, None, issues, sample_rows))
 
     items = _read_table(root, "items", normalize_items, issues, sample_rows, required=True)
     users = _read_table(root, "users", normalize_users, issues, sample_rows, required=False)
@@ -90,13 +96,17 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
         items=items,
         users=users,
         partitions=partitions,
-        issues=issues,
+        issues=merge_issues(issues, sample_rows),
         table_files=table_files,
     )
 
 
 def concat_interactions(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate per-file interaction frames; `source_file` becomes a category."""
+    """Concatenate per-block interaction frames column by column; `source_file` is a category.
+
+    `frames` is emptied as it goes, so each column's blocks are freed once joined: the peak is
+    the result plus one column, not twice the result.
+    """
     if not frames:
         return pd.DataFrame(
             {
@@ -110,26 +120,39 @@ def concat_interactions(frames: list[pd.DataFrame]) -> pd.DataFrame:
                 "source_row": pd.Series([], dtype=np.int64),
             }
         )
-    out = pd.concat(frames, ignore_index=True)
-    out["source_file"] = out["source_file"].astype("category")
-    return out
+    names = list(frames[0].columns)
+    blocks = [{name: frame[name] for name in names} for frame in frames]
+    frames.clear()
+    columns = {}
+    for name in names:
+        parts = [block.pop(name) for block in blocks]
+        if name == "source_file":
+            columns[name] = pd.Series(
+                pd.api.types.union_categoricals([p.array for p in parts]), name=name
+            )
+        else:
+            columns[name] = pd.concat(parts, ignore_index=True)
+        del parts
+    return pd.DataFrame(columns, copy=False)
 
 
-def _read_interactions_file(path: Path, day: str | None, issues: list, sample_rows: int):
-    loaded = read_any(path, "interactions", issues, sample_rows)
-    if loaded is None:
-        return None
-    frame, rows, label = loaded
-    return normalize_interactions(
-        frame,
-        file=str(path),
-        rows=rows,
-        row_label=label,
-        partition=day,
-        default_event=DEFAULT_EVENT,
-        issues=issues,
-        sample_rows=sample_rows,
-    )
+def _read_interactions_file(
+    path: Path, day: str | None, issues: list, sample_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The typed rows of one interactions file, block by block."""
+    for frame, rows, label in iter_table(path, "interactions", issues, sample_rows):
+        typed = normalize_interactions(
+            frame,
+            file=str(path),
+            rows=rows,
+            row_label=label,
+            partition=day,
+            default_event=DEFAULT_EVENT,
+            issues=issues,
+            sample_rows=sample_rows,
+        )
+        if typed is not None:  # None: a required column is missing (reported, rows counted)
+            yield typed
 
 
 def _read_table(
@@ -158,30 +181,102 @@ def _read_table(
 
 
 def read_any(path: Path, table: str, issues: list, sample_rows: int):
-    """Read one Parquet or CSV file as-is.
+    """Read one whole Parquet or CSV file as-is (for the small tables).
 
     Returns:
         (frame, row numbers `[n]`, "row" or "line"), or None if the file cannot be read at all
         (reported in `issues`).
     """
+    chunks = list(iter_table(path, table, issues, sample_rows))
+    if not chunks:
+        return None
+    label = chunks[0][2]
+    frame = pd.concat([c[0] for c in chunks], ignore_index=True)
+    return frame, np.concatenate([c[1] for c in chunks]), label
+
+
+def iter_table(
+    path: Path, table: str, issues: list, sample_rows: int
+) -> Iterator[tuple[pd.DataFrame, np.ndarray, str]]:
+    """One Parquet or CSV file as (frame, row numbers `[n]`, "row" or "line") blocks.
+
+    Column names are made canonical (`canonical_names`); problems go to `issues`.
+    """
     if path.suffix == ".parquet":
-        try:
-            frame = pq.read_table(path).to_pandas()
-        except Exception as exc:  # pyarrow raises several types for corrupt files
-            issues.append(
-                ReadIssue(
-                    table=table,
-                    file=str(path),
-                    column=None,
-                    rule=f"file must be readable Parquet ({exc})",
-                    count=1,
-                )
+        yield from _iter_parquet(path, table, issues)
+        return
+    text = DelimitedFile(path, table=table, sep=",", sample_rows=sample_rows)
+    try:
+        for chunk in text.chunks():
+            yield chunk.frame, chunk.lines, "line"
+    finally:
+        issues.extend(text.issues)
+
+
+def _iter_parquet(path: Path, table: str, issues: list):
+    def refuse(rule: str) -> None:
+        issues.append(ReadIssue(table=table, file=str(path), column=None, rule=rule, count=1))
+
+    offset = 0
+    try:  # pyarrow raises several types for unreadable or corrupt files
+        parquet = pq.ParquetFile(path)
+        names, clashes = canonical_names(parquet.schema_arrow.names)
+        if clashes:
+            refuse(
+                f"column names must be unique ignoring case and surrounding spaces ({'; '.join(clashes)})"
             )
-            return None
-        return frame, np.arange(len(frame), dtype=np.int64), "row"
-    text = read_delimited(path, table=table, sep=",", sample_rows=sample_rows)
-    issues.extend(text.issues)
-    return text.frame, text.lines, "line"
+            return
+        if parquet.metadata.num_rows == 0:
+            frame = parquet.schema_arrow.empty_table().to_pandas()
+            frame.columns = names
+            yield frame, np.zeros(0, dtype=np.int64), "row"
+            return
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            frame = batch.to_pandas()
+            frame.columns = names
+            yield frame, np.arange(offset, offset + len(frame), dtype=np.int64), "row"
+            offset += len(frame)
+    except Exception as exc:
+        where = f" after row {offset - 1}" if offset else ""
+        refuse(f"the file must be readable Parquet{where} ({_one_line(exc)})")
+
+
+def _listing(directory: Path, issues: list) -> list[Path]:
+    try:
+        return sorted(directory.iterdir())
+    except OSError as exc:
+        issues.append(
+            ReadIssue(
+                table="interactions",
+                file=str(directory),
+                column=None,
+                rule=f"the directory must be readable ({exc.strerror or exc})",
+                count=1,
+            )
+        )
+        return []
+
+
+def _partition_files(partition: Path, issues: list) -> list[Path]:
+    """The data files of one dt= partition; any other file is reported, not skipped quietly."""
+    files = []
+    for path in _listing(partition, issues):
+        if path.name.startswith(_IGNORED_PREFIXES):
+            continue
+        if path.suffix in TABLE_SUFFIXES and path.is_file():
+            files.append(path)
+            continue
+        issues.append(
+            ReadIssue(
+                table="interactions",
+                file=str(path),
+                column=None,
+                rule="partition files must be *.parquet or *.csv files "
+                "(this one would not be read; remove it or convert it)",
+                count=1,
+            )
+        )
+    return files
 
 
 def _table_file(root: Path, table: str) -> Path | None:
@@ -197,3 +292,8 @@ def _is_date(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:199] + "…"

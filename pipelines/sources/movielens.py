@@ -2,7 +2,7 @@
 
 Every rating is kept as an interaction: the rating becomes its `weight` and the event is
 "rating". Ids become strings. Titles and genres become the item's content features; the
-100K release date becomes `created_at`.
+100K release date becomes `created_at`. Ratings files are read and typed block by block.
 """
 
 from __future__ import annotations
@@ -13,10 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.contract import GENRE_SEPARATOR, RawSnapshot, ReadIssue, empty_partitions
+from pipelines.contract import (
+    GENRE_SEPARATOR,
+    RawSnapshot,
+    ReadIssue,
+    empty_partitions,
+    merge_issues,
+)
 from pipelines.sources.contract_files import concat_interactions
 from pipelines.sources.normalize import normalize_interactions, normalize_items, normalize_users
-from pipelines.sources.text import read_delimited
+from pipelines.sources.text import DelimitedFile
 
 RATING_EVENT = "rating"
 # u.genre's order in the 100K release (used when u.genre itself is absent).
@@ -43,6 +49,8 @@ ML100K_GENRES = (
 )
 NO_GENRES = "(no genres listed)"
 RATING_COLUMNS = ["user_id", "item_id", "weight", "timestamp"]
+# MovieLens latest headers -> contract names (matched ignoring case and surrounding spaces).
+LATEST_ALIASES = {"userId": "user_id", "movieId": "item_id", "rating": "weight"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,41 +74,44 @@ class _Reader:
         self.root, self.sample_rows = root, sample_rows
         self.issues: list[ReadIssue] = []
 
-    def table(
-        self,
-        name: str,
-        table: str,
-        dialect: _Dialect,
-        *,
-        names=None,
-        renames=None,
-        required: bool = True,
-    ):
-        """(frame of strings, line numbers) of one file, or None when it is absent."""
+    def file(self, name: str, table: str, dialect: _Dialect, *, names=None, required=True):
+        """A `DelimitedFile` for one of the dump's files, or None when it is absent."""
         path = self.root / name
         if not path.is_file():
             if required:
-                self.issues.append(
-                    ReadIssue(
-                        table=table,
-                        file=str(path),
-                        column=None,
-                        count=1,
-                        rule=f"file {name} is required for this format",
-                    )
-                )
+                self.issue(table, name, f"file {name} is required for this format")
             return None
-        text = read_delimited(
+        return DelimitedFile(
             path,
             table=table,
             sep=dialect.sep,
             names=names,
+            aliases=LATEST_ALIASES,
             encoding=dialect.encoding,
             quoted=dialect.quoted,
             sample_rows=self.sample_rows,
         )
-        self.issues.extend(text.issues)
-        return text.frame.rename(columns=renames or {}), text.lines
+
+    def table(self, name: str, table: str, dialect: _Dialect, *, names=None, required=True):
+        """(frame of strings, line numbers) of one whole file, or None when absent/unreadable."""
+        text = self.file(name, table, dialect, names=names, required=required)
+        if text is None:
+            return None
+        loaded = text.read()
+        self.issues.extend(loaded.issues)
+        return None if loaded.frame is None else (loaded.frame, loaded.lines)
+
+    def issue(self, table: str, name: str, rule: str, count: int = 1, samples=(), column=None):
+        self.issues.append(
+            ReadIssue(
+                table=table,
+                file=str(self.root / name),
+                column=column,
+                rule=rule,
+                count=count,
+                samples=tuple(samples),
+            )
+        )
 
     def normalized(self, normalize, name: str, loaded, **kwargs):
         if loaded is None:
@@ -116,15 +127,31 @@ class _Reader:
             **kwargs,
         )
 
-    def ratings(self, name: str, dialect: _Dialect, *, names=None, renames=None):
-        loaded = self.table(name, "interactions", dialect, names=names, renames=renames)
-        return self.normalized(
-            normalize_interactions, name, loaded, partition=None, default_event=RATING_EVENT
-        )
+    def ratings(self, name: str, dialect: _Dialect, *, names=None) -> pd.DataFrame | None:
+        """Every rating of `name`, typed block by block (a rating column is required)."""
+        text = self.file(name, "interactions", dialect, names=names)
+        if text is None:
+            return None
+        frames = []
+        try:
+            for chunk in text.chunks():
+                typed = self.normalized(
+                    normalize_interactions,
+                    name,
+                    (chunk.frame, chunk.lines),
+                    partition=None,
+                    default_event=RATING_EVENT,
+                    require_weight=True,
+                )
+                if typed is not None:
+                    frames.append(typed)
+        finally:
+            self.issues.extend(text.issues)
+        return concat_interactions(frames)
 
-    def movies(self, name: str, dialect: _Dialect, *, names=None, renames=None):
+    def movies(self, name: str, dialect: _Dialect, *, names=None):
         """Items from a `movieId, title, genres` file ("(no genres listed)" becomes "")."""
-        loaded = self.table(name, "items", dialect, names=names, renames=renames)
+        loaded = self.table(name, "items", dialect, names=names)
         if loaded is not None and "genres" in loaded[0]:
             genres = loaded[0]["genres"]
             loaded[0]["genres"] = genres.where(genres != NO_GENRES, "")
@@ -134,11 +161,11 @@ class _Reader:
         return RawSnapshot(
             format=fmt,
             root=str(self.root),
-            interactions=concat_interactions([ratings] if ratings is not None else []),
+            interactions=ratings if ratings is not None else concat_interactions([]),
             items=items,
             users=users,
             partitions=empty_partitions(),
-            issues=self.issues,
+            issues=merge_issues(self.issues, self.sample_rows),
             weight_range=weight_range,
             table_files={t: str(self.root / name) for t, name in table_files.items()},
         )
@@ -148,18 +175,11 @@ def read_ml100k(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
     """MovieLens 100K: `u.data` (tab), `u.item` and `u.user` (pipe), latin-1."""
     reader = _Reader(root, sample_rows)
     ratings = reader.ratings("u.data", dataclasses.replace(_ML100K, sep="\t"), names=RATING_COLUMNS)
-    genres = _ml100k_genre_names(root / "u.genre")
+    genres = _ml100k_genre_names(reader)
     item_columns = ["item_id", "title", "release_date", "video_release_date", "imdb_url", *genres]
     loaded = reader.table("u.item", "items", _ML100K, names=item_columns)
     if loaded is not None:
-        frame, lines = loaded
-        flags = frame[list(genres)].fillna("0").to_numpy() == "1"
-        names = np.asarray(genres, dtype=object)
-        frame["genres"] = [GENRE_SEPARATOR.join(names[row]) for row in flags]
-        frame["created_at"] = pd.to_datetime(
-            frame["release_date"], format="%d-%b-%Y", utc=True, errors="coerce"
-        )
-        loaded = frame[["item_id", "title", "genres", "created_at", "imdb_url"]], lines
+        loaded = _ml100k_items(reader, *loaded, genres)
     items = reader.normalized(normalize_items, "u.item", loaded)
     user_columns = ["user_id", "age", "gender", "occupation", "zip_code"]
     users = reader.normalized(
@@ -191,15 +211,87 @@ def read_ml1m(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
 def read_ml_latest(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
     """MovieLens latest / latest-small / 20M / 25M: `ratings.csv`, `movies.csv` (UTF-8, quoted)."""
     reader = _Reader(root, sample_rows)
-    renames = {"userId": "user_id", "movieId": "item_id", "rating": "weight"}
-    ratings = reader.ratings("ratings.csv", _LATEST, renames=renames)
-    items = reader.movies("movies.csv", _LATEST, renames={"movieId": "item_id"})
+    ratings = reader.ratings("ratings.csv", _LATEST)
+    items = reader.movies("movies.csv", _LATEST)
     return reader.snapshot("ml-latest", ratings, items, None, (0.5, 5.0), {"items": "movies.csv"})
 
 
-def _ml100k_genre_names(path: Path) -> tuple[str, ...]:
+def _ml100k_items(reader: _Reader, frame: pd.DataFrame, lines: np.ndarray, genres):
+    """u.item's genre flags joined into `genres`, its release date parsed into `created_at`."""
+    flags = frame[list(genres)]
+    valid = flags.isin(["0", "1"]).to_numpy().all(axis=1)
+    if not valid.all():
+        bad = np.flatnonzero(~valid)
+        reader.issue(
+            "items",
+            "u.item",
+            f"genre flags (the last {len(genres)} fields) must be 0 or 1",
+            len(bad),
+            [
+                f"line {lines[i]}: {'|'.join(flags.iloc[i].fillna('').astype(str))!r}"
+                for i in bad[: reader.sample_rows]
+            ],
+            column="genres",
+        )
+    names = np.asarray(genres, dtype=object)
+    frame["genres"] = [GENRE_SEPARATOR.join(names[row]) for row in flags.to_numpy() == "1"]
+    released = frame["release_date"]
+    frame["created_at"] = pd.to_datetime(released, format="%d-%b-%Y", utc=True, errors="coerce")
+    unparsed = np.flatnonzero((released.notna() & frame["created_at"].isna()).to_numpy())
+    if len(unparsed):  # an empty date is allowed (the real file has one); a wrong one is not
+        reader.issue(
+            "items",
+            "u.item",
+            "release dates must be DD-Mon-YYYY (e.g. 01-Jan-1995) or empty",
+            len(unparsed),
+            [f"line {lines[i]}: {released.iloc[i]!r}" for i in unparsed[: reader.sample_rows]],
+            column="created_at",
+        )
+        keep = np.ones(len(frame), dtype=bool)
+        keep[unparsed] = False
+        frame, lines = frame.loc[keep].reset_index(drop=True), lines[keep]
+    return frame[["item_id", "title", "genres", "created_at", "imdb_url"]], lines
+
+
+def _ml100k_genre_names(reader: _Reader) -> tuple[str, ...]:
+    """Genre names in flag order from u.genre ("name|index" lines), or the release's own list.
+
+    A malformed u.genre is reported and the release's list used, so u.item can still be read.
+    """
+    path = reader.root / "u.genre"
     if not path.is_file():
         return ML100K_GENRES
-    lines = path.read_text(encoding="latin-1").splitlines()
-    pairs = [line.rsplit("|", 1) for line in lines if "|" in line]
-    return tuple(name for name, _ in sorted(pairs, key=lambda p: int(p[1])))
+    pairs, bad = {}, []
+    try:
+        text = path.read_bytes().decode("latin-1")
+    except OSError as exc:
+        reader.issue("items", "u.genre", f"the file must be readable ({exc.strerror or exc})")
+        return ML100K_GENRES
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        name, _, index = line.rpartition("|")
+        if not name or not index.strip().isdigit() or "\x00" in line or int(index) in pairs:
+            bad.append(f"line {number}: {line[:80]!r}")
+            continue
+        pairs[int(index)] = name
+    if bad:
+        reader.issue(
+            "items",
+            "u.genre",
+            "u.genre lines must be name|index with a unique whole-number index",
+            len(bad),
+            bad[: reader.sample_rows],
+        )
+        return ML100K_GENRES
+    if sorted(pairs) != list(range(len(pairs))) or not pairs:
+        reader.issue(
+            "items",
+            "u.genre",
+            "u.genre indexes must run 0, 1, 2, ... without gaps (one per genre flag in u.item)",
+            1,
+            [f"indexes found: {sorted(pairs)}"],
+        )
+        return ML100K_GENRES
+    return tuple(pairs[k] for k in range(len(pairs)))

@@ -12,7 +12,9 @@ import pandas as pd
 
 from pipelines.contract import (
     GENRE_SEPARATOR,
+    INTERACTION_COLUMNS,
     INTERACTION_REQUIRED,
+    ITEM_OPTIONAL,
     ITEM_REQUIRED,
     PARTITION,
     SOURCE_FILE,
@@ -22,6 +24,37 @@ from pipelines.contract import (
 )
 
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
+# Contract column names, recognised in headers ignoring case and surrounding spaces.
+KNOWN_COLUMNS = tuple(
+    dict.fromkeys((*INTERACTION_COLUMNS, *ITEM_REQUIRED, *ITEM_OPTIONAL, *USER_REQUIRED))
+)
+
+
+def canonical_names(
+    names: list, aliases: dict[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Header names as the contract spells them.
+
+    Surrounding spaces are dropped from every name; contract names (`KNOWN_COLUMNS`) and the
+    format's `aliases` (e.g. MovieLens "rating" -> "weight") match ignoring case, so "rating ",
+    "Weight" and "Created_At" are the columns they look like rather than unknown extras.
+
+    Returns:
+        (names, clashes): the renamed columns, and a description of each group of columns
+        that became the same name (the file cannot be read unambiguously when not empty).
+    """
+    lookup = {name: name for name in KNOWN_COLUMNS}
+    lookup.update({key.strip().lower(): value for key, value in (aliases or {}).items()})
+    out = []
+    for name in names:
+        stripped = str(name).strip()
+        out.append(lookup.get(stripped.lower(), stripped))
+    clashes = []
+    for name in dict.fromkeys(out):
+        sources = [str(raw) for raw, new in zip(names, out, strict=True) if new == name]
+        if len(sources) > 1:
+            clashes.append(f"{', '.join(repr(s) for s in sources)} all mean {name!r}")
+    return out, clashes
 
 
 class _Located:
@@ -52,7 +85,7 @@ class _Located:
                     file=self.file,
                     column=column,
                     rule=f"required column '{column}' is missing (columns found: {', '.join(map(str, self.frame.columns)) or 'none'})",
-                    count=len(self.frame),
+                    count=len(self.frame) or 1,
                 )
             )
         return missing
@@ -64,7 +97,7 @@ class _Located:
         where = np.flatnonzero(mask)
         values = self.frame[column].to_numpy()
         samples = tuple(
-            f"{self.row_label} {self.rows[i]}: {_plain(values[i])!r}"
+            f"{self.row_label} {self.rows[i]}: {_shown(values[i])}"
             for i in where[: self.sample_rows]
         )
         self.issues.append(
@@ -82,6 +115,19 @@ class _Located:
         values, bad = coerce_ids(self.frame[column])
         self.report(column, bad, "ids must be strings or integers")
         return values
+
+    def weights(self, column: str) -> pd.Series:
+        raw = self.frame[column]
+        weight = pd.to_numeric(raw, errors="coerce").astype(float)
+        present = raw.notna().to_numpy()
+        values = weight.to_numpy()
+        self.report(column, present & np.isnan(values), "weights must be numbers")
+        self.report(
+            column,
+            ~present | np.isinf(values),
+            "weights must not be empty, NaN or infinite",
+        )
+        return weight
 
     def timestamps(self, column: str) -> pd.Series:
         values, bad = coerce_timestamps(self.frame[column])
@@ -152,8 +198,10 @@ def normalize_interactions(
     default_event: str,
     issues: list[ReadIssue],
     sample_rows: int = 5,
+    require_weight: bool = False,
 ) -> pd.DataFrame | None:
-    """Type one file's interactions; returns None when a required column is missing.
+    """Type one file's interactions (or one block of its rows); None when a required column is
+    missing.
 
     Args:
         frame: the file's rows as read (any dtypes).
@@ -163,6 +211,8 @@ def normalize_interactions(
         partition: the file's `dt=` partition, or None.
         default_event: event name when the file has no `event` column.
         issues: list the read issues are appended to.
+        require_weight: the format always has a weight (MovieLens ratings): a missing column is
+            an issue, not "every weight is 1.0".
 
     Returns:
         Contract columns plus `dt`, `source_file`, `source_row`; untypeable rows removed.
@@ -176,7 +226,8 @@ def normalize_interactions(
         issues=issues,
         sample_rows=sample_rows,
     )
-    if loc.missing_required(INTERACTION_REQUIRED):
+    required = (*INTERACTION_REQUIRED, "weight") if require_weight else INTERACTION_REQUIRED
+    if loc.missing_required(required):
         return None
     out = pd.DataFrame(
         {
@@ -187,22 +238,22 @@ def normalize_interactions(
     )
     if "event" in loc.frame.columns:
         event = loc.frame["event"]
-        out["event"] = event.astype(str).where(event.notna(), default_event)
+        loc.report(
+            "event",
+            event.isna().to_numpy(),
+            "event must not be empty (the file has an event column, so every row needs one)",
+        )
+        out["event"] = event.astype(str)
     else:
         out["event"] = default_event
-    if "weight" in loc.frame.columns:
-        raw = loc.frame["weight"]
-        weight = pd.to_numeric(raw, errors="coerce").astype(float)
-        loc.report(
-            "weight", raw.notna().to_numpy() & weight.isna().to_numpy(), "weights must be numbers"
-        )
-        out["weight"] = weight.fillna(1.0)  # a missing weight means an unweighted event
-    else:
-        out["weight"] = 1.0
+    # No weight column means unweighted events (1.0); a column with holes is not that.
+    out["weight"] = loc.weights("weight") if "weight" in loc.frame.columns else 1.0
     out[PARTITION] = partition
-    out[SOURCE_FILE] = file
+    out[SOURCE_FILE] = pd.Categorical.from_codes(np.zeros(len(out), dtype=np.int8), [file])
     out[SOURCE_ROW] = rows.astype(np.int64)
-    return out.loc[~loc.bad].reset_index(drop=True)
+    if loc.bad.any():
+        out = out.loc[~loc.bad].reset_index(drop=True)
+    return out
 
 
 def normalize_items(
@@ -286,6 +337,13 @@ def join_genres(raw: pd.Series) -> pd.Series:
         return str(value)
 
     return raw.map(one).astype(str)
+
+
+def _shown(value) -> str:
+    """A value as a message quotes it: repr of plain Python values, "(empty)" for missing."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return "(empty)"
+    return repr(_plain(value))
 
 
 def _plain(value):
