@@ -285,7 +285,10 @@ class Registry:
     def verify(self, bundle_id: str) -> bool:
         """True if the bundle's files still hash to its manifest's content hash."""
         expected = self.manifest(bundle_id)["content_hash"]
-        return content_hash(self._local_copy(bundle_id, None)) == expected
+        if self.local:
+            return content_hash(self.bundle_path(bundle_id)) == expected
+        with tempfile.TemporaryDirectory() as fresh:  # the registry's files, not a cached copy
+            return content_hash(self._local_copy(bundle_id, fresh)) == expected
 
     def fetch(self, bundle_id: str, cache_dir: str | Path | None = None) -> Path:
         """A local directory with the bundle (the registry's own on local disk, else a copy),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -14,7 +18,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from pipelines.errors import PipelineError
+from pipelines.errors import BundleIntegrityError, PipelineError, PromotionConflict
 from pipelines.registry import Registry, content_hash
 
 
@@ -64,8 +68,8 @@ def test_promote_rollback_and_history(registry, tmp_path):
     events = [(e["event"], e["bundle_id"]) for e in registry.history()]
     assert events == [("promote", ids[0]), ("promote", ids[1]), ("promote", ids[2]),
                       ("rollback", ids[1]), ("rollback", ids[0])]  # fmt: skip
-    with pytest.raises(PipelineError, match="no complete bundle 'nope'"):
-        registry.promote("nope")
+    with pytest.raises(PipelineError, match="no complete bundle '0123456789abcdef'"):
+        registry.promote("0123456789abcdef")
     assert registry.production() == ids[0]
 
 
@@ -123,3 +127,226 @@ def test_killed_writer_never_leaves_a_broken_production_pointer(tmp_path):
     # Leftover temporaries are hidden from listings and never pointed to.
     listed = {b["bundle_id"] for b in Registry(root).bundles()}
     assert all(not b.startswith(".") for b in listed)
+
+
+def put(registry, path: str, data: bytes) -> None:
+    registry.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    registry.fs.pipe_file(path, data)
+
+
+def ls_names(registry, sub="bundles") -> set[str]:
+    return {
+        p.rstrip("/").rsplit("/", 1)[-1]
+        for p in registry.fs.ls(f"{registry.root}/{sub}", detail=False)
+    }
+
+
+def test_promote_is_a_compare_and_swap(registry, tmp_path):
+    a, b, c = (registry.publish(make_bundle(tmp_path, p), {"created_at": p}) for p in "abc")
+    registry.promote(a, reason="first run", expected=None)
+    with pytest.raises(PromotionConflict) as caught:
+        registry.promote(b, reason="gated with no champion", expected=None)
+    message = str(caught.value)
+    assert "gated against champion none" in message and f"production is now {a}" in message
+    assert "Re-run" in message and (caught.value.expected, caught.value.current) == (None, a)
+    assert registry.production() == a
+    registry.promote(b, expected=a)
+    with pytest.raises(PromotionConflict, match=f"champion {a}, but production is now {b}"):
+        registry.promote(c, expected=a)
+    assert registry.production() == b and registry.promote(b, expected=a)["bundle_id"] == b
+    with pytest.raises(PipelineError, match="is not a bundle id"):
+        registry.promote(c, expected="../x")
+    assert [e["bundle_id"] for e in registry.history()] == [a, b]
+
+
+def test_rollback_survives_a_lost_history_append(registry, tmp_path):
+    """A writer killed between the pointer swap and the history append breaks nothing."""
+    a, b, c, d = (registry.publish(make_bundle(tmp_path, p), {"created_at": p}) for p in "abcd")
+    for bundle_id in (a, b, c):
+        registry.promote(bundle_id)
+    history = f"{registry.root}/history.jsonl"
+    lines = registry.fs.cat_file(history).decode().splitlines(keepends=True)
+    registry.fs.pipe_file(history, "".join(lines[:-1]).encode())  # c's line never written
+    assert [e["bundle_id"] for e in registry.history()] == [a, b, c]  # the pointer's record
+    registry.promote(d, expected=c)
+    logged = [json.loads(x)["bundle_id"] for x in registry.fs.cat_file(history).splitlines()]
+    assert logged == [a, b, c, d]  # the next writer appended the missing line
+    assert [registry.rollback()["bundle_id"] for _ in range(3)] == [c, b, a]
+    with pytest.raises(PipelineError, match="no previous production bundle"):
+        registry.rollback()
+
+
+def test_torn_history_line_is_skipped_then_cut(tmp_path, caplog):
+    registry = Registry(tmp_path / "artifacts")
+    a, b, c = (registry.publish(make_bundle(tmp_path, p), {"created_at": p}) for p in "abc")
+    registry.promote(a)
+    registry.promote(b)
+    history = Path(registry.root) / "history.jsonl"
+    with history.open("ab") as f:
+        f.write(b'{"event": "promote", "bundle_')  # a writer killed inside its write()
+    assert [e["bundle_id"] for e in registry.history()] == [a, b]
+    assert "skipping unreadable line 3" in caplog.text
+    registry.promote(c)
+    assert "cutting a torn last line" in caplog.text
+    assert [json.loads(x)["bundle_id"] for x in history.read_text().splitlines()] == [a, b, c]
+
+
+BAD_IDS = ["../../..", "..", "", "0123456789ABCDEF", "0123456789abcdef\n", "0123456789abcde",
+           "0123456789abcdef0", "bundles/../x", "/etc", None]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_bundle_ids_are_validated_everywhere(registry, tmp_path, bad):
+    a = registry.publish(make_bundle(tmp_path, "a"), {"created_at": "a"})
+    registry.promote(a)
+    for call in (registry.manifest, registry.fetch, registry.verify, registry.promote,
+                 registry.bundle_path, lambda x: registry.promote(a, expected=x or "")):  # fmt: skip
+        with pytest.raises(PipelineError, match="is not a bundle id: ids are 16 lowercase hex"):
+            call(bad)
+    assert registry.production() == a
+    # A pointer edited to name a path is refused too, not followed.
+    registry.fs.pipe_file(
+        f"{registry.root}/production.json", json.dumps({"bundle_id": bad}).encode()
+    )
+    with pytest.raises(PipelineError, match="is not a bundle id"):
+        registry.production_dir()
+
+
+def test_bundles_lists_only_complete_bundles(registry, tmp_path):
+    staging = make_bundle(tmp_path, "a")
+    a = registry.publish(staging, {"created_at": "a"})
+    assert not (staging / "manifest.json").exists()  # publish leaves its input alone
+    bundles = f"{registry.root}/bundles"
+    fakes = {
+        "1111111111111111": b'{"created_at": "x"}',  # no content hash
+        "2222222222222222": b'{"created_at": "x", "content_ha',  # torn
+        "3333333333333333": b'{"content_hash": "4444444444444444ffff"}',  # another bundle's
+        ".tmp-0a0a": json.dumps(registry.manifest(a)).encode(),  # a copy in flight
+    }
+    for name, manifest in fakes.items():
+        put(registry, f"{bundles}/{name}/item_ids.txt", b"x")
+        put(registry, f"{bundles}/{name}/manifest.json", manifest)
+    assert [b["bundle_id"] for b in registry.bundles()] == [a]
+    for name in list(fakes)[:3]:
+        with pytest.raises(PipelineError, match=f"no complete bundle '{name}'"):
+            registry.promote(name)
+
+
+def test_tampered_bundle_is_refused_on_load(registry, tmp_path):
+    a = registry.publish(make_bundle(tmp_path, "a"), {"created_at": "a"})
+    registry.promote(a)
+    cache = tmp_path / "cache"
+    assert registry.production_dir(cache) == registry.fetch(a, cache)
+    put(registry, f"{registry.bundle_path(a)}/index/blob.bin", b"evil graph")
+    if not registry.local:  # the cached copy is still good; a fresh reader sees the change
+        cache = tmp_path / "other-cache"
+    assert not registry.verify(a)
+    with pytest.raises(BundleIntegrityError, match="changed after publishing"):
+        registry.fetch(a, cache)
+    with pytest.raises(BundleIntegrityError, match="Not loading it"):
+        registry.production_dir(cache)
+
+
+def test_a_damaged_cached_copy_is_fetched_again(tmp_path):
+    root = f"memory://reg-{uuid.uuid4().hex[:8]}"
+    registry = Registry(root)
+    a = registry.publish(make_bundle(tmp_path, "a"), {"created_at": "a"})
+    local = registry.fetch(a, tmp_path / "cache")
+    (local / "item_ids.txt").write_text("tampered in the cache")
+    assert (registry.fetch(a, tmp_path / "cache") / "item_ids.txt").read_text() == "a"
+    fsspec.filesystem("memory").rm(root.removeprefix("memory:/"), recursive=True)
+
+
+def test_recommender_refuses_a_tampered_bundle(tmp_path):
+    from pipelines.recommend import Recommender
+
+    registry = Registry(tmp_path / "artifacts")
+    a = registry.publish(make_bundle(tmp_path, "a"), {"created_at": "a"})
+    (Path(registry.bundle_path(a)) / "item_ids.txt").write_text("b")
+    with pytest.raises(BundleIntegrityError, match=f"bundle .*{a}: its files hash to"):
+        Recommender(registry.bundle_path(a))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_pointer_history_and_lock_have_the_bundles_file_mode(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        registry = Registry(tmp_path / "artifacts")
+        a = registry.publish(make_bundle(tmp_path, "a"), {"created_at": "a"})
+        registry.promote(a)
+    finally:
+        os.umask(old)
+    root, bundle = Path(registry.root), Path(registry.bundle_path(a))
+    modes = {
+        path: stat.S_IMODE(path.stat().st_mode)
+        for path in (
+            bundle / "item_ids.txt",
+            bundle / "manifest.json",
+            root / "production.json",
+            root / "history.jsonl",
+            root / ".lock",
+        )  # fmt: skip
+    }
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_failed_publish_leaves_nothing_and_the_retry_succeeds(registry, tmp_path, monkeypatch):
+    """Disk full in the middle of a copy: no leftover, so the retry has the space it had."""
+    staging = make_bundle(tmp_path, "a")
+    calls = []
+
+    def disk_full(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(*args, **kwargs)
+
+    if registry.local:
+        original = shutil.copyfileobj
+        monkeypatch.setattr(shutil, "copyfileobj", disk_full)
+    else:
+        original = registry.fs.put_file
+        monkeypatch.setattr(registry.fs, "put_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        registry.publish(staging, {"created_at": "a"})
+    assert ls_names(registry) == set() and registry.bundles() == []
+    monkeypatch.undo()
+    a = registry.publish(staging, {"created_at": "a"})
+    assert registry.verify(a) and [b["bundle_id"] for b in registry.bundles()] == [a]
+
+
+def test_leftovers_of_a_killed_publish_do_not_block_the_retry(registry, tmp_path):
+    staging = make_bundle(tmp_path, "a")
+    bundle_id = content_hash(staging)[:16]
+    bundles = f"{registry.root}/bundles"
+    put(registry, f"{bundles}/.tmp-{uuid.uuid4().hex}/item_ids.txt", b"a")
+    put(registry, f"{bundles}/{bundle_id}/item_ids.txt", b"a")  # no manifest yet
+    assert registry.bundles() == []
+    assert registry.publish(staging, {"created_at": "a"}) == bundle_id
+    assert registry.verify(bundle_id)
+    assert [b["bundle_id"] for b in registry.bundles()] == [bundle_id]
+
+
+def test_gc_removes_old_debris_only(registry, tmp_path):
+    a, b = (registry.publish(make_bundle(tmp_path, p), {"created_at": p}) for p in "ab")
+    registry.promote(a)
+    registry.promote(b)
+    bundles = f"{registry.root}/bundles"
+    debris = ["bundles/.tmp-old", "bundles/7777777777777777", ".production-old"]
+    put(registry, f"{bundles}/.tmp-old/index/blob.bin", b"x")
+    put(registry, f"{bundles}/7777777777777777/item_ids.txt", b"x")
+    put(registry, f"{registry.root}/.production-old", b"{")
+    registry.fs.rm(f"{registry.bundle_path(b)}/manifest.json")  # production, yet damaged
+    assert registry.gc(older_than_s=3600) == []  # all of it could be a publish in flight
+    if registry.local:
+        old = time.time() - 7200
+        for rel in debris:
+            for path in [Path(registry.root, rel), *Path(registry.root, rel).rglob("*")]:
+                os.utime(path, (old, old))
+        put(registry, f"{bundles}/.tmp-young/item_ids.txt", b"x")
+        assert registry.gc(older_than_s=3600) == sorted(debris)
+        assert registry.gc(older_than_s=0) == ["bundles/.tmp-young"]
+    else:
+        assert registry.gc(older_than_s=0) == sorted(debris)
+    assert ls_names(registry) == {a, b} and registry.production() == b
+    assert registry.verify(a) and ".lock" not in registry.gc(older_than_s=0)
