@@ -51,10 +51,12 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURD
 	AIRFLOW__CORE__LOAD_EXAMPLES=False TTR_DATA__ARTIFACT_ROOT=$(CURDIR)/$(ARTIFACTS) \
 	TTR_DATA_ROOT=$(CURDIR)/data PYTHONPATH=$(CURDIR)
 CONF ?= {}
+# The keys `make airflow` generated for .airflow/, so connections it encrypted stay readable.
+LOAD_SECRETS = set -a; [ ! -f $(AIRFLOW_SECRETS) ] || . ./$(AIRFLOW_SECRETS); set +a;
 run: setup
 	@mkdir -p .airflow data
-	@$(AIRFLOW_ENV) airflow db migrate > .airflow/migrate.log 2>&1 || { cat .airflow/migrate.log; exit 1; }
-	$(AIRFLOW_ENV) airflow dags test two_tower_retrain --conf '$(CONF)' > .airflow/dags-test.log 2>&1 \
+	@$(LOAD_SECRETS) $(AIRFLOW_ENV) airflow db migrate > .airflow/migrate.log 2>&1 || { cat .airflow/migrate.log; exit 1; }
+	$(LOAD_SECRETS) $(AIRFLOW_ENV) airflow dags test two_tower_retrain --conf '$(CONF)' > .airflow/dags-test.log 2>&1 \
 	  || { tail -50 .airflow/dags-test.log; exit 1; }
 	@run_dir=$$(ls -td $(ARTIFACTS)/runs/*/ | head -1); \
 	  cat $$run_dir/evaluation/gate.md; \
