@@ -163,6 +163,8 @@ def check_after_kill(root: Path, world, allowed: set | None, retry: list[str]) -
         registry.promote(c, reason="retry", expected=registry.production())
         d = registry.publish(world["staging"] / "D", {"created_at": "D"})
         registry.promote(d, reason="next run", expected=c)
+        if replay(registry.history()) != (d, registry.pointer()["chain"]):
+            problems.append(f"after the retry, history {registry.history()} misses a step")
         if production == c:
             expected = [c, *chain]
         else:
@@ -179,6 +181,9 @@ def check_after_kill(root: Path, world, allowed: set | None, retry: list[str]) -
                 problems.append(f"rolled back to {restored[-1]}, which does not verify")
         if restored != expected[:CHAIN_LIMIT]:
             problems.append(f"rollback restored {restored}, expected {expected}")
+        pointer = registry.pointer()
+        if replay(registry.history()) != (pointer["bundle_id"], pointer["chain"]):
+            problems.append("after the retry and the rollbacks, history disagrees with the pointer")
     except Exception as exc:  # noqa: BLE001 - any failure here is a broken invariant
         problems.append(f"{type(exc).__name__}: {exc}")
     return problems
