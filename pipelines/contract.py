@@ -58,10 +58,12 @@ class RawSnapshot:
     Attributes:
         format: detected or given source format ("contract", "ml-100k", "ml-1m", "ml-latest").
         root: the source directory.
-        interactions: columns `user_id` (str), `item_id` (str), `timestamp` (datetime64[ns, UTC]),
-            `event` (str), `weight` (float64), `dt` (partition date string or None),
-            `source_file` (category), `source_row` (int64: 1-based line for text files,
-            0-based row for Parquet).
+        interactions: columns `user_id` (str), `item_id` (str), `timestamp` (datetime64[us, UTC]),
+            `event` (category of str), `weight` (float64), `dt` (category: the partition
+            date string, missing for unpartitioned sources), `source_file` (category),
+            `source_row` (int64: 1-based line for text files, 0-based row for Parquet).
+            Repeated values are categories so a large source costs little more than its
+            ids, timestamps and weights.
         items: columns `item_id`, `title`, `genres` ("|"-joined), `created_at` (datetime UTC,
             may be NaT) and any extra attribute columns.
         users: `user_id` plus categorical feature columns (strings), or None.

@@ -28,8 +28,8 @@ from pipelines.contract import (
     merge_issues,
 )
 from pipelines.errors import SourceError
+from pipelines.sources.columns import InteractionColumns, count_rows
 from pipelines.sources.normalize import (
-    TIMESTAMP_DTYPE,
     canonical_names,
     normalize_interactions,
     normalize_items,
@@ -50,8 +50,8 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
         SourceError: the directory has neither `interactions/` nor an `interactions` file.
     """
     issues: list[ReadIssue] = []
-    frames: list[pd.DataFrame] = []
-    partition_rows: list[dict] = []
+    files: list[tuple[Path, str | None]] = []  # (interactions file, its dt= day)
+    partition_days: list[tuple[str, Path]] = []
     part_dir = root / "interactions"
     if part_dir.is_dir():
         for child in _listing(part_dir, issues):
@@ -69,13 +69,8 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
                     )
                 )
                 continue
-            day = match.group(1)
-            rows = 0
-            for path in _partition_files(child, issues):
-                for frame in _read_interactions_file(path, day, issues, sample_rows):
-                    frames.append(frame)
-                    rows += len(frame)
-            partition_rows.append({"dt": day, "path": str(child), "rows": rows})
+            partition_days.append((match.group(1), child))
+            files.extend((path, match.group(1)) for path in _partition_files(child, issues))
     else:
         path = _table_file(root, "interactions")
         if path is None:
@@ -83,8 +78,19 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
                 f"{root}: no interactions found; expected {root}/interactions/dt=YYYY-MM-DD/*.parquet "
                 f"(or interactions.parquet / interactions.csv)"
             )
-        frames.extend(_read_interactions_file(path, None, issues, sample_rows))
+        files.append((path, None))
 
+    columns = InteractionColumns(count_rows([path for path, _ in files]))
+    rows_per_day: dict[str, int] = {}
+    for path, day in files:
+        for frame in _read_interactions_file(path, day, issues, sample_rows):
+            columns.add(frame)
+            if day is not None:
+                rows_per_day[day] = rows_per_day.get(day, 0) + len(frame)
+    partition_rows = [
+        {"dt": day, "path": str(child), "rows": rows_per_day.get(day, 0)}
+        for day, child in partition_days
+    ]
     items = _read_table(root, "items", normalize_items, issues, sample_rows, required=True)
     users = _read_table(root, "users", normalize_users, issues, sample_rows, required=False)
     table_files = {t: str(p) for t in ("items", "users") if (p := _table_file(root, t)) is not None}
@@ -92,48 +98,13 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
     return RawSnapshot(
         format="contract",
         root=str(root),
-        interactions=concat_interactions(frames),
+        interactions=columns.frame(),
         items=items,
         users=users,
         partitions=partitions,
         issues=merge_issues(issues, sample_rows),
         table_files=table_files,
     )
-
-
-def concat_interactions(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate per-block interaction frames column by column; `source_file` is a category.
-
-    `frames` is emptied as it goes, so each column's blocks are freed once joined: the peak is
-    the result plus one column, not twice the result.
-    """
-    if not frames:
-        return pd.DataFrame(
-            {
-                "user_id": pd.Series([], dtype=str),
-                "item_id": pd.Series([], dtype=str),
-                "timestamp": pd.Series([], dtype=TIMESTAMP_DTYPE),
-                "event": pd.Series([], dtype=str),
-                "weight": pd.Series([], dtype=float),
-                "dt": pd.Series([], dtype=object),
-                "source_file": pd.Series([], dtype="category"),
-                "source_row": pd.Series([], dtype=np.int64),
-            }
-        )
-    names = list(frames[0].columns)
-    blocks = [{name: frame[name] for name in names} for frame in frames]
-    frames.clear()
-    columns = {}
-    for name in names:
-        parts = [block.pop(name) for block in blocks]
-        if name == "source_file":
-            columns[name] = pd.Series(
-                pd.api.types.union_categoricals([p.array for p in parts]), name=name
-            )
-        else:
-            columns[name] = pd.concat(parts, ignore_index=True)
-        del parts
-    return pd.DataFrame(columns, copy=False)
 
 
 def _read_interactions_file(

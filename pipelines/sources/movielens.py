@@ -20,7 +20,7 @@ from pipelines.contract import (
     empty_partitions,
     merge_issues,
 )
-from pipelines.sources.contract_files import concat_interactions
+from pipelines.sources.columns import InteractionColumns, count_rows, empty_interactions
 from pipelines.sources.normalize import normalize_interactions, normalize_items, normalize_users
 from pipelines.sources.text import DelimitedFile
 
@@ -132,7 +132,7 @@ class _Reader:
         text = self.file(name, "interactions", dialect, names=names)
         if text is None:
             return None
-        frames = []
+        columns = InteractionColumns(count_rows([text.path]))
         try:
             for chunk in text.chunks():
                 typed = self.normalized(
@@ -144,10 +144,10 @@ class _Reader:
                     require_weight=True,
                 )
                 if typed is not None:
-                    frames.append(typed)
+                    columns.add(typed)
         finally:
             self.issues.extend(text.issues)
-        return concat_interactions(frames)
+        return columns.frame()
 
     def movies(self, name: str, dialect: _Dialect, *, names=None):
         """Items from a `movieId, title, genres` file ("(no genres listed)" becomes "")."""
@@ -161,7 +161,7 @@ class _Reader:
         return RawSnapshot(
             format=fmt,
             root=str(self.root),
-            interactions=ratings if ratings is not None else concat_interactions([]),
+            interactions=ratings if ratings is not None else empty_interactions(),
             items=items,
             users=users,
             partitions=empty_partitions(),

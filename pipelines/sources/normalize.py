@@ -243,13 +243,13 @@ def normalize_interactions(
             event.isna().to_numpy(),
             "event must not be empty (the file has an event column, so every row needs one)",
         )
-        out["event"] = event.astype(str)
+        out["event"] = pd.Categorical(event.astype(str))
     else:
-        out["event"] = default_event
+        out["event"] = _constant(default_event, len(out))
     # No weight column means unweighted events (1.0); a column with holes is not that.
     out["weight"] = loc.weights("weight") if "weight" in loc.frame.columns else 1.0
-    out[PARTITION] = partition
-    out[SOURCE_FILE] = pd.Categorical.from_codes(np.zeros(len(out), dtype=np.int8), [file])
+    out[PARTITION] = _constant(partition, len(out))
+    out[SOURCE_FILE] = _constant(file, len(out))
     out[SOURCE_ROW] = rows.astype(np.int64)
     if loc.bad.any():
         out = out.loc[~loc.bad].reset_index(drop=True)
@@ -324,6 +324,15 @@ def normalize_users(
             out[column] = out[column].astype(str).where(out[column].notna())
     out[SOURCE_ROW] = rows.astype(np.int64)
     return out.loc[~loc.bad].reset_index(drop=True)
+
+
+def _constant(value: str | None, n: int) -> pd.Categorical:
+    """`value` on every one of `n` rows at one byte per row (None: all missing)."""
+    if value is None:
+        return pd.Categorical.from_codes(
+            np.full(n, -1, dtype=np.int8), categories=pd.Index([], dtype=str)
+        )
+    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[value])
 
 
 def join_genres(raw: pd.Series) -> pd.Series:

@@ -23,7 +23,7 @@ import pandas as pd
 from pipelines.contract import ReadIssue, merge_issues
 from pipelines.sources.normalize import canonical_names
 
-BLOCK_BYTES = 16 * 1024 * 1024
+BLOCK_BYTES = 4 * 1024 * 1024
 # A quote left open may hold a block back this many blocks; then the block is cut anyway.
 _MAX_CARRY_BLOCKS = 4
 _HEADER_BYTES = 64 * 1024
