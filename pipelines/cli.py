@@ -246,6 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(lst)
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(handler=_registry_list)
+    gc = reg_sub.add_parser(
+        "gc",
+        help="remove debris of killed or failed publishes",
+        description="Remove temporary bundle copies, incomplete bundles and temporary pointers "
+        "left by killed or failed publishes. Never touches complete bundles, production or its "
+        "predecessor, or anything younger than --older-than (a publish in flight).",
+    )
+    _common(gc)
+    gc.add_argument(
+        "--older-than", type=float, default=3600.0, metavar="SECONDS",
+        help="only debris untouched for this long (default 3600)",
+    )  # fmt: skip
+    gc.set_defaults(handler=_registry_gc)
 
     rec = sub.add_parser(
         "recommend",
@@ -533,6 +546,19 @@ def _rollback(args) -> int:
     cfg = _load(args)
     pointer = Registry(cfg.data.artifact_root).rollback()
     print(f"production -> {pointer['bundle_id']} (rolled back)")
+    return 0
+
+
+def _registry_gc(args) -> int:
+    from pipelines.registry import Registry
+
+    cfg = _load(args)
+    if args.older_than < 0:
+        raise UsageError(f"--older-than must be >= 0 seconds, got {args.older_than}")
+    removed = Registry(cfg.data.artifact_root).gc(older_than_s=args.older_than)
+    for path in removed:
+        print(f"removed {path}")
+    print(f"registry gc: {len(removed)} debris entries removed")
     return 0
 
 

@@ -118,3 +118,23 @@ def test_features_as_of_replays_the_past(small_world, tmp_path):
     assert early.returncode == 2
     assert "features.as_of=2025-06-01T00:00:00+00:00" in early.stderr
     assert "no interactions before it" in early.stderr
+
+
+def test_registry_gc_removes_debris_and_keeps_production(tmp_path, capsys):
+    from pipelines.cli import main
+    from pipelines.registry import Registry
+
+    registry = Registry(tmp_path)
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "weights.bin").write_bytes(b"w" * 100)
+    production = registry.publish(bundle, {"run_id": "r1"})
+    registry.promote(production)
+    debris = tmp_path / "registry" / "bundles" / ".tmp-killed-publish"
+    debris.mkdir()
+    (debris / "weights.bin").write_bytes(b"half")
+    assert main(["registry", "gc", "--artifact-root", str(tmp_path), "--older-than", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "removed bundles/.tmp-killed-publish" in out and not debris.exists()
+    assert registry.production() == production and registry.verify(production)
+    assert main(["registry", "gc", "--artifact-root", str(tmp_path), "--older-than", "-1"]) == 2
