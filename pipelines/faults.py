@@ -14,8 +14,11 @@ import signal
 ENV = "TTR_FAULT_KILL_AT"
 
 
-def kill_point(point: str) -> None:
-    """SIGKILL this process if `point` is named in `TTR_FAULT_KILL_AT`."""
+def kill_point(point: str, fd: int | None = None, partial: bytes = b"") -> None:
+    """SIGKILL this process if `point` is named in `TTR_FAULT_KILL_AT`, after writing
+    `partial` to `fd` when given (a torn write)."""
     wanted = os.environ.get(ENV)
     if wanted and point in wanted.split(","):
+        if fd is not None:
+            os.write(fd, partial)
         os.kill(os.getpid(), signal.SIGKILL)

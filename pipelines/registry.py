@@ -40,7 +40,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -51,6 +50,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from pipelines.errors import BundleIntegrityError, PipelineError, PromotionConflict
+from pipelines.faults import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ TMP_BUNDLE = ".tmp-"
 TMP_POINTER = ".production-"
 BUNDLE_ID = re.compile(r"[0-9a-f]{16}")
 CHAIN_LIMIT = 32  # rollback depth kept in the pointer (prune keeps far fewer bundles anyway)
-FAULT_ENV = "TTR_FAULT_KILL_AT"
 FAULT_POINTS = (
     "publish.file_copied",  # the first file of the bundle copied
     "publish.content_copied",  # every file copied, no manifest yet
@@ -82,14 +81,6 @@ class _Unchecked:
 
 
 UNCHECKED = _Unchecked()  # `promote(expected=UNCHECKED)`: swap whatever production is
-
-
-def _fault(point: str, fd: int | None = None, partial: bytes = b"") -> None:
-    """Test hook: SIGKILL this process at `point` when `TTR_FAULT_KILL_AT` names it."""
-    if os.environ.get(FAULT_ENV) == point:
-        if fd is not None:
-            os.write(fd, partial)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def check_bundle_id(bundle_id: object) -> str:
@@ -225,14 +216,14 @@ class Registry:
         temporary = f"{self.root}/bundles/{TMP_BUNDLE}{uuid.uuid4().hex}"
         try:
             self._copy_content(staging, temporary)
-            _fault("publish.content_copied")
+            kill_point("publish.content_copied")
             if self.local:
                 if content_hash(temporary) != digest:
                     raise PipelineError(
                         f"bundle {staging} changed while it was published; publish it again"
                     )
                 self._write_file(f"{temporary}/{MANIFEST}", data)
-                _fault("publish.manifest_written")
+                kill_point("publish.manifest_written")
                 self._rename_into_place(temporary, bundle_id)
             else:
                 # No atomic directory rename on object stores: the manifest goes last instead.
@@ -244,7 +235,7 @@ class Registry:
             with contextlib.suppress(OSError):
                 self.fs.rm(temporary, recursive=True)
             raise
-        _fault("publish.renamed")
+        kill_point("publish.renamed")
         log.info("registry: published bundle %s", bundle_id)
         return bundle_id
 
@@ -342,7 +333,7 @@ class Registry:
             check_bundle_id(expected)
         with self._lock():
             self.manifest(bundle_id)  # under the lock: prune and gc cannot remove it meanwhile
-            _fault("registry.locked")
+            kill_point("registry.locked")
             current = self.pointer()
             current_id = current["bundle_id"] if current else None
             if current_id == bundle_id:
@@ -369,7 +360,7 @@ class Registry:
             PipelineError: nothing to roll back to, or that bundle is gone (pruned).
         """
         with self._lock():
-            _fault("registry.locked")
+            kill_point("registry.locked")
             current = self.pointer()
             chain = self._chain(current) if current else []
             if not chain:
@@ -500,7 +491,7 @@ class Registry:
                     os.fsync(dst.fileno())
             else:
                 self.fs.put_file(str(path), f"{temporary}/{rel}")
-            _fault("publish.file_copied")
+            kill_point("publish.file_copied")
 
     def _rename_into_place(self, temporary: str, bundle_id: str) -> None:
         target = self.bundle_path(bundle_id)
@@ -567,9 +558,9 @@ class Registry:
         if event == "rollback":
             pointer["from"] = current["bundle_id"]
         self._swap(pointer)
-        _fault("swap.replaced")
+        kill_point("swap.replaced")
         self._log(_record(pointer))
-        _fault("history.appended")
+        kill_point("history.appended")
         return pointer
 
     def _swap(self, pointer: dict) -> None:
@@ -581,7 +572,7 @@ class Registry:
         temporary = f"{self.root}/{TMP_POINTER}{uuid.uuid4().hex}"
         try:
             self._write_file(temporary, data)
-            _fault("swap.temp_written")
+            kill_point("swap.temp_written")
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -639,7 +630,7 @@ class Registry:
             # the next writer cuts.
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
             try:
-                _fault("history.torn", fd, line[: len(line) // 2])
+                kill_point("history.torn", fd, line[: len(line) // 2])
                 os.write(fd, line)
                 os.fsync(fd)
             finally:

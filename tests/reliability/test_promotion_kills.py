@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.errors import PipelineError
+from pipelines.faults import ENV as FAULT_ENV
 from pipelines.registry import (
     CHAIN_LIMIT,
-    FAULT_ENV,
     FAULT_POINTS,
     TMP_BUNDLE,
     TMP_POINTER,
