@@ -21,10 +21,10 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines.config import BeamConfig, FeaturesConfig
-from pipelines.features import io, steps
+from pipelines.features import io, steps, workers
 from pipelines.features.examples import user_shard
 from pipelines.features.snapshot import EVENT_COLUMNS
 from pipelines.features.split import SplitPlan, UserCuts, plan_split_from_snapshot
@@ -277,6 +277,10 @@ def run_beam(
         plan = plan_split_from_snapshot(raw_dir, window, cfg)
     split_summary = steps.write_user_cuts(out, plan)
     options = beam_options(beam_args or [], beam_cfg or BeamConfig())
+    # DirectRunner multi_processing: SDK worker processes die with this process, even SIGKILLed.
+    workers.guard_local_workers(
+        options.view_as(StandardOptions).runner, options.view_as(DirectOptions).direct_running_mode
+    )
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, raw_dir, out, plan.window, cfg, split_summary)
     return io.read_json(io.join(out, "manifest.json"))
