@@ -304,6 +304,14 @@ def build_rules(
         rules.append(
             Rule(
                 "items",
+                None,
+                "the items table must not be empty (every item id is checked against it)",
+                gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            )
+        )
+        rules.append(
+            Rule(
+                "items",
                 "item_id",
                 "item_id must not be null",
                 gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
@@ -330,8 +338,24 @@ def build_rules(
             Rule(
                 "users",
                 "user_id",
+                "user_id must not be null",
+                gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+            )
+        )
+        rules.append(
+            Rule(
+                "users",
+                "user_id",
                 "user_id must be unique in the users table",
                 gxe.ExpectColumnValuesToBeUnique(column="user_id"),
+            )
+        )
+        rules.append(
+            Rule(
+                "users",
+                "user_id",
+                f"ids must match {checks.id_pattern} (whole value: no spaces or line breaks)",
+                gxe.ExpectColumnValuesToMatchRegex(column="user_id", regex=id_regex),
             )
         )
     return rules
@@ -349,7 +373,9 @@ def full_match(pattern: str) -> str:
 def _locator(snapshot: RawSnapshot, frames):
     """Names the file and describes the failing rows of a raw rule."""
     inter = snapshot.interactions
-    files = inter["source_file"].cat.categories if len(inter) else []
+    files = list(inter["source_file"].cat.categories) if len(inter) else []
+    if not files and "interactions" in snapshot.table_files:  # name the empty file itself
+        files = [snapshot.table_files["interactions"]]
 
     def locate(rule: Rule, index: list, failed: bool) -> tuple[str, tuple[str, ...]]:
         samples = tuple(_describe_row(snapshot, frames, rule, i) for i in index) if failed else ()

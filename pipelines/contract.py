@@ -72,7 +72,8 @@ class RawSnapshot:
         issues: problems found while reading; rows that could not be typed are not in the
             tables above and are counted here instead.
         weight_range: (min, max) a rating can take in this format, or None to use the config.
-        table_files: "items" / "users" -> the file each table was read from.
+        table_files: "items" / "users" (and "interactions" for single-file formats) -> the
+            file each table was read from.
     """
 
     format: str

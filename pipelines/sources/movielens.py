@@ -188,7 +188,12 @@ def read_ml100k(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
         reader.table("u.user", "users", _ML100K, names=user_columns, required=False),
     )
     return reader.snapshot(
-        "ml-100k", ratings, items, users, (1.0, 5.0), {"items": "u.item", "users": "u.user"}
+        "ml-100k",
+        ratings,
+        items,
+        users,
+        (1.0, 5.0),
+        {"interactions": "u.data", "items": "u.item", "users": "u.user"},
     )
 
 
@@ -204,7 +209,12 @@ def read_ml1m(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
         reader.table("users.dat", "users", _ML1M, names=user_columns, required=False),
     )
     return reader.snapshot(
-        "ml-1m", ratings, items, users, (1.0, 5.0), {"items": "movies.dat", "users": "users.dat"}
+        "ml-1m",
+        ratings,
+        items,
+        users,
+        (1.0, 5.0),
+        {"interactions": "ratings.dat", "items": "movies.dat", "users": "users.dat"},
     )
 
 
@@ -213,7 +223,14 @@ def read_ml_latest(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
     reader = _Reader(root, sample_rows)
     ratings = reader.ratings("ratings.csv", _LATEST)
     items = reader.movies("movies.csv", _LATEST)
-    return reader.snapshot("ml-latest", ratings, items, None, (0.5, 5.0), {"items": "movies.csv"})
+    return reader.snapshot(
+        "ml-latest",
+        ratings,
+        items,
+        None,
+        (0.5, 5.0),
+        {"interactions": "ratings.csv", "items": "movies.csv"},
+    )
 
 
 def _ml100k_items(reader: _Reader, frame: pd.DataFrame, lines: np.ndarray, genres):

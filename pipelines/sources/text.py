@@ -350,6 +350,17 @@ class DelimitedFile:
             cut = int(ends[keep - 1]) + 1
             return self._to_frame(block[:cut], starts[:keep], ends[:keep], numbers[:keep])
         lines = self._row_lines(frame, skipped, block, starts, ends, numbers)
+        if self.quoted:  # unquoted formats caught blank lines as one-field lines already
+            blank = frame.isna().to_numpy().all(axis=1)
+            if blank.any():
+                where = np.flatnonzero(blank)
+                self._issue(
+                    None,
+                    "lines must not be blank (or hold only separators)",
+                    len(where),
+                    tuple(f"line {lines[i]}" for i in where[: self.sample_rows]),
+                )
+                frame, lines = frame.loc[~blank].reset_index(drop=True), lines[~blank]
         return TextChunk(frame, lines)
 
     def _read_csv(self, block: bytes) -> tuple[pd.DataFrame, dict[int, int]]:
