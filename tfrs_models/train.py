@@ -34,6 +34,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipelines.config import TrainConfig  # noqa: E402
@@ -160,35 +161,55 @@ def make_optimizer(cfg: TrainConfig) -> tf.keras.optimizers.Optimizer:
 
 
 class EpochCheckpoint(tf.keras.callbacks.Callback):
-    """Saves model + optimizer + the finished epoch count after every epoch."""
+    """Saves model + optimizer + the finished epoch count (+ the selection state) after every
+    epoch; then prunes best-weights files the saved state no longer names."""
 
-    def __init__(self, manager: tf.train.CheckpointManager, epoch: tf.Variable):
+    def __init__(
+        self, manager: tf.train.CheckpointManager, epoch: tf.Variable, selection: ValidationCallback
+    ):
         super().__init__()
-        self.manager, self.epoch = manager, epoch
+        self.manager, self.epoch, self.selection = manager, epoch, selection
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
+        self.selection.prune()
 
 
 class ValidationCallback(tf.keras.callbacks.Callback):
     """Validation Recall@K after each epoch; early stopping on it; keeps the best weights.
 
+    The selection state (best recall and epoch, as variables the epoch checkpoint saves) and
+    the best weights (`<checkpoints>/best-<epoch>.npz`) survive a kill: a resumed run goes on
+    selecting and early-stopping as if it had not stopped, and a run resumed after its last
+    epoch still exports the best epoch's weights (and its final fit runs that many epochs).
+
     Without validation queries it only records the loss curve: no early stopping, and the last
     epoch's weights stay (never a fallback to the eval split).
     """
 
-    def __init__(self, validation: QuickEval | None, k: int, patience: int, log_dir: Path):
+    def __init__(
+        self, validation: QuickEval | None, k: int, patience: int, log_dir: Path, best_dir: Path
+    ):
         super().__init__()
-        self.validation, self.k, self.patience = validation, k, patience
+        self.validation, self.k, self.patience, self.best_dir = validation, k, patience, best_dir
         self.writer = tf.summary.create_file_writer(str(log_dir / "validation"))
-        self.best, self.best_epoch, self.best_weights, self.curve = -1.0, None, None, []
+        self.best_recall = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_recall")
+        self.best = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")  # 0: none
+        self.curve = []
+
+    @property
+    def best_epoch(self) -> int | None:
+        return int(self.best.numpy()) or None
+
+    def best_path(self, epoch: int) -> Path:
+        return self.best_dir / f"best-{epoch}.npz"
 
     def on_epoch_end(self, epoch, logs=None):
         point = {"epoch": epoch + 1, "loss": (logs or {}).get("loss")}
         self.curve.append(point)
         if self.validation is None:
-            self.best_epoch = epoch + 1
+            self.best.assign(epoch + 1)
             return
         recall = self.validation.model_recall(self.model, self.k)
         point[f"validation_recall@{self.k}"] = recall
@@ -198,15 +219,32 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             "epoch %d: validation Recall@%d = %.4f (%d validation queries)",
             epoch + 1, self.k, recall, len(self.validation),
         )  # fmt: skip
-        if recall > self.best:
-            self.best, self.best_epoch = recall, epoch + 1
-            self.best_weights = self.model.get_weights()
+        if recall > float(self.best_recall.numpy()):
+            self.best_recall.assign(recall)
+            self.best.assign(epoch + 1)
+            partial = self.best_dir / f".best-{epoch + 1}.partial.npz"
+            np.savez(partial, *self.model.get_weights())
+            partial.replace(self.best_path(epoch + 1))
         elif self.patience and epoch + 1 - self.best_epoch >= self.patience:
             log.info(
                 "early stopping: no validation gain for %d epochs (best epoch %d)",
                 self.patience, self.best_epoch,
             )  # fmt: skip
             self.model.stop_training = True
+
+    def prune(self) -> None:
+        """Delete best-weights files of epochs other than the best one."""
+        keep = self.best_path(self.best_epoch) if self.best_epoch else None
+        for path in self.best_dir.glob("best-*.npz"):
+            if path != keep:
+                path.unlink()
+
+    def restore_best(self, model: tf.keras.Model) -> None:
+        """Set the best epoch's weights on `model` (no-op without validation queries, when
+        the last epoch's weights are the selected ones)."""
+        if self.validation is not None and self.best_epoch:
+            with np.load(self.best_path(self.best_epoch)) as stored:
+                model.set_weights([stored[f"arr_{n}"] for n in range(len(stored.files))])
 
 
 class Throughput(tf.keras.callbacks.Callback):
@@ -340,11 +378,19 @@ def train_model(
     model_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(features, cfg)
 
+    validation = validation_queries(features, cfg.eval_sample, cfg.seed)
+    checkpoints = model_dir / "checkpoints"
+    valid_cb = ValidationCallback(
+        validation, cfg.eval_k, cfg.early_stopping_patience, model_dir / "logs", checkpoints
+    )
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
+    checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=model.optimizer, epoch=epoch,
+        best_recall=valid_cb.best_recall, best_epoch=valid_cb.best,
+    )  # fmt: skip
     inputs = checkpoint_inputs(features, cfg, warm_start_from)
-    resuming = prepare_checkpoints(model_dir / "checkpoints", inputs, resume)
-    manager = tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoints"), max_to_keep=2)
+    resuming = prepare_checkpoints(checkpoints, inputs, resume)
+    manager = tf.train.CheckpointManager(checkpoint, str(checkpoints), max_to_keep=2)
     warm = None
     if resuming:
         checkpoint.restore(manager.latest_checkpoint)
@@ -359,13 +405,9 @@ def train_model(
             previous["oov_buckets"],
         )
 
-    validation = validation_queries(features, cfg.eval_sample, cfg.seed)
-    valid_cb = ValidationCallback(
-        validation, cfg.eval_k, cfg.early_stopping_patience, model_dir / "logs"
-    )
     speed = Throughput(cfg.batch_size)
     callbacks = [
-        speed, valid_cb, EpochCheckpoint(manager, epoch),
+        speed, valid_cb, EpochCheckpoint(manager, epoch, valid_cb),
         tf.keras.callbacks.TensorBoard(str(model_dir / "logs"), update_freq="epoch", profile_batch=0),
     ]  # fmt: skip
     interactive = sys.stderr.isatty() if progress is None else progress
@@ -376,8 +418,7 @@ def train_model(
         callbacks=callbacks, verbose=1 if interactive else 2,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    if valid_cb.best_weights is not None:
-        model.set_weights(valid_cb.best_weights)
+    valid_cb.restore_best(model)
 
     full = validation_queries(features, None, cfg.seed)
     k = cfg.eval_k

@@ -176,6 +176,27 @@ def test_resume_false_starts_fresh_and_changed_config_is_not_resumed(
     assert m["resumed_from_epoch"] == 0 and m["epochs_run"] == 2
 
 
+def test_a_run_resumed_after_its_last_epoch_keeps_the_selected_epoch(small_features, tmp_path):
+    """Killed after the last epoch's checkpoint (in the export or the final fit): the retry
+    trains nothing and must still export the best epoch's weights and give the final fit as
+    many epochs as that best epoch, not the last epoch's weights and every epoch."""
+    from tfrs_models.train import final_fit_epochs
+
+    cfg = TINY.model_copy(update={"epochs": 3, "early_stopping_patience": 0})
+    first = train_model(small_features.features_dir, tmp_path, cfg, progress=False).manifest
+    with np.load(tmp_path / "weights.npz") as exported:
+        before = {name: exported[name] for name in exported.files}
+    best = first["best_epoch"]
+    assert [p.name for p in (tmp_path / "checkpoints").glob("best-*.npz")] == [f"best-{best}.npz"]
+    again = train_model(small_features.features_dir, tmp_path, cfg, progress=False).manifest
+    assert again["resumed_from_epoch"] == 3 and again["curve"] == []
+    assert again["best_epoch"] == best and final_fit_epochs(cfg, again["best_epoch"]) == best
+    with np.load(tmp_path / "weights.npz") as exported:
+        assert sorted(exported.files) == sorted(before)
+        for name in exported.files:
+            np.testing.assert_array_equal(exported[name], before[name])
+
+
 def test_stale_reason_names_what_changed(feature_set, tmp_path):
     from tfrs_models.train import INPUTS_FILE, checkpoint_inputs, stale_reason
 
