@@ -255,3 +255,60 @@ def test_generated_world_passes(small_world):
     report = validate_source(small_world)
     assert report.success, report.summary()
     assert report.rows > 90_000
+
+
+# -- issue 13 regressions --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_id_ending_in_a_newline_fails_the_id_pattern(contract_source, fmt):
+    src = contract_source(fmt=fmt)
+    day = src.last_day
+    src.days_frames[day].loc[3, "user_id"] = "us1\n"
+    report = validate(src.write())
+    failure = only_failure(report, "ids must match")
+    assert failure.column == "user_id" and failure.failed == 1
+    assert "user_id='us1\\n'" in failure.samples[0]
+
+
+def test_id_pattern_is_a_full_match_whatever_its_anchor():
+    import re
+
+    from data_checks.raw import full_match
+
+    for pattern in (r"^[a-z0-9]+$", r"[a-z0-9]+", ChecksConfig().id_pattern):
+        assert re.search(full_match(pattern), "us1")
+        assert not re.search(full_match(pattern), "us1\n")
+
+
+def test_timestamps_from_1900_fail_the_plausibility_rule(contract_source):
+    src = contract_source()
+    src.days_frames[src.last_day].loc[2, "timestamp"] = pd.Timestamp("1900-01-01", tz="UTC")
+    report = validate(src.write())
+    failure = only_failure(report, "implausibly old")
+    assert failure.column == "timestamp" and failure.failed == 1 and "1995-01-01" in failure.rule
+    assert failure.samples[0].startswith("part-0.csv line 4:")
+
+
+def test_min_timestamp_is_configurable(contract_source):
+    root = contract_source().write()
+    checks = ChecksConfig(min_timestamp="2026-03-05")
+    report = validate(root, checks=checks)
+    assert only_failure(report, "implausibly old").failed == 4 * 60
+
+
+def test_empty_weight_fails_validation_instead_of_becoming_1(contract_source):
+    src = contract_source()
+    frame = src.days_frames[src.last_day].astype({"weight": object})
+    frame.loc[5, "weight"] = None
+    src.days_frames[src.last_day] = frame
+    report = validate(src.write())
+    failure = only_failure(report, "weights must not be empty")
+    assert failure.column == "weight" and failure.samples == ("line 7: (empty)",)
+
+
+def test_empty_items_table_fails(contract_source):
+    src = contract_source()
+    src.items = src.items.iloc[:0]
+    report = validate(src.write())
+    assert only_failure(report, "the items table must not be empty").file.endswith("items.csv")

@@ -342,3 +342,229 @@ def test_ml_latest_half_star_ratings_kept(tmp_path):
     inter = read_source(tmp_path).interactions
     assert len(inter) == 7
     assert key(inter) == sorted((str(u), str(i), t, float(r)) for u, i, r, t in RATINGS + extra)
+
+
+# -- issue 13: silent acceptance and tracebacks (each case named after the input) ------------
+
+
+def only_issue(snap, fragment: str):
+    matches = [i for i in snap.issues if fragment in i.rule]
+    assert matches, f"no issue about {fragment!r}: {[i.rule for i in snap.issues]}"
+    return matches[0]
+
+
+@pytest.mark.parametrize(
+    "header", ["userId,movieId,rating ,timestamp", " USERID,MovieId,Rating,Timestamp "]
+)
+def test_rating_header_with_spaces_or_case_keeps_the_ratings(tmp_path, header):
+    write_ml_latest(tmp_path)
+    path = tmp_path / "ratings.csv"
+    path.write_text(path.read_text().replace("userId,movieId,rating,timestamp", header))
+    snap = read_source(tmp_path)
+    assert snap.issues == []
+    assert key(snap.interactions) == sorted((str(u), str(i), t, float(r)) for u, i, r, t in RATINGS)
+
+
+def test_contract_header_weight_event_with_spaces_and_created_at_case(tmp_path):
+    write_contract(tmp_path, "flat-csv")
+    path = tmp_path / "interactions.csv"
+    frame = pd.read_csv(path).assign(event="buy")
+    frame.rename(columns={"weight": "weight ", "event": " Event"}).to_csv(path, index=False)
+    items = pd.read_csv(tmp_path / "items.csv").assign(Created_At="1990-01-01T00:00:00Z")
+    items.to_csv(tmp_path / "items.csv", index=False)
+    snap = read_source(tmp_path)
+    assert snap.issues == []
+    assert sorted(snap.interactions["weight"]) == sorted(float(r[2]) for r in RATINGS)
+    assert set(snap.interactions["event"]) == {"buy"}
+    assert (snap.items["created_at"] == pd.Timestamp("1990-01-01", tz="UTC")).all()
+
+
+def test_header_names_that_clash_after_normalising_are_refused(tmp_path):
+    write_ml_latest(tmp_path)
+    path = tmp_path / "ratings.csv"
+    path.write_text(path.read_text().replace("timestamp\n", "Rating\n", 1))
+    issue = only_issue(read_source(tmp_path), "column names must be unique")
+    assert issue.file.endswith("ratings.csv") and "'rating'" in issue.rule
+
+
+def test_empty_rating_field_is_refused_not_read_as_1(tmp_path):
+    write_ml_latest(tmp_path)
+    path = tmp_path / "ratings.csv"
+    path.write_text(path.read_text().replace("1,10,1.0,", "1,10,,"))
+    snap = read_source(tmp_path)
+    issue = only_issue(snap, "weights must not be empty")
+    assert issue.column == "weight" and issue.samples == ("line 3: (empty)",)
+    assert 1.0 not in set(snap.interactions["weight"])  # the 1-star row was the one emptied
+
+
+def test_missing_rating_column_is_refused_not_read_as_1(tmp_path):
+    (tmp_path / "latest").mkdir()
+    write_ml_latest(tmp_path / "latest")
+    path = tmp_path / "latest" / "ratings.csv"
+    path.write_text(path.read_text().replace("rating,", "stars,", 1))
+    issue = only_issue(read_source(tmp_path / "latest"), "required column 'weight'")
+    assert issue.column == "weight"
+
+
+def test_nan_weight_in_parquet_is_refused(tmp_path):
+    write_contract(tmp_path, "parquet")
+    part = sorted((tmp_path / "interactions").rglob("*.parquet"))[0]
+    frame = pd.read_parquet(part)
+    frame.loc[0, "weight"] = float("nan")
+    frame.to_parquet(part, index=False)
+    issue = only_issue(read_source(tmp_path), "weights must not be empty, NaN")
+    assert issue.file == str(part) and issue.samples == ("row 0: (empty)",)
+
+
+def test_zero_byte_csv_partition_is_an_issue(tmp_path):
+    write_contract(tmp_path, "csv")
+    part = sorted((tmp_path / "interactions").rglob("*.csv"))[0]
+    part.write_bytes(b"")
+    issue = only_issue(read_source(tmp_path), "must not be empty")
+    assert issue.file == str(part)
+
+
+def test_empty_ratings_file_is_an_issue(tmp_path):
+    write_ml_latest(tmp_path)
+    (tmp_path / "ratings.csv").write_bytes(b"")
+    snap = read_source(tmp_path)
+    assert only_issue(snap, "must not be empty").file == str(tmp_path / "ratings.csv")
+    assert len(snap.interactions) == 0
+
+
+@pytest.mark.parametrize("fmt, name", [("ml-latest", "ratings.csv"), ("ml-1m", "ratings.dat")])
+def test_cr_only_line_endings_are_an_issue(tmp_path, fmt, name):
+    write(fmt, tmp_path)
+    path = tmp_path / name
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
+    issue = only_issue(read_source(tmp_path), "not \\r alone")
+    assert issue.file == str(path) and issue.samples[0].startswith("line 1:")
+
+
+def test_unbalanced_quote_is_an_issue_with_its_line(tmp_path):
+    write_ml_latest(tmp_path)
+    path = tmp_path / "ratings.csv"
+    path.write_text(path.read_text().replace("2,32,", '2,"32,'))
+    snap = read_source(tmp_path)
+    issue = only_issue(snap, "quoted fields must be closed")
+    assert issue.samples[0].startswith("line 4:") and issue.count == 3  # lines 4-6
+    assert len(snap.interactions) == 2
+
+
+def test_bad_u_genre_index_is_an_issue(tmp_path):
+    write_ml100k(tmp_path, genre_file=GENRES_100K)
+    (tmp_path / "u.genre").write_text("unknown|0\nAction|one\n")
+    issue = only_issue(read_source(tmp_path), "u.genre lines must be name|index")
+    assert issue.samples == ("line 2: 'Action|one'",)
+
+
+@pytest.mark.parametrize(
+    "fmt, name, line", [("ml-latest", "ratings.csv", 2), ("ml-1m", "ratings.dat", 1)]
+)
+def test_first_data_row_with_one_extra_field_reports_the_field_count(tmp_path, fmt, name, line):
+    write(fmt, tmp_path)
+    path = tmp_path / name
+    path.write_bytes(
+        path.read_bytes().replace(
+            b"964982703", b"964982703" + (b"," if fmt == "ml-latest" else b"::") + b"7", 1
+        )
+    )
+    snap = read_source(tmp_path)
+    [issue] = snap.issues
+    assert "every line must have 4" in issue.rule
+    assert issue.samples[0].startswith(f"line {line}: expected 4 fields, saw 5")
+    assert len(snap.interactions) == 4 and set(snap.interactions["weight"]) <= {1.0, 2.0, 3.0, 4.0}
+
+
+@pytest.mark.parametrize("fmt, name", [("ml-latest", "ratings.csv"), ("ml-100k", "u.data")])
+def test_nul_bytes_are_an_issue(tmp_path, fmt, name):
+    write(fmt, tmp_path)
+    path = tmp_path / name
+    path.write_bytes(path.read_bytes().replace(b"978300760", b"97830\x000760"))
+    snap = read_source(tmp_path)
+    issue = only_issue(snap, "NUL bytes")
+    assert issue.count == 1 and len(snap.interactions) == 4
+
+
+def test_unreadable_day_partition_is_carried_in_the_snapshot(tmp_path):
+    write_contract(tmp_path, "parquet")
+    part = sorted((tmp_path / "interactions").rglob("*.parquet"))[-1]
+    part.write_bytes(part.read_bytes()[:40])
+    snap = read_source(tmp_path)
+    issue = only_issue(snap, "readable Parquet")
+    assert issue.file == str(part)
+    day = part.parent.name.removeprefix("dt=")
+    assert snap.partitions.set_index("dt").loc[day, "rows"] == 0
+
+
+def test_unsupported_file_in_a_partition_is_an_issue(tmp_path):
+    write_contract(tmp_path, "csv")
+    part = sorted((tmp_path / "interactions").rglob("*.csv"))[0]
+    extra = part.with_name("part-1.jsonl")
+    extra.write_text('{"user_id": "1"}\n')
+    (part.parent / "_SUCCESS").write_text("")  # Spark markers stay ignored
+    assert only_issue(read_source(tmp_path), "*.parquet or *.csv").file == str(extra)
+
+
+def test_small_blocks_read_the_same_rows_and_lines(tmp_path):
+    """Block boundaries (even inside a quoted multi-line title) change nothing."""
+    from pipelines.sources.text import read_delimited
+
+    path = tmp_path / "movies.csv"
+    rows = [
+        f'{k},"Title {k}{chr(10) + "part two" if k % 7 == 0 else ""}",Drama' for k in range(300)
+    ]
+    path.write_text("movieId,title,genres\n" + "\n".join(rows) + "\n")
+    whole = read_delimited(path, table="items", sep=",")
+    small = read_delimited(path, table="items", sep=",", block_bytes=64)
+    assert whole.issues == small.issues == []
+    pd.testing.assert_frame_equal(whole.frame, small.frame)
+    assert list(whole.lines) == list(small.lines)
+    # Titles 0 and 7 take two lines each: row 8 is on line 12.
+    assert whole.lines[8] == 12 and whole.frame.loc[7, "title"] == "Title 7\npart two"
+
+
+@pytest.mark.slow
+def test_large_ratings_csv_is_read_in_bounded_memory(tmp_path):
+    """A ~200 MB ratings.csv: peak RSS stays under 3x the file plus a fixed baseline."""
+    import subprocess
+    import sys
+    import textwrap
+
+    import numpy as np
+
+    root = tmp_path / "big"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    with open(root / "ratings.csv", "w") as out:
+        out.write("userId,movieId,rating,timestamp\n")
+        for _ in range(15):
+            n = 500_000
+            block = np.column_stack([
+                np.sort(rng.integers(1, 160_000, n)), rng.integers(1, 200_000, n),
+                rng.integers(1, 11, n), rng.integers(820_000_000, 1_600_000_000, n),
+            ])  # fmt: skip
+            out.write("".join(f"{u},{m},{r / 2:.1f},{t}\n" for u, m, r, t in block.tolist()))
+    (root / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Comedy\n")
+    size = (root / "ratings.csv").stat().st_size
+    assert size > 150e6
+    script = textwrap.dedent(f"""
+        import resource, sys
+        from pipelines.sources import read_source
+        def rss():
+            return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+        base = rss()
+        snap = read_source({str(root)!r}, "ml-latest")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(base, peak, len(snap.interactions), len(snap.issues))
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    base, peak, rows, issues = map(int, done.stdout.split())
+    assert rows == 7_500_000 and issues == 0
+    working_set = 256e6  # fixed: a few 4 MB blocks as they are parsed, whatever the file size
+    assert peak < base + working_set + 3 * size, (
+        f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB file (baseline {base / 1e6:.0f} MB): "
+        f"{(peak - base) / size:.2f}x"
+    )
