@@ -8,7 +8,6 @@ recorded in the reliability tally; good sources of every format are positive con
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import traceback
 from collections.abc import Callable
@@ -17,21 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ContractSource, tree_digest
 
 from pipelines.cli import main
-
-
-def _root_conftest():
-    """tests/conftest.py (`conftest` here names tests/reliability/conftest.py)."""
-    path = Path(__file__).parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_tests_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ContractSource = _root_conftest().ContractSource
-tree_digest = _root_conftest().tree_digest
 
 NOW = "2026-06-01"
 RATINGS = [  # user, movie, rating, epoch seconds (2000-2001)
