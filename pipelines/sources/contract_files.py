@@ -56,6 +56,12 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
     if part_dir.is_dir():
         for child in _listing(part_dir, issues):
             if not child.is_dir():
+                if not child.name.startswith(_IGNORED_PREFIXES):  # would be dropped unread
+                    issues.append(ReadIssue(
+                        table="interactions", file=str(child), column=None, count=1,
+                        rule="interactions/ holds only dt=YYYY-MM-DD partition directories "
+                        "(move this file into its day's partition)",
+                    ))  # fmt: skip
                 continue
             match = PARTITION_PATTERN.match(child.name)
             if match is None or not _is_date(match.group(1)):

@@ -568,3 +568,12 @@ def test_large_ratings_csv_is_read_in_bounded_memory(tmp_path):
         f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB file (baseline {base / 1e6:.0f} MB): "
         f"{(peak - base) / size:.2f}x"
     )
+
+
+def test_loose_file_beside_the_partitions_is_an_issue(tmp_path):
+    """A file dropped straight into interactions/ (not into a dt= day) would be skipped."""
+    write_contract(tmp_path, "csv")
+    loose = tmp_path / "interactions" / "late-events.csv"
+    loose.write_text("user_id,item_id,timestamp\nu1,i1,2026-03-01T00:00:00Z\n")
+    (tmp_path / "interactions" / "_SUCCESS").write_text("")  # markers stay ignored
+    assert only_issue(read_source(tmp_path), "only dt=YYYY-MM-DD").file == str(loose)
