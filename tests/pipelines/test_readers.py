@@ -555,7 +555,10 @@ def test_large_ratings_csv_is_read_in_bounded_memory(tmp_path):
             return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
         base = rss()
         snap = read_source({str(root)!r}, "ml-latest")
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # VmHWM: this process's own peak. ru_maxrss is not: Linux carries the forking
+        # parent's high-water mark into it across exec (a big pytest process inflates it).
+        status = open("/proc/self/status").read().split("VmHWM:")[1]
+        peak = int(status.split()[0]) * 1024
         print(base, peak, len(snap.interactions), len(snap.issues))
     """)
     done = subprocess.run(
