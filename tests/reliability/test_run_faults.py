@@ -173,7 +173,10 @@ def tiny_world(tmp_path) -> Path:
 
 
 def _run(root: Path, source: Path, run_id: str, kill_at: str | None, *extra: str):
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "GX_ANALYTICS_ENABLED": "false"}
+    # No final fit: it would double training and indexing in each of the seven runs
+    # (its kill safety is the train step's: `train:after` comes after it).
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "GX_ANALYTICS_ENABLED": "false",
+           "TTR_TRAIN__FINAL_FIT": "false"}  # fmt: skip
     env.pop("TTR_FAULT_KILL_AT", None)
     if kill_at:
         env["TTR_FAULT_KILL_AT"] = kill_at
