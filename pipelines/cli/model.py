@@ -1,0 +1,134 @@
+"""Model commands: `train`, `index` and `evaluate` (with the gate)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipelines.cli.common import common, load
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser(
+        "train",
+        help="train the TFRS two-tower model on a feature run and export it",
+        description="Train the query and item towers with an in-batch softmax (temperature, "
+        "logQ correction, accidental-hit removal; optional mixed and hard negatives), checkpoint "
+        "every epoch (a rerun resumes), early-stop on exact Recall@K of eval queries, log to "
+        "TensorBoard (<model-dir>/logs) and export the query-tower SavedModel and the catalog's "
+        "item embeddings. Prints Recall@K against the popularity baseline.",
+    )
+    common(tr)
+    tr.add_argument("--features", type=Path, required=True, help="feature job output directory")
+    tr.add_argument("--model-dir", type=Path, required=True, help="checkpoints, logs and export")
+    tr.add_argument("--warm-start", type=Path, help="previous model directory to initialise from")
+    tr.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --model-dir")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--learning-rate", type=float)
+    tr.add_argument("--embedding-dim", type=int)
+    tr.add_argument("--temperature", type=float)
+    tr.add_argument("--mixed-negatives", type=int)
+    tr.set_defaults(handler=_train)
+
+    idx = sub.add_parser(
+        "index",
+        help="build and tune the ScaNN index over a trained model's item embeddings",
+        description="Build exact search (small catalogs) or tree + asymmetric hashing + exact "
+        "reordering (large ones) over <run-dir>/model/item_embeddings.npy, tune leaves to "
+        "search / reorder depth on eval queries to the cheapest setting reaching the target "
+        "recall vs exact search, and write <run-dir>/model/index plus the serving state.",
+    )
+    common(idx)
+    idx.add_argument("--run-dir", type=Path, required=True, help="run with features/ and model/")
+    idx.add_argument("--target-recall", type=float, help="ANN recall@k to reach (default 0.95)")
+    idx.add_argument("--k", type=int, help="neighbours the index is tuned for (default 100)")
+    idx.set_defaults(handler=_index)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate challenger, champion and baselines on the eval period",
+        description="Answer every eval query through query tower -> index (seen items "
+        "excluded) for the run's model and the production bundle, plus popularity and, on "
+        "synthetic data, the oracle; write metrics.json, report.md and recall_at_k.png to "
+        "<run-dir>/evaluation, then apply the gate (gate.md).",
+    )
+    common(ev)
+    ev.add_argument(
+        "--run-dir", type=Path, required=True, help="run with features/ and model/index"
+    )
+    ev.add_argument(
+        "--champion", type=Path, help="served directory to compare (default: production)"
+    )
+    ev.add_argument(
+        "--source", type=Path, help="source with _truth/ for the oracle (synthetic data)"
+    )
+    ev.set_defaults(handler=_evaluate)
+
+
+def _train(args) -> int:
+    cfg = load(args, train={
+        "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+        "embedding_dim": args.embedding_dim, "temperature": args.temperature,
+        "mixed_negatives": args.mixed_negatives,
+    })  # fmt: skip
+    if not (args.features / "manifest.json").is_file():
+        print(
+            f"error: {args.features} has no manifest.json; run `two-tower features` first",
+            file=sys.stderr,
+        )
+        return 2
+    from tfrs_models.train import train_model
+
+    result = train_model(
+        args.features,
+        args.model_dir,
+        cfg.train,
+        warm_start_from=args.warm_start,
+        resume=not args.no_resume,
+    )
+    m, k = result.manifest, cfg.train.eval_k
+    print(
+        f"model written to {result.model_dir} (best epoch {m['best_epoch']} of {m['epochs_run']}, "
+        f"{m['train_examples_per_second']:,.0f} examples/s)"
+    )
+    if m[f"validation_recall@{k}"] is None:
+        print("  no validation split in these features: every epoch ran, the last one kept")
+    else:
+        print(
+            f"  Recall@{k} on {m['validation_queries']:,} validation queries (selection only; "
+            f"the evaluate step scores the eval period): model "
+            f"{m[f'validation_recall@{k}']:.4f}, popularity "
+            f"{m[f'validation_popularity_recall@{k}']:.4f}"
+        )
+    print(
+        f"  query tower: {m['export']['query_tower']}; item embeddings: {m['export']['item_embeddings']}"
+    )
+    return 0
+
+
+def _index(args) -> int:
+    from pipelines.run import build_index
+
+    cfg = load(args, index={"target_recall": args.target_recall, "k": args.k})
+    out = build_index(cfg, args.run_dir)
+    print(
+        f"index written to {out['index_dir']} ({out['kind']}): recall@{cfg.index.k} vs exact "
+        f"{out['recall']:.4f} (target {out['target_recall']}), leaves {out['leaves_to_search']}, "
+        f"reorder {out['pre_reorder']}, {out['qps_batched']} queries/s, p99 {out['latency_p99_ms']} ms"
+    )
+    return 0
+
+
+def _evaluate(args) -> int:
+    from pipelines.registry import Registry
+    from pipelines.run import evaluate, gate
+
+    cfg = load(args, data={"source": str(args.source) if args.source else None})
+    champion = args.champion or Registry(cfg.data.artifact_root).production_dir()
+    out = evaluate(cfg, args.run_dir, champion)
+    decision = gate(cfg, args.run_dir)
+    print((Path(out["report"])).read_text())
+    print(Path(args.run_dir, "evaluation", "gate.md").read_text())
+    return 0 if decision["promote"] else 1

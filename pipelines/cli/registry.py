@@ -1,0 +1,170 @@
+"""Registry commands: `promote`, `rollback`, `registry list|gc` and `recommend`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipelines.cli.common import common, load
+from pipelines.errors import UsageError
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    pr = sub.add_parser(
+        "promote",
+        help="promote a run's bundle (if its gate passes) or an existing bundle",
+        description="With --run-dir: apply the gate to the run's evaluation and, if it passes "
+        "(or --force), publish the bundle and swap the production pointer atomically. With "
+        "--bundle: point production at a bundle already in the registry.",
+    )
+    common(pr)
+    group = pr.add_mutually_exclusive_group(required=True)
+    group.add_argument("--run-dir", type=Path, help="an evaluated run")
+    group.add_argument("--bundle", help="bundle id in the registry")
+    pr.add_argument("--force", action="store_true", help="promote even if gate rules fail")
+    pr.set_defaults(handler=_promote)
+
+    rb = sub.add_parser(
+        "rollback",
+        help="restore the previous production bundle",
+        description="Point production back at the bundle it served before the current one.",
+    )
+    common(rb)
+    rb.set_defaults(handler=_rollback)
+
+    reg = sub.add_parser("registry", help="list bundles in the registry")
+    reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    lst = reg_sub.add_parser("list", help="bundles, oldest first; * marks production")
+    common(lst)
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(handler=_registry_list)
+    gc = reg_sub.add_parser(
+        "gc",
+        help="remove debris of killed or failed publishes",
+        description="Remove temporary bundle copies, incomplete bundles and temporary pointers "
+        "left by killed or failed publishes. Never touches complete bundles, production or its "
+        "predecessor, or anything younger than --older-than (a publish in flight).",
+    )
+    common(gc)
+    gc.add_argument(
+        "--older-than", type=float, default=3600.0, metavar="SECONDS",
+        help="only debris untouched for this long (default 3600)",
+    )  # fmt: skip
+    gc.set_defaults(handler=_registry_gc)
+
+    rec = sub.add_parser(
+        "recommend",
+        help="top-K recommendations from the production bundle",
+        description="Recommend for one user (--user) or a file of user ids, one per line "
+        "(--users FILE --out FILE: one JSON line per user, {user_id, source, items: "
+        "[{item_id, score}]}). Unknown users get the recent-popularity fallback.",
+    )
+    common(rec)
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="one user id")
+    who.add_argument("--users", type=Path, help="file with one user id per line")
+    rec.add_argument("--out", type=Path, help="JSON lines output (with --users; default stdout)")
+    rec.add_argument("--k", type=int, default=10, help="items per user (default 10)")
+    seen = rec.add_mutually_exclusive_group()
+    seen.add_argument(
+        "--exclude-seen",
+        dest="exclude_seen",
+        action="store_true",
+        default=True,
+        help="leave out items the user already interacted with (default)",
+    )
+    seen.add_argument("--include-seen", dest="exclude_seen", action="store_false")
+    rec.add_argument("--bundle", help="bundle id (default: production)")
+    rec.set_defaults(handler=_recommend)
+
+
+def _promote(args) -> int:
+    from pipelines.registry import Registry
+
+    cfg = load(args, gate={"force_promote": args.force or None})
+    registry = Registry(cfg.data.artifact_root)
+    if args.bundle:
+        pointer = registry.promote(args.bundle, reason="manual promote")
+        print(f"production -> {pointer['bundle_id']} (was {pointer['previous']})")
+        return 0
+    from pipelines.run import gate, promote
+
+    decision = gate(cfg, args.run_dir)
+    out = promote(cfg, args.run_dir, decision, Path(args.run_dir).name, registry.production())
+    print(Path(args.run_dir, "evaluation", "gate.md").read_text())
+    if out["promoted"]:
+        print(f"production -> {out['bundle_id']}")
+        return 0
+    print("not promoted; production unchanged")
+    return 1
+
+
+def _rollback(args) -> int:
+    from pipelines.registry import Registry
+
+    cfg = load(args)
+    pointer = Registry(cfg.data.artifact_root).rollback()
+    print(f"production -> {pointer['bundle_id']} (rolled back)")
+    return 0
+
+
+def _registry_gc(args) -> int:
+    from pipelines.registry import Registry
+
+    cfg = load(args)
+    if args.older_than < 0:
+        raise UsageError(f"--older-than must be >= 0 seconds, got {args.older_than}")
+    removed = Registry(cfg.data.artifact_root).gc(older_than_s=args.older_than)
+    for path in removed:
+        print(f"removed {path}")
+    print(f"registry gc: {len(removed)} debris entries removed")
+    return 0
+
+
+def _registry_list(args) -> int:
+    from pipelines.registry import Registry
+
+    cfg = load(args)
+    bundles = Registry(cfg.data.artifact_root).bundles()
+    if args.json:
+        print(json.dumps(bundles, indent=2))
+        return 0
+    if not bundles:
+        print(f"no bundles in {cfg.data.artifact_root}/registry")
+    for b in bundles:
+        value = b["primary_value"]
+        metric = f"{b['primary_metric']}={value:.4f}" if value is not None else ""
+        print(f"{'*' if b['production'] else ' '} {b['bundle_id']}  {b['created_at']}  "
+              f"run={b['run_id']}  {metric}  parent={b['parent']}")  # fmt: skip
+    return 0
+
+
+def _recommend(args) -> int:
+    from pipelines.recommend import Recommender
+    from pipelines.registry import Registry
+
+    cfg = load(args)
+    registry = Registry(cfg.data.artifact_root)
+    bundle = args.bundle or registry.production()
+    if bundle is None:
+        raise UsageError(
+            f"no production bundle in {cfg.data.artifact_root}/registry; run `two-tower run` first"
+        )
+    recommender = Recommender(registry.fetch(bundle))
+    if args.user:
+        users = [args.user]
+    else:
+        try:
+            users = [line.strip() for line in args.users.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise UsageError(f"cannot read --users {args.users}: {exc.strerror}") from None
+    results = recommender.recommend(users, k=args.k, exclude_seen=args.exclude_seen)
+    lines = "".join(json.dumps(r) + "\n" for r in results)
+    if args.out:
+        args.out.write_text(lines)
+        print(f"wrote {len(results)} users to {args.out} (bundle {bundle})", file=sys.stderr)
+    else:
+        sys.stdout.write(lines)
+    return 0
