@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.errors import UsageError
-from pipelines.registry import verify_bundle_dir
+from pipelines.registry import MANIFEST, verify_bundle_dir
 from pipelines.serving import ServingModel, read_state
 
 
@@ -27,7 +27,7 @@ class Recommender:
         verify_bundle_dir(directory)  # loading runs the bundle's graph: only what was published
         self.model = ServingModel(directory)
         self.state, self.popular = read_state(directory)
-        manifest = Path(directory) / "manifest.json"
+        manifest = Path(directory) / MANIFEST
         self.at = at
         if self.at is None:
             import json

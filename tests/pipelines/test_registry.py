@@ -19,7 +19,7 @@ import fsspec
 import pytest
 
 from pipelines.errors import BundleIntegrityError, PipelineError, PromotionConflict
-from pipelines.registry import Registry, content_hash
+from pipelines.registry import Registry, RegistryLayout, content_hash
 
 
 def make_bundle(root: Path, payload: str) -> Path:
@@ -245,6 +245,40 @@ def test_tampered_bundle_is_refused_on_load(registry, tmp_path):
         registry.fetch(a, cache)
     with pytest.raises(BundleIntegrityError, match="Not loading it"):
         registry.production_dir(cache)
+
+
+def test_the_registry_writes_only_the_paths_of_its_layout(tmp_path):
+    registry = Registry(tmp_path / "artifacts")
+    layout = registry.layout
+    assert layout == RegistryLayout.under(str(tmp_path / "artifacts"))
+    a, b = (registry.publish(make_bundle(tmp_path, p), {"created_at": p}) for p in "ab")
+    registry.promote(a)
+    registry.promote(b)
+    registry.rollback()
+    top = {str(p) for p in Path(layout.root).iterdir()}
+    assert top == {layout.bundles, layout.pointer, layout.history, layout.lock}
+    assert {str(p) for p in Path(layout.bundles).iterdir()} == {
+        layout.bundle(a),
+        layout.bundle(b),
+    }
+    assert Path(layout.bundle_manifest(a)).is_file()
+    assert layout.temporary_bundle() != layout.temporary_bundle()
+    assert layout.temporary_pointer().startswith(f"{layout.root}/.production-")
+
+
+def test_a_tampered_bundle_is_never_made_production(registry, tmp_path):
+    """Promote and rollback refuse a bundle every reader would refuse: production stays."""
+    a, b, c = (registry.publish(make_bundle(tmp_path, p), {"created_at": p}) for p in "abc")
+    registry.promote(a)
+    registry.promote(b)
+    put(registry, f"{registry.bundle_path(c)}/item_ids.txt", b"changed")
+    with pytest.raises(BundleIntegrityError, match=f"not promoting bundle {c}: .*unchanged"):
+        registry.promote(c)
+    put(registry, f"{registry.bundle_path(a)}/item_ids.txt", b"changed")
+    with pytest.raises(BundleIntegrityError, match=f"not restoring bundle {a}"):
+        registry.rollback()
+    assert registry.production() == b and len(registry.history()) == 2
+    assert registry.promote(b) == registry.pointer()  # already production: nothing to check
 
 
 def test_a_damaged_cached_copy_is_fetched_again(tmp_path):

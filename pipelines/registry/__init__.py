@@ -1,0 +1,53 @@
+"""The bundle registry: content-addressed bundles and an atomically swapped production pointer.
+
+Under `<artifact_root>/registry/` (a local path or any fsspec URL; `layout` names every path):
+
+    bundles/<bundle_id>/      query_tower/, item_ids.txt, item_embeddings.npy, index/, vocab/,
+                              serving_state.parquet, popular_items.txt, evaluation/,
+                              manifest.json (config, data window, metrics, gate, code version,
+                              parent bundle, content hash)
+    production.json           the pointer: {"bundle_id", "previous", "chain", "seq", "event",
+                              "promoted_at", "reason"}; `chain` lists the bundles rollback
+                              restores, newest first
+    history.jsonl             one line per promotion / rollback (the pointer's own record)
+    .lock                     exclusive lock for promote, rollback, prune and gc (local disks)
+
+Modules:
+    layout      `RegistryLayout`: the paths above; bundle ids
+    integrity   content hashes; the check run before a bundle is loaded
+    files       the fsspec filesystem plus fsync on local disks
+    bundles     `BundleStore`: publish (copy, manifest last, rename), read, verify, fetch
+    pointer     `ProductionPointer`: the pointer swap and its history
+    registry    `Registry`: the above plus promote / rollback / prune / gc under the lock
+    version     `code_version`, recorded in bundle manifests
+"""
+
+from pipelines.errors import BundleIntegrityError, PromotionConflict
+from pipelines.registry.integrity import content_hash, verify_bundle_dir
+from pipelines.registry.layout import (
+    MANIFEST,
+    TMP_BUNDLE,
+    TMP_POINTER,
+    RegistryLayout,
+    check_bundle_id,
+)
+from pipelines.registry.pointer import CHAIN_LIMIT
+from pipelines.registry.registry import FAULT_POINTS, UNCHECKED, Registry
+from pipelines.registry.version import code_version
+
+__all__ = [
+    "CHAIN_LIMIT",
+    "FAULT_POINTS",
+    "MANIFEST",
+    "TMP_BUNDLE",
+    "TMP_POINTER",
+    "UNCHECKED",
+    "BundleIntegrityError",
+    "PromotionConflict",
+    "Registry",
+    "RegistryLayout",
+    "check_bundle_id",
+    "code_version",
+    "content_hash",
+    "verify_bundle_dir",
+]

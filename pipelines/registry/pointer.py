@@ -1,0 +1,187 @@
+"""The production pointer (`production.json`) and its history (`history.jsonl`).
+
+The pointer is `{"event", "bundle_id", "previous", "chain", "seq", "promoted_at", "reason"}`
+(plus `"from"` after a rollback): `chain` lists the bundles rollback restores, newest first,
+and `seq` numbers the pointer's versions. It is replaced in one step (`os.replace` locally, a
+single-object write elsewhere). Every version gets one history line; the line is appended
+after the swap, so a writer killed in between leaves a pointer whose `seq` the history lacks:
+`history()` shows it meanwhile and the next commit appends it. Callers hold the registry lock
+around `commit`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from pathlib import Path
+
+from pipelines.faults import kill_point
+from pipelines.registry.files import RegistryFiles
+from pipelines.registry.layout import (
+    HISTORY,
+    TMP_POINTER,
+    RegistryLayout,
+    basename,
+    check_bundle_id,
+)
+
+log = logging.getLogger(__name__)
+
+CHAIN_LIMIT = 32  # rollback depth kept in the pointer (prune keeps far fewer bundles anyway)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _record(pointer: dict) -> dict:
+    """The history line of a pointer: the pointer without its chain."""
+    return {k: v for k, v in pointer.items() if k != "chain"}
+
+
+class ProductionPointer:
+    """Reads and replaces one registry's production pointer; keeps its history."""
+
+    def __init__(self, files: RegistryFiles, layout: RegistryLayout):
+        self.files = files
+        self.layout = layout
+
+    def read(self) -> dict | None:
+        """The current pointer, or None before the first promotion."""
+        fs, path = self.files.fs, self.layout.pointer
+        return json.loads(fs.cat_file(path)) if fs.exists(path) else None
+
+    def chain(self, pointer: dict) -> list[str]:
+        """Bundles `rollback` restores, newest first, from the pointer itself."""
+        if "chain" in pointer:
+            return [check_bundle_id(b) for b in pointer["chain"]]
+        # A pointer without a chain: follow the history as far as it goes.
+        entries, chain = self._history_lines(), []
+        bundle_id = pointer.get("previous")
+        while bundle_id and bundle_id not in chain and len(chain) < CHAIN_LIMIT:
+            chain.append(check_bundle_id(bundle_id))
+            made = [e for e in entries if e.get("bundle_id") == bundle_id]
+            bundle_id = made[-1].get("previous") if made else None
+        return chain
+
+    def history(self) -> list[dict]:
+        """Promotions and rollbacks, oldest first, the current pointer's record included.
+
+        A torn line (a writer killed mid-append) is skipped with a warning.
+        """
+        entries = self._history_lines()
+        pointer = self.read()
+        if (
+            pointer
+            and "seq" in pointer
+            and not any(e.get("seq") == pointer["seq"] for e in entries)
+        ):
+            entries.append(_record(pointer))  # its writer died before appending it
+        return entries
+
+    def commit(
+        self, event: str, bundle_id: str, chain: list[str], reason: str, current: dict | None
+    ) -> dict:
+        """Swap in a new pointer and append its history line (the caller holds the lock).
+
+        Args:
+            event: "promote" or "rollback".
+            bundle_id: the bundle production names from now on.
+            chain: what rollback restores after this, newest first.
+            reason: recorded in the pointer and the history.
+            current: the pointer being replaced (None: no production yet).
+
+        Returns:
+            The new pointer.
+        """
+        entries = self._history_lines(repair=True)
+        logged = {e.get("seq") for e in entries}
+        if current and "seq" in current and current["seq"] not in logged:
+            self._append(_record(current))  # the last writer died between swap and append
+        seqs = [s for s in (*logged, (current or {}).get("seq")) if isinstance(s, int)]
+        pointer = {
+            "event": event,
+            "bundle_id": bundle_id,
+            "previous": chain[0] if chain else None,
+            "chain": chain,
+            "seq": max(seqs, default=0) + 1,
+            "promoted_at": _now(),
+            "reason": reason,
+        }
+        if event == "rollback":
+            pointer["from"] = current["bundle_id"]
+        self._swap(pointer)
+        kill_point("swap.replaced")
+        self._append(_record(pointer))
+        kill_point("history.appended")
+        return pointer
+
+    def debris(self) -> list[tuple[str, str]]:
+        """Temporary pointers of killed or failed swaps: `(name, path)` pairs."""
+        return [
+            (basename(path), path)
+            for path in self.files.fs.ls(self.layout.root, detail=False)
+            if basename(path).startswith(TMP_POINTER)
+        ]
+
+    def _swap(self, pointer: dict) -> None:
+        data = json.dumps(pointer, indent=2).encode()
+        path = self.layout.pointer
+        if not self.files.local:
+            self.files.fs.pipe_file(path, data)  # one object write: atomic on object stores
+            return
+        temporary = self.layout.temporary_pointer()
+        try:
+            self.files.write_new_file(temporary, data)
+            kill_point("swap.temp_written")
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        self.files.fsync_dir(self.layout.root)
+
+    def _history_lines(self, repair: bool = False) -> list[dict]:
+        """history.jsonl's records; torn lines skipped (and with `repair`, a torn tail cut)."""
+        fs, path = self.files.fs, self.layout.history
+        if not fs.exists(path):
+            return []
+        raw = fs.cat_file(path)
+        if repair and self.files.local and raw and not raw.endswith(b"\n"):
+            keep = raw.rfind(b"\n") + 1
+            log.warning(
+                "registry %s: cutting a torn last line from %s (%d bytes of a write cut short)",
+                self.layout.root, HISTORY, len(raw) - keep,
+            )  # fmt: skip
+            os.truncate(path, keep)
+            raw = raw[:keep]
+        entries = []
+        for number, line in enumerate(raw.decode(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                log.warning(
+                    "registry %s: skipping unreadable line %d of %s (a write cut short)",
+                    self.layout.root, number, HISTORY,
+                )  # fmt: skip
+        return entries
+
+    def _append(self, entry: dict) -> None:
+        fs, path = self.files.fs, self.layout.history
+        line = (json.dumps(entry) + "\n").encode()
+        if self.files.local:
+            # One write() on O_APPEND: a whole line or, if we die inside it, a torn tail that
+            # the next writer cuts.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            try:
+                kill_point("history.torn", fd, line[: len(line) // 2])
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            old = fs.cat_file(path) if fs.exists(path) else b""
+            fs.pipe_file(path, old + line)

@@ -1,0 +1,291 @@
+"""`Registry`: bundles and the production pointer of one artifact root, and the operations
+that touch both (promote, rollback, prune, gc) under one exclusive lock.
+
+Promotion is a compare-and-swap under the lock (`promote(..., expected=champion)`), and only
+of a bundle whose files still hash to what was published; the pointer is replaced only after
+its bundle is complete, so a reader following it never sees a half-written bundle, whenever
+the writer dies. Object stores have no lock: there, promotion checks and writes without it.
+
+Fault injection for the reliability tests: with `TTR_FAULT_KILL_AT=<point>` in the environment
+the process SIGKILLs itself at that point (names in `FAULT_POINTS`); unset, it does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+
+import fsspec
+
+from pipelines.errors import BundleIntegrityError, PipelineError, PromotionConflict
+from pipelines.faults import kill_point
+from pipelines.locks import exclusive_lock
+from pipelines.registry.bundles import BundleStore
+from pipelines.registry.files import RegistryFiles
+from pipelines.registry.layout import RegistryLayout, check_bundle_id
+from pipelines.registry.pointer import CHAIN_LIMIT, ProductionPointer
+
+log = logging.getLogger(__name__)
+
+FAULT_POINTS = (
+    "publish.file_copied",  # the first file of the bundle copied
+    "publish.content_copied",  # every file copied, no manifest yet
+    "publish.manifest_written",  # manifest written, not renamed into place
+    "publish.renamed",  # the bundle in place
+    "registry.locked",  # promote / rollback holds the lock, nothing written
+    "swap.temp_written",  # the new pointer in its temporary file
+    "swap.replaced",  # the pointer replaced, its history line not appended
+    "history.torn",  # half of a history line written
+    "history.appended",  # the history line appended, lock still held
+)
+
+
+class _Unchecked:
+    def __repr__(self) -> str:
+        return "UNCHECKED"
+
+
+UNCHECKED = _Unchecked()  # `promote(expected=UNCHECKED)`: swap whatever production is
+
+
+class Registry:
+    """Bundles and the production pointer under `<artifact_root>/registry`.
+
+    Attributes:
+        fs: the fsspec filesystem of the artifact root.
+        root: the registry directory on `fs`.
+        local: True on a local disk (atomic renames, fsync and a lock file).
+        layout: every path under `root`.
+    """
+
+    def __init__(self, artifact_root: str | os.PathLike):
+        fs, root = fsspec.core.url_to_fs(str(artifact_root))
+        self.layout = RegistryLayout.under(root)
+        self._files = RegistryFiles(fs)
+        self.fs, self.root, self.local = fs, self.layout.root, self._files.local
+        self._bundles = BundleStore(self._files, self.layout)
+        self._pointer = ProductionPointer(self._files, self.layout)
+        fs.makedirs(self.layout.bundles, exist_ok=True)
+
+    def bundle_path(self, bundle_id: str) -> str:
+        """Where a bundle lives. Raises PipelineError for anything but a bundle id."""
+        return self.layout.bundle(bundle_id)
+
+    # -- bundles -------------------------------------------------------------------------------
+
+    def publish(self, staging: str | Path, manifest: dict) -> str:
+        """Copy a complete local bundle directory into the registry; returns its id.
+
+        `manifest` is stored with `bundle_id` and `content_hash` added, written after every
+        other file. Publishing the same content twice returns the existing bundle. A failed
+        publish removes its temporary copy; debris of a killed one is hidden and never blocks
+        a retry (`gc` removes it).
+
+        Raises:
+            PipelineError: `staging` changed while it was copied.
+            OSError: the copy failed (e.g. disk full); nothing is left behind.
+        """
+        bundle_id = self._bundles.publish(staging, manifest)
+        log.info("registry: published bundle %s", bundle_id)
+        return bundle_id
+
+    def manifest(self, bundle_id: str) -> dict:
+        """A complete bundle's manifest.
+
+        Raises:
+            PipelineError: not a bundle id, or no complete bundle with that id.
+        """
+        return self._bundles.manifest(bundle_id)
+
+    def bundles(self) -> list[dict]:
+        """Complete bundles, oldest first, each `{bundle_id, created_at, production, ...}`."""
+        production = self.production()
+        out = [
+            {
+                "bundle_id": bundle_id,
+                "created_at": meta.get("created_at", ""),
+                "production": bundle_id == production,
+                "parent": meta.get("parent_bundle"),
+                "primary_metric": meta.get("primary_metric"),
+                "primary_value": meta.get("primary_value"),
+                "run_id": meta.get("run_id"),
+            }
+            for bundle_id, meta in self._bundles.manifests().items()
+        ]
+        return sorted(out, key=lambda b: b["created_at"])
+
+    def verify(self, bundle_id: str) -> bool:
+        """True if the bundle's files still hash to its manifest's content hash.
+
+        Raises:
+            PipelineError: not a bundle id, or no complete bundle with that id.
+        """
+        return self._bundles.verify(bundle_id)
+
+    def fetch(self, bundle_id: str, cache_dir: str | Path | None = None) -> Path:
+        """A local directory with the bundle (the registry's own on local disk, else a copy),
+        its files checked against the manifest's content hash.
+
+        Raises:
+            PipelineError: not a bundle id, or no complete bundle with that id.
+            BundleIntegrityError: the files do not match the manifest (not loaded).
+        """
+        return self._bundles.fetch(bundle_id, cache_dir)
+
+    # -- the production pointer --------------------------------------------------------------
+
+    def pointer(self) -> dict | None:
+        """The production pointer (see `pipelines.registry.pointer`), or None."""
+        return self._pointer.read()
+
+    def production(self) -> str | None:
+        """The production bundle id, or None. Raises PipelineError if the pointer names no id."""
+        pointer = self.pointer()
+        return check_bundle_id(pointer["bundle_id"]) if pointer else None
+
+    def production_dir(self, cache_dir: str | Path | None = None) -> Path | None:
+        """The production bundle as a verified local directory (see `fetch`), or None."""
+        bundle_id = self.production()
+        return self.fetch(bundle_id, cache_dir) if bundle_id else None
+
+    def promote(self, bundle_id: str, reason: str = "", expected=UNCHECKED) -> dict:
+        """Point production at a complete, intact bundle (atomic) and log it.
+
+        Args:
+            bundle_id: a complete bundle in this registry.
+            reason: recorded in the pointer and the history.
+            expected: compare-and-swap: the bundle id production must still name at swap time
+                (None: no production yet); by default production is replaced whatever it is.
+
+        Returns:
+            The new pointer (unchanged if `bundle_id` already is production).
+
+        Raises:
+            PipelineError: not a bundle id, or no complete bundle with that id.
+            PromotionConflict: production is no longer `expected`; nothing changed.
+            BundleIntegrityError: the bundle's files changed after publishing; nothing changed.
+        """
+        if expected is not UNCHECKED and expected is not None:
+            check_bundle_id(expected)
+        with self._lock():
+            self.manifest(bundle_id)  # under the lock: prune and gc cannot remove it meanwhile
+            kill_point("registry.locked")
+            current = self.pointer()
+            current_id = current["bundle_id"] if current else None
+            if current_id == bundle_id:
+                return current
+            if expected is not UNCHECKED and current_id != expected:
+                raise PromotionConflict(
+                    f"registry {self.root}: not promoting {bundle_id}: this run was gated "
+                    f"against champion {expected or 'none (no production yet)'}, but production "
+                    f"is now {current_id or 'none'} ({(current or {}).get('reason') or 'no reason'}"
+                    f", {(current or {}).get('promoted_at', '?')}). Re-run to evaluate and gate "
+                    f"against the current production, or promote by hand with "
+                    f"`two-tower promote --bundle {bundle_id}`.",
+                    bundle_id=bundle_id, expected=expected, current=current_id,
+                )  # fmt: skip
+            self._check_intact(bundle_id, "promoting")
+            chain = [current_id, *self._pointer.chain(current)][:CHAIN_LIMIT] if current else []
+            pointer = self._pointer.commit("promote", bundle_id, chain, reason, current)
+        log.info("registry: production -> %s (was %s)", bundle_id, current_id)
+        return pointer
+
+    def rollback(self, reason: str = "rollback") -> dict:
+        """Restore the bundle production pointed to before the current one.
+
+        Raises:
+            PipelineError: nothing to roll back to, or that bundle is gone (pruned).
+            BundleIntegrityError: that bundle's files changed after publishing; nothing changed.
+        """
+        with self._lock():
+            kill_point("registry.locked")
+            current = self.pointer()
+            chain = self._pointer.chain(current) if current else []
+            if not chain:
+                raise PipelineError(
+                    f"registry {self.root}: no previous production bundle to restore"
+                )
+            target = chain[0]
+            if not self._bundles.complete(target):
+                raise PipelineError(
+                    f"registry {self.root}: the previous production bundle {target} is gone "
+                    "(pruned or incomplete); pick one from `two-tower registry list` and "
+                    "`two-tower promote --bundle ID`"
+                )
+            self._check_intact(target, "restoring")
+            pointer = self._pointer.commit("rollback", target, chain[1:], reason, current)
+        log.info("registry: rolled back %s -> %s", current["bundle_id"], target)
+        return pointer
+
+    def history(self) -> list[dict]:
+        """Promotions and rollbacks, oldest first, the current pointer's record included.
+
+        A torn line (a writer killed mid-append) is skipped with a warning.
+        """
+        return self._pointer.history()
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the newest `keep` bundles, never production or its previous."""
+        with self._lock():
+            pointer = self.pointer() or {}
+            protected = {pointer.get("bundle_id"), pointer.get("previous")}
+            bundles = [b["bundle_id"] for b in self.bundles()]
+            removable = [b for b in bundles[: max(0, len(bundles) - keep)] if b not in protected]
+            for bundle_id in removable:
+                self._bundles.remove(bundle_id)
+        return removable
+
+    def gc(self, older_than_s: float = 3600.0) -> list[str]:
+        """Remove debris of killed or failed publishes and swaps, older than `older_than_s`.
+
+        Debris: `bundles/.tmp-*` copies, bundle directories without a complete manifest and
+        `.production-*` temporary pointers. Complete bundles, the production bundle and its
+        predecessor are never removed; neither is anything modified more recently than
+        `older_than_s` seconds ago (a publish in flight). Unknown ages count as recent.
+
+        Returns:
+            The removed paths, relative to the registry root.
+        """
+        removed = []
+        with self._lock():
+            pointer = self.pointer() or {}
+            protected = {pointer.get("bundle_id"), pointer.get("previous")}
+            candidates = [*self._bundles.debris(protected), *self._pointer.debris()]
+            now = time.time()
+            for rel, path in sorted(candidates):
+                try:
+                    if now - self._files.last_modified(path) < older_than_s:
+                        continue
+                    self.fs.rm(path, recursive=True)
+                except FileNotFoundError:  # a publish finished or cleaned up meanwhile
+                    continue
+                removed.append(rel)
+        if removed:
+            log.info("registry: gc removed %d leftovers: %s", len(removed), ", ".join(removed))
+        return removed
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_intact(self, bundle_id: str, doing: str) -> None:
+        """Refuse to point production at a bundle every reader would refuse to load."""
+        if not self._bundles.verify(bundle_id):
+            raise BundleIntegrityError(
+                f"registry {self.root}: not {doing} bundle {bundle_id}: its files no longer "
+                "hash to its manifest's content hash (they changed after publishing), so "
+                "nothing could load it; production is unchanged. Publish the bundle again "
+                "from its run, or promote another one from `two-tower registry list`."
+            )
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """The registry's exclusive lock (a lock file on local disks; none on object stores)."""
+        if not self.local:
+            yield
+            return
+        with exclusive_lock(self.layout.lock):
+            yield
