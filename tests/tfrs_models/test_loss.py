@@ -124,3 +124,147 @@ def test_item_age_bias_scores_exactly_and_exports_factored(feature_set, batch):
     assert age.min() >= 0
     exact = q[:, :16] @ items[:, :16].T / 0.5 + age_decays(age) @ [2.0, 1.0, -0.5, 0.25]
     np.testing.assert_allclose(q @ items.T / 0.5, exact, rtol=1e-4, atol=1e-4)
+
+
+# -- the loss, pinned against an explicit float64 reference ------------------------------------
+
+BATCH, MIXED, HARD, TEMPERATURE = 6, 3, 2, 0.5
+
+
+def reference_loss(query, candidates, ids, probability, temperature, remove_accidental_hits,
+                   hard_negatives, sample_weight=None, offset=None, mask=None):  # fmt: skip
+    """Summed in-batch softmax cross-entropy, from the definitions, in float64.
+
+    Query i's positive is candidate i. Its logits are q.c / T (+ offset) - log q (q clipped to
+    [1e-6, 1]); a negative leaves the softmax when it is the positive's item (accidental hit)
+    or masked out; with hard negatives only the top-k remaining negatives stay.
+    """
+    logits = np.asarray(query, np.float64) @ np.asarray(candidates, np.float64).T / temperature
+    if offset is not None:
+        logits = logits + offset
+    if probability is not None:
+        logits = logits - np.log(np.clip(probability, 1e-6, 1.0))
+    n = len(query)
+    ids = np.asarray(ids)
+    excluded = np.zeros(logits.shape, bool)
+    if remove_accidental_hits:
+        excluded |= ids[None, :] == ids[:n, None]
+    if mask is not None:
+        excluded |= ~np.asarray(mask)
+    total = 0.0
+    for i in range(n):
+        negatives = np.delete(logits[i], i)[~np.delete(excluded[i], i)]
+        if hard_negatives is not None:
+            negatives = np.sort(negatives)[::-1][:hard_negatives]
+        row = np.append(logits[i, i], negatives)
+        ce = row.max() + np.log(np.exp(row - row.max()).sum()) - logits[i, i]
+        total += (1.0 if sample_weight is None else sample_weight[i]) * ce
+    return total
+
+
+def reference_probability(feature_set, ids, batch_size, mixed_negatives):
+    """Relative chance of each candidate being drawn, scaled to a max of 1."""
+    p = feature_set.catalog.set_index("item_id")["sampling_probability"]
+    q = np.array(
+        [batch_size * p[i] for i in ids[:batch_size]]
+        + [mixed_negatives / len(p)] * (len(ids) - batch_size)
+    )
+    return q / q.max()
+
+
+@pytest.fixture(scope="module")
+def fixed_batch(feature_set):
+    """6 queries, their positives and 3 extra negatives: one item is the positive of two
+    queries, another is both a positive and an extra negative (accidental hits both ways)."""
+    rng = np.random.default_rng(14)
+    catalog = feature_set.catalog.sort_values("train_count")
+    items = list(catalog["item_id"].iloc[np.linspace(0, len(catalog) - 1, 7).astype(int)])
+    ids = [items[0], items[1], items[0], items[2], items[3], items[4], items[5], items[1], items[6]]
+    mask = rng.random((BATCH, BATCH + MIXED)) > 0.3
+    mask[np.arange(BATCH), np.arange(BATCH)] = True
+    return {
+        "query": rng.normal(size=(BATCH, 4)),
+        "candidates": rng.normal(size=(BATCH + MIXED, 4)),
+        "ids": np.array(ids),
+        "weights": np.array([1.0, 0.0, 2.0, 0.5, 1.5, 1.0]),
+        "offset": rng.normal(size=(BATCH, BATCH + MIXED)),
+        "mask": mask,
+    }
+
+
+SWITCHES = [
+    dict(
+        logq_correction=logq,
+        remove_accidental_hits=hits,
+        mixed_negatives=mixed,
+        hard_negatives=hard,
+    )  # fmt: skip
+    for logq in (False, True)
+    for hits in (False, True)
+    for mixed in (0, MIXED)
+    for hard in (None, HARD)
+]
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: "-".join(f"{v}" for v in s.values()))
+def test_loss_matches_the_reference_in_every_configuration(feature_set, fixed_batch, switches):
+    cfg = TrainConfig(temperature=TEMPERATURE, item_age_bias=False, **switches)
+    model = TwoTowerModel(feature_set, cfg)
+    n = BATCH + switches["mixed_negatives"]
+    query, ids = fixed_batch["query"], fixed_batch["ids"][:n]
+    candidates = fixed_batch["candidates"][:n]
+    offset, mask = fixed_batch["offset"][:, :n], fixed_batch["mask"][:, :n]
+    probability = None
+    if switches["logq_correction"]:
+        probability = reference_probability(feature_set, ids, BATCH, switches["mixed_negatives"])
+    for weights in (None, fixed_batch["weights"]):
+        for adjusted in (False, True):
+            got = float(model.retrieval_loss(
+                tf.constant(query, tf.float32), tf.constant(candidates, tf.float32),
+                tf.constant(ids), tf.constant(BATCH),
+                sample_weight=None if weights is None else tf.constant(weights, tf.float32),
+                score_offset=tf.constant(offset, tf.float32) if adjusted else None,
+                score_mask=tf.constant(mask) if adjusted else None,
+            ))  # fmt: skip
+            expected = reference_loss(
+                query, candidates, ids, probability, TEMPERATURE,
+                switches["remove_accidental_hits"], switches["hard_negatives"], weights,
+                offset if adjusted else None, mask if adjusted else None,
+            )  # fmt: skip
+            assert got == pytest.approx(expected, rel=1e-5), (weights is not None, adjusted)
+
+
+@pytest.mark.parametrize("item_age_bias", [False, True])
+@pytest.mark.parametrize("weighting", ["none", "weight"])
+def test_compute_loss_matches_the_reference_on_a_batch(feature_set, batch, item_age_bias,
+                                                       weighting):  # fmt: skip
+    from tfrs_models.towers import AGE_HALF_LIVES_DAYS
+    from tfrs_models.train import build_model
+
+    cfg = TrainConfig(item_age_bias=item_age_bias, weighting=weighting, hard_negatives=8,
+                      embedding_dim=16)  # fmt: skip
+    model = build_model(feature_set, cfg)
+    ids = batch["item_id"].numpy().astype(str)
+    n = len(ids)
+    offset = mask = None
+    if item_age_bias:
+        age_weights = np.array([2.0, 1.0, -0.5, 0.25])
+        model.query_tower.age_weights.assign(age_weights)
+        age = (
+            model.query_tower.days(batch).numpy()[:, None].astype(np.float64)
+            - model.item_tower.created(batch["item_id"]).numpy()[None, :]
+        )
+        decays = 2.0 ** (-np.maximum(age, 0.0)[..., None] / np.array(AGE_HALF_LIVES_DAYS))
+        offset = decays @ age_weights
+        mask = (age >= 0) | np.eye(n, dtype=bool)
+    weights = None
+    if weighting == "weight":
+        weights = np.maximum(batch["weight"].numpy().astype(np.float64), 0.0)
+        weights = weights / weights.mean()
+    query = model.query_tower(batch, with_age=False).numpy()
+    candidates = model.item_tower(batch["item_id"], with_age=False).numpy()
+    expected = reference_loss(
+        query, candidates, ids, reference_probability(feature_set, ids, n, 0), cfg.temperature,
+        True, 8, weights, offset, mask,
+    )  # fmt: skip
+    assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-5)
