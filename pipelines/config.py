@@ -7,22 +7,44 @@ and a bad value fails naming the field, the value and the allowed range.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import os
+import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.errors import ConfigError
 
 ENV_PREFIX = "TTR_"
+# Every enum of the config, spelled once; the trigger form and the CLI read their choices here.
 SourceFormat = Literal["auto", "contract", "ml-100k", "ml-1m", "ml-latest"]
 Preset = Literal["small", "medium", "large"]
+EvalDesign = Literal["auto", "temporal", "holdout"]
+HistoryPooling = Literal["mean", "attention"]
+Weighting = Literal["none", "weight", "threshold"]
+Optimizer = Literal["adam", "adagrad", "sgd"]
+DirectRunningMode = Literal["in_memory", "multi_threading", "multi_processing"]
+
+
+def _form(section: str, title: str | None = None) -> dict[str, Any]:
+    """`Field` keywords that put a field on the DAG's trigger form, in the named section."""
+    return {"json_schema_extra": {"section": section}, **({"title": title} if title else {})}
 
 
 class _Section(BaseModel):
@@ -32,16 +54,22 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the input lives and where artifacts go."""
 
-    source: str | None = Field(None, description="Directory (or fsspec URL) of the raw data.")
-    format: SourceFormat = Field("auto", description="Source format; 'auto' detects it.")
+    source: str | None = Field(
+        None, description="Directory (or fsspec URL) of the raw data.", **_form("Data")
+    )
+    format: SourceFormat = Field(
+        "auto", description="Source format; 'auto' detects it.", **_form("Data")
+    )
     artifact_root: str = Field("artifacts", description="Root for runs/ and registry/.")
 
 
 class SyntheticConfig(_Section):
     """The embedded synthetic world (see pipelines.synthetic)."""
 
-    preset: Preset = "small"
-    seed: int = Field(7, ge=0, le=2**32 - 1)
+    preset: Preset = Field(
+        "small", description="Synthetic world size (used only without a source).", **_form("Data")
+    )
+    seed: int = Field(7, ge=0, le=2**32 - 1, description="Random seed of the synthetic world.")
     days: int | None = Field(None, ge=1, le=730, description="Days to simulate; None = preset's.")
     start_date: dt.date = Field(dt.date(2026, 1, 1), description="First simulated day (UTC).")
 
@@ -97,6 +125,7 @@ class FeaturesConfig(_Section):
     )
     as_of: dt.datetime | None = Field(
         None,
+        **_form("Time window", title="As of"),
         description="Point in time the run sees (naive = UTC): interactions at or after it and "
         "items created at or after it are left out, so the window ends there. Backfill runs set "
         "it to their logical date; None = everything in the source.",
@@ -106,9 +135,14 @@ class FeaturesConfig(_Section):
         ge=1,
         le=3650,
         description="Training window ending at the data's end; None = all data.",
+        **_form("Time window"),
     )
     eval_days: int | None = Field(
-        None, ge=1, le=365, description="Eval period length in days; None = use eval_fraction."
+        None,
+        ge=1,
+        le=365,
+        description="Eval period length in days; None = use eval_fraction.",
+        **_form("Time window"),
     )
     eval_fraction: float = Field(
         0.1,
@@ -127,7 +161,7 @@ class FeaturesConfig(_Section):
     shards: int = Field(8, ge=1, le=4096, description="User shards = TFRecord files per split.")
     min_train_examples: int = Field(1, ge=1, description="Feature check: fewest train examples.")
     min_eval_queries: int = Field(1, ge=1, description="Feature check: fewest eval queries.")
-    eval_design: Literal["auto", "temporal", "holdout"] = Field(
+    eval_design: EvalDesign = Field(
         "auto",
         description="How the eval queries are drawn. 'temporal': users active in the last "
         "period (eval_days / eval_fraction). 'holdout': every user with interactions at two or "
@@ -176,11 +210,12 @@ class TrainConfig(_Section):
         description="Output dimension of both towers (128 with 512 hidden units vs 64/256 on "
         "medium: Recall@100 within run-to-run noise, cold-item recall higher in both runs, same "
         "training speed; index vectors twice as large).",
+        **_form("Training"),
     )
     id_embedding_dim: int = Field(64, ge=4, le=1024, description="User/item id embedding size.")
     hidden_units: int = Field(512, ge=8, le=8192, description="Width of each tower's MLP layer.")
     use_history: bool = Field(True, description="History encoder in the query tower.")
-    history_pooling: Literal["mean", "attention"] = "mean"
+    history_pooling: HistoryPooling = "mean"
     recency_half_life_days: float = Field(
         3650.0,
         gt=0.0,
@@ -240,7 +275,7 @@ class TrainConfig(_Section):
         0, ge=0, le=100_000, description="Extra uniform catalog negatives."
     )
     hard_negatives: int | None = Field(None, ge=1, le=100_000, description="Keep top-k negatives.")
-    weighting: Literal["none", "weight", "threshold"] = Field(
+    weighting: Weighting = Field(
         "none",
         description="How an interaction's weight (a rating; 3.0 for a synthetic purchase) enters "
         "training: 'none' = every train example counts once; 'threshold' = train examples whose "
@@ -259,11 +294,23 @@ class TrainConfig(_Section):
         "final fit's held-out examples) with a weight below this are dropped, e.g. 4.0 keeps "
         "MovieLens ratings of 4 and 5.",
     )
-    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
-    learning_rate: float = Field(0.003, gt=0.0, le=10.0)
-    batch_size: int = Field(1024, ge=2, le=1_000_000)
+    optimizer: Optimizer = "adam"
+    learning_rate: float = Field(
+        0.003, gt=0.0, le=10.0, description="Step size of the optimizer.", **_form("Training")
+    )
+    batch_size: int = Field(
+        1024,
+        ge=2,
+        le=1_000_000,
+        description="Training batch size (= in-batch negatives + 1).",
+        **_form("Training"),
+    )
     epochs: int = Field(
-        30, ge=1, le=1000, description="Most epochs; early stopping on validation usually ends it."
+        30,
+        ge=1,
+        le=1000,
+        description="Most epochs; early stopping on validation usually ends it.",
+        **_form("Training"),
     )
     shuffle_buffer: int = Field(
         20_000, ge=1, le=10_000_000, description="Records; train files are already mixed."
@@ -398,22 +445,32 @@ class GateConfig(_Section):
         ge=-1.0,
         le=100.0,
         description="Challenger primary metric must be >= popularity's x (1 + this).",
+        **_form("Gate"),
     )
     max_regression: float = Field(
         0.02,
         ge=0.0,
         le=1.0,
         description="Challenger may be at most this fraction below the champion.",
+        **_form("Gate"),
     )
     min_ann_recall: float = Field(
-        0.9, ge=0.0, le=1.0, description="Index recall vs exact search on the eval queries."
+        0.9,
+        ge=0.0,
+        le=1.0,
+        description="Index recall vs exact search on the eval queries.",
+        **_form("Gate", title="Min ANN recall"),
     )
     max_latency_p99_ms: float = Field(
         50.0, gt=0.0, description="Single-query search latency budget (p99, ms)."
     )
     max_index_mb: float = Field(2048.0, gt=0.0, description="Index size on disk budget (MB).")
-    force_promote: bool = Field(False, description="Promote even if rules fail (recorded).")
-    dry_run: bool = Field(False, description="Run every step but leave production alone.")
+    force_promote: bool = Field(
+        False, description="Promote even if rules fail (recorded).", **_form("Gate")
+    )
+    dry_run: bool = Field(
+        False, description="Run every step but leave production alone.", **_form("Gate")
+    )
 
 
 class RegistryConfig(_Section):
@@ -428,9 +485,7 @@ class BeamConfig(_Section):
 
     runner: str = "DirectRunner"
     direct_num_workers: int = Field(2, ge=0, le=256, description="0 = one per core.")
-    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = (
-        "multi_processing"
-    )
+    direct_running_mode: DirectRunningMode = "multi_processing"
 
 
 class PipelineConfig(_Section):
@@ -530,12 +585,16 @@ def _describe(exc: ValidationError, source: str | None) -> str:
     lines = [f"invalid configuration{f' in {source}' if source else ''}:"]
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "(root)"
-        allowed = allowed_values(field)
-        value = error.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        hint = f"; allowed: {allowed}" if allowed else ""
-        lines.append(f"  {field}: {error['msg']}{shown}{hint}")
+        lines.append(f"  {_error_line(field, error, allowed_values(field))}")
     return "\n".join(lines)
+
+
+def _error_line(name: str, error: Mapping[str, Any], allowed: str | None) -> str:
+    """`name: what is wrong (got value); allowed: range`: the one shape of every config error."""
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    hint = f"; allowed: {allowed}" if allowed else ""
+    return f"{name}: {error['msg']}{shown}{hint}"
 
 
 def allowed_values(dotted_field: str) -> str | None:
@@ -545,31 +604,195 @@ def allowed_values(dotted_field: str) -> str | None:
         dotted_field: field path such as `"checks.max_duplicate_rate"`.
 
     Returns:
-        A human description, or None when the field has no declared bounds or choices.
+        A human description, or None when the field is unknown or has no declared bounds or
+        choices.
     """
-    model: type[BaseModel] = PipelineConfig
-    info = None
-    for part in dotted_field.split("."):
-        info = model.model_fields.get(part)
-        if info is None:
-            return None
-        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-            model = info.annotation
-    if info is None:
+    try:
+        return field_spec(dotted_field).allowed()
+    except KeyError:
         return None
-    choices = typing.get_args(info.annotation)
-    if typing.get_origin(info.annotation) is Literal:
-        return " | ".join(repr(c) for c in choices)
-    lower = upper = None
-    for meta in info.metadata:
-        if isinstance(meta, annotated_types.Ge):
-            lower = f"{meta.ge} <= "
-        elif isinstance(meta, annotated_types.Gt):
-            lower = f"{meta.gt} < "
-        elif isinstance(meta, annotated_types.Le):
-            upper = f" <= {meta.le}"
-        elif isinstance(meta, annotated_types.Lt):
-            upper = f" < {meta.lt}"
-    if lower is None and upper is None:
-        return None
-    return f"{lower or ''}x{upper or ''}"
+
+
+# -- field introspection: what the trigger form and the CLI flags are generated from ------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """What the config declares about one field.
+
+    Attributes:
+        path: dotted path, e.g. `"train.epochs"`.
+        value_type: the type of a set value (`int`, `float`, `bool`, `str`, `dt.date`,
+            `dt.datetime`); a Literal's choices give theirs.
+        optional: whether None (unset: the layer below decides) is allowed.
+        choices: the Literal's values, or None.
+        bounds: the declared bounds among `ge`, `gt`, `le`, `lt`.
+        default: the code default.
+        description: what the field means.
+        title: a short label (the field's `title`, else its name in words).
+        section: the trigger-form section the field appears in; None = not on the form.
+    """
+
+    path: str
+    value_type: type
+    optional: bool
+    choices: tuple[Any, ...] | None
+    bounds: dict[str, float]
+    default: Any
+    description: str | None
+    title: str
+    section: str | None
+
+    @property
+    def name(self) -> str:
+        """The field's name inside its section (`"epochs"`)."""
+        return self.path.rpartition(".")[2]
+
+    def allowed(self) -> str | None:
+        """The allowed values in words (`"1 <= x <= 1000"`, `"'adam' | 'sgd'"`), or None."""
+        if self.choices is not None:
+            return " | ".join(repr(c) for c in self.choices)
+        b = self.bounds
+        lower = f"{b['ge']} <= " if "ge" in b else f"{b['gt']} < " if "gt" in b else ""
+        upper = f" <= {b['le']}" if "le" in b else f" < {b['lt']}" if "lt" in b else ""
+        return f"{lower}x{upper}" if lower or upper else None
+
+    def validate(self, value: Any) -> Any:
+        """The value as the config would hold it.
+
+        Raises:
+            ConfigError: `path: what is wrong (got value); allowed: range`, the shape of a
+                config error.
+        """
+        try:
+            return _adapter(self.path).validate_python(value)
+        except ValidationError as exc:
+            raise ConfigError(_error_line(self.path, exc.errors()[0], self.allowed())) from None
+
+
+_BOUND_TYPES = {
+    annotated_types.Ge: "ge",
+    annotated_types.Gt: "gt",
+    annotated_types.Le: "le",
+    annotated_types.Lt: "lt",
+}
+
+
+def field_spec(path: str, model: type[BaseModel] | None = None) -> FieldSpec:
+    """The declaration of one config field.
+
+    Args:
+        path: dotted path such as `"train.epochs"`.
+        model: the model the path starts from (default `PipelineConfig`).
+
+    Raises:
+        KeyError: no such field.
+    """
+    info = _field_info(path, model or PipelineConfig)
+    args = typing.get_args(info.annotation)
+    optional = typing.get_origin(info.annotation) in (typing.Union, types.UnionType) and (
+        type(None) in args
+    )
+    value = next(a for a in args if a is not type(None)) if optional else info.annotation
+    choices = typing.get_args(value) if typing.get_origin(value) is Literal else None
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    name = path.rpartition(".")[2]
+    return FieldSpec(
+        path=path,
+        value_type=type(choices[0]) if choices else value,
+        optional=optional,
+        choices=choices,
+        bounds={
+            _BOUND_TYPES[type(meta)]: getattr(meta, _BOUND_TYPES[type(meta)])
+            for meta in info.metadata
+            if type(meta) in _BOUND_TYPES
+        },
+        default=info.default,
+        description=info.description,
+        title=info.title or name.replace("_", " ").capitalize(),
+        section=extra.get("section"),
+    )
+
+
+def form_fields() -> list[FieldSpec]:
+    """The fields on the DAG's trigger form (those declared with a section), in config order."""
+    return [
+        spec
+        for section, info in PipelineConfig.model_fields.items()
+        for field in info.annotation.model_fields
+        if (spec := field_spec(f"{section}.{field}")).section is not None
+    ]
+
+
+def _field_info(path: str, model: type[BaseModel]):
+    *sections, name = path.split(".")
+    for part in sections:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise KeyError(path)
+        model = annotation
+    return model.model_fields[name]
+
+
+@functools.cache
+def _adapter(path: str) -> TypeAdapter:
+    info = _field_info(path, PipelineConfig)
+    return TypeAdapter(Annotated[(info.annotation, *info.metadata)])
+
+
+# -- deployment settings -------------------------------------------------------------------------
+
+
+class DeploymentSettings(_Section):
+    """Where a deployment keeps its data, its config file and how often it retrains.
+
+    Read from the environment once, by the program that starts (`DeploymentSettings.from_env()`
+    at the top of the DAG module, in `simulate`), and passed down from there.
+    """
+
+    data_root: Path = Field(
+        Path("data"),
+        validate_default=True,
+        description="The only directory a trigger form's source may point into (resolved).",
+    )
+    config_path: Path | None = Field(None, description="YAML file with the pipeline config.")
+    schedule_hours: int = Field(24, ge=1, le=24, description="Hours between scheduled runs.")
+
+    @field_validator("data_root")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DeploymentSettings:
+        """The settings from `TTR_DATA_ROOT`, `TTR_CONFIG` and `TTR_SCHEDULE_HOURS`.
+
+        Args:
+            env: environment to read (default `os.environ`); unset or empty = the default.
+
+        Raises:
+            ConfigError: naming the variable, its value and the allowed range.
+        """
+        env = os.environ if env is None else env
+        raw = {field: env[var] for field, var in SETTINGS_ENV.items() if env.get(var)}
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            lines = []
+            for error in exc.errors():
+                field = str(error["loc"][0])
+                name = f"{SETTINGS_ENV[field]}={raw[field]!r}"
+                error = {**error, "input": {}}  # the name already shows the value
+                lines.append(_error_line(name, error, field_spec(field, cls).allowed()))
+            raise ConfigError("\n".join(lines)) from None
+
+    def load_config(self, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
+        """The pipeline config: code defaults < the settings' YAML < environment < overrides."""
+        return load_config(self.config_path, overrides=overrides)
+
+
+SETTINGS_ENV = {
+    "data_root": "TTR_DATA_ROOT",
+    "config_path": "TTR_CONFIG",
+    "schedule_hours": "TTR_SCHEDULE_HOURS",
+}

@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from pipelines.orchestration import data_root
+from pipelines.config import DeploymentSettings
 
 
 def simulate(days: int, epochs: int, preset: str = "small", seed: int = 7) -> list[dict]:
     from pipelines.synthetic import generate
 
-    root = data_root() / "simulation"
+    settings = DeploymentSettings.from_env()
+    root = settings.data_root / "simulation"
     full, landing = root / "full", root / "landing"
     if not (full / "items.parquet").exists():
         generate(full, preset=preset, seed=seed)
@@ -43,7 +43,7 @@ def simulate(days: int, epochs: int, preset: str = "small", seed: int = 7) -> li
     first = len(partitions) - days
     for part in partitions[:first]:
         shutil.copytree(part, landing / "interactions" / part.name)
-    artifacts = Path(os.environ.get("TTR_DATA__ARTIFACT_ROOT", "artifacts"))
+    artifacts = Path(settings.load_config().data.artifact_root)
     rows = []
     for part in partitions[first:]:
         shutil.copytree(part, landing / "interactions" / part.name)

@@ -12,7 +12,7 @@ from airflow_support import DAGS, Hook
 from airflow_support import airflow_env as airflow_env
 
 from pipelines import orchestration as orch
-from pipelines.config import load_config
+from pipelines.config import DeploymentSettings, load_config
 from pipelines.errors import ConfigError
 
 _PARSE = """
@@ -52,7 +52,7 @@ def test_dag_parses_without_errors_or_heavy_imports(tmp_path):
     assert info["tasks"] == ["validate_raw", "features", "validate_features", "train",
                              "build_index", "evaluate", "gate", "promote", "publish"]  # fmt: skip
     assert info["max_active_runs"] == 1 and info["catchup"] is False
-    assert set(info["params"]) == set(orch.param_specs())
+    assert set(info["params"]) == set(orch.param_specs(load_config(env={})))
     assert all(seconds > 0 for seconds in info["timeout"].values())
     assert info["retries"]["train"] == 2 and info["retries"]["validate_raw"] == 0
 
@@ -60,12 +60,12 @@ def test_dag_parses_without_errors_or_heavy_imports(tmp_path):
 def test_schedule_outside_1_to_24_hours_is_an_import_error(tmp_path):
     info = parse(tmp_path, TTR_SCHEDULE_HOURS="25")
     [error] = info["errors"].values()
-    assert "TTR_SCHEDULE_HOURS='25'" in error and "1..24" in error
+    assert "TTR_SCHEDULE_HOURS='25'" in error and "1 <= x <= 24" in error
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("epochs", 0), ("epochs", 101), ("learning_rate", 0), ("embedding_dim", "64"),
+    [("epochs", 0), ("epochs", 1001), ("learning_rate", 0), ("embedding_dim", "64"),
      ("format", "parquet"), ("min_ann_recall", 1.5), ("force_promote", "yes"),
      ("as_of", "last tuesday"), ("as_of", "2026-13-01")],
 )  # fmt: skip
@@ -73,7 +73,7 @@ def test_form_refuses_out_of_range_params(name, value):
     from airflow.sdk import Param
     from airflow.sdk.definitions.param import ParamValidationError
 
-    param = Param(**orch.param_specs()[name])
+    param = Param(**orch.param_specs(load_config(env={}))[name])
     with pytest.raises(ParamValidationError):
         param.resolve(value)
 
@@ -89,37 +89,51 @@ def test_form_defaults_are_the_deployments_config(tmp_path, monkeypatch):
     yaml = tmp_path / "deploy.yaml"
     yaml.write_text("train:\n  epochs: 7\ngate:\n  max_regression: 0.05\n")
     monkeypatch.setenv("TTR_CONFIG", str(yaml))
-    specs = orch.param_specs()
+    settings = DeploymentSettings.from_env()
+    specs = orch.param_specs(settings.load_config())
     assert specs["epochs"]["default"] == 7 and specs["max_regression"]["default"] == 0.05
     # An untouched form runs the deployment's config, not a second set of defaults.
-    untouched = orch.config_from_params({name: spec["default"] for name, spec in specs.items()})
+    untouched = orch.config_from_params(
+        {name: spec["default"] for name, spec in specs.items()}, settings
+    )
     assert untouched.train.epochs == 7 and untouched.gate.max_regression == 0.05
     assert untouched.train.embedding_dim == code.train.embedding_dim
 
 
-def test_backfill_runs_see_the_data_as_of_their_logical_date():
+def test_backfill_runs_see_the_data_as_of_their_logical_date(tmp_path):
     when = dt.datetime(2026, 1, 10, tzinfo=dt.UTC)
-    assert orch.config_from_params({}).features.as_of is None
-    assert orch.config_from_params({"as_of": None}, as_of=when).features.as_of == when
-    chosen = orch.config_from_params({"as_of": "2026-01-05T06:00:00Z"}, as_of=when)
+    settings = DeploymentSettings(data_root=tmp_path)
+    assert orch.config_from_params({}, settings).features.as_of is None
+    assert orch.config_from_params({"as_of": None}, settings, as_of=when).features.as_of == when
+    chosen = orch.config_from_params({"as_of": "2026-01-05T06:00:00Z"}, settings, as_of=when)
     assert chosen.features.as_of == dt.datetime(2026, 1, 5, 6, tzinfo=dt.UTC)
     with pytest.raises(ConfigError, match="features.as_of"):
-        orch.config_from_params({"as_of": "last tuesday"})
+        orch.config_from_params({"as_of": "last tuesday"}, settings)
 
 
-def test_task_refuses_bad_params_too(tmp_path, monkeypatch):
-    monkeypatch.setenv("TTR_DATA_ROOT", str(tmp_path / "data"))
+def test_task_refuses_bad_params_too(tmp_path):
+    settings = DeploymentSettings(data_root=tmp_path / "data")
     (tmp_path / "data" / "ml").mkdir(parents=True)
-    cfg = orch.config_from_params({"source": "ml", "epochs": 3, "dry_run": True})
+    cfg = orch.config_from_params({"source": "ml", "epochs": 3, "dry_run": True}, settings)
     assert cfg.data.source == str(tmp_path / "data" / "ml")
     assert cfg.train.epochs == 3 and cfg.gate.dry_run is True
     with pytest.raises(ConfigError, match="train.epochs"):
-        orch.config_from_params({"epochs": 0})
+        orch.config_from_params({"epochs": 0}, settings)
     for bad in ("../etc", "ml/../../x", "/etc/passwd", "s3://bucket/x"):
         with pytest.raises(ConfigError, match="data root|relative to the data root"):
-            orch.config_from_params({"source": bad})
+            orch.config_from_params({"source": bad}, settings)
     with pytest.raises(ConfigError, match="unknown params: artifact_root"):
-        orch.config_from_params({"artifact_root": "/tmp"})
+        orch.config_from_params({"artifact_root": "/tmp"}, settings)
+
+
+def test_deployment_settings_come_from_the_environment_once(tmp_path):
+    settings = DeploymentSettings.from_env(
+        {"TTR_DATA_ROOT": str(tmp_path), "TTR_SCHEDULE_HOURS": "6", "TTR_CONFIG": ""}
+    )
+    assert settings == DeploymentSettings(data_root=tmp_path, schedule_hours=6)
+    assert DeploymentSettings.from_env({}).data_root.is_absolute()
+    with pytest.raises(ConfigError, match="TTR_SCHEDULE_HOURS='x': .*allowed: 1 <= x <= 24"):
+        DeploymentSettings.from_env({"TTR_SCHEDULE_HOURS": "x"})
 
 
 def test_safe_run_id():

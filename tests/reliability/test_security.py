@@ -28,6 +28,7 @@ import psutil
 import pytest
 
 from pipelines import orchestration as orch
+from pipelines.config import DeploymentSettings
 from pipelines.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -348,10 +349,9 @@ BAD_PARAMS = {
 
 @pytest.mark.parametrize("case", BAD_PARAMS)
 def test_malformed_param_is_a_config_error(case, tmp_path, monkeypatch, tally):
-    monkeypatch.setenv("TTR_DATA_ROOT", str(tmp_path))
     params, name, rule = BAD_PARAMS[case]
     try:
-        orch.config_from_params(params)
+        orch.config_from_params(params, DeploymentSettings(data_root=tmp_path))
     except ConfigError as exc:
         message = str(exc)
         clear = name in message and rule in message
@@ -372,10 +372,10 @@ def test_resolve_source_alone_refuses_nul_and_non_strings(tmp_path):
 
 
 def test_well_formed_params_still_pass(tmp_path, monkeypatch):
-    monkeypatch.setenv("TTR_DATA_ROOT", str(tmp_path))
     (tmp_path / "ml").mkdir()
     cfg = orch.config_from_params(
-        {"source": "ml", "epochs": 3.0, "learning_rate": 1, "dry_run": False, "as_of": None}
+        {"source": "ml", "epochs": 3.0, "learning_rate": 1, "dry_run": False, "as_of": None},
+        DeploymentSettings(data_root=tmp_path),
     )
     assert cfg.data.source == str(tmp_path / "ml") and cfg.train.epochs == 3
     assert cfg.train.learning_rate == 1.0 and cfg.gate.dry_run is False
