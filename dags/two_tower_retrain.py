@@ -7,8 +7,8 @@ then the trigger form's Params) and pass only small references (paths, ids) thro
 Backfill runs are point in time: they see the data as of their logical date.
 Nothing heavy is imported at parse time: TensorFlow, Beam and ScaNN load inside the tasks.
 
-Deployment settings (environment):
-    TTR_DATA__ARTIFACT_ROOT   runs/ and registry/ (default ./artifacts)
+Deployment settings (environment; read once, into `SETTINGS`, when the file is parsed):
+    TTR_DATA__ARTIFACT_ROOT   runs/ and registry/ (default ./artifacts; a config field)
     TTR_DATA_ROOT             the only directory the `source` Param may point into
     TTR_CONFIG                optional YAML with the pipeline config
     TTR_SCHEDULE_HOURS        1..24 (default 24)
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from pathlib import Path
 
 from airflow.sdk import (
@@ -35,20 +34,14 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pipelines import orchestration as orch
+from pipelines.config import DeploymentSettings
 
 log = logging.getLogger(__name__)
 
 DAG_ID = "two_tower_retrain"
+SETTINGS = DeploymentSettings.from_env()  # the only read of the deployment's environment
 
-
-def _schedule_hours() -> int:
-    value = os.environ.get("TTR_SCHEDULE_HOURS", "24")
-    if not value.isdigit() or not 1 <= int(value) <= 24:
-        raise ValueError(f"TTR_SCHEDULE_HOURS={value!r}: must be a whole number of hours, 1..24")
-    return int(value)
-
-
-LANDING = Asset(name="two_tower_landing", uri=f"file://{orch.data_root()}/landing")
+LANDING = Asset(name="two_tower_landing", uri=f"file://{SETTINGS.data_root}/landing")
 PRODUCTION = Asset(name="production_bundle", uri="two-tower://registry/production")
 
 
@@ -88,7 +81,7 @@ def _context():
     context = get_current_context()
     run = context["dag_run"]
     as_of = (run.data_interval_end or run.logical_date) if run.run_type == "backfill" else None
-    cfg = with_source(orch.config_from_params(dict(context["params"]), as_of=as_of))
+    cfg = with_source(orch.config_from_params(dict(context["params"]), SETTINGS, as_of=as_of))
     run_id = orch.safe_run_id(context["run_id"])
     return cfg, run_dir_for(cfg, run_id), run_id
 
@@ -105,7 +98,8 @@ _RETRY = {
     dag_id=DAG_ID,
     description="Retrain, index, evaluate, gate and promote the two-tower retrieval model",
     schedule=AssetOrTimeSchedule(
-        timetable=DeltaTriggerTimetable(dt.timedelta(hours=_schedule_hours())), assets=[LANDING]
+        timetable=DeltaTriggerTimetable(dt.timedelta(hours=SETTINGS.schedule_hours)),
+        assets=[LANDING],
     ),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
@@ -115,7 +109,7 @@ _RETRY = {
         "execution_timeout": dt.timedelta(hours=1),
         "on_failure_callback": [TaskFailureNotifier()],
     },
-    params={name: Param(**spec) for name, spec in orch.param_specs().items()},
+    params={name: Param(**spec) for name, spec in orch.param_specs(SETTINGS.load_config()).items()},
     tags=["two-tower", "retrieval"],
     doc_md=__doc__,
 )
