@@ -1,10 +1,12 @@
-"""The two-tower retrieval model: towers + `tfrs.tasks.Retrieval` (in-batch softmax).
+"""The two-tower retrieval model: towers + an in-batch softmax loss (`tfrs_models.loss`).
 
-Loss switches (all in `TrainConfig`): temperature; logQ correction with the feature job's
-sampling probabilities; removal of accidental hits (a batch negative that is the positive
-item); mixed negatives (extra uniformly sampled catalog items as negatives); hard-negative
-mining (keep only the top-k negatives per query); interaction weights as each query's
-sample weight (`weighting: "weight"`).
+Logits are query . candidate / temperature, plus with `item_age_bias` the exact novelty bonus of
+each (query, candidate) pair, with candidates created after their query masked out. Loss
+switches (all in `TrainConfig`): temperature; logQ correction with the feature job's sampling
+probabilities; removal of accidental hits (a batch negative that is the positive item); mixed
+negatives (extra uniformly sampled catalog items as negatives); hard-negative mining (keep only
+the top-k negatives per query); interaction weights as each query's sample weight
+(`weighting: "weight"`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import tensorflow_recommenders as tfrs
 
 from pipelines.config import TrainConfig
 from tfrs_models.data import FeatureSet, catalog_arrays, loss_weights
+from tfrs_models.loss import InBatchSoftmax
 from tfrs_models.towers import ItemTower, QueryTower, age_decays
 
 
 class TwoTowerModel(tfrs.models.Model):
-    """Query tower + item tower trained with an in-batch softmax retrieval task."""
+    """Query tower + item tower trained with an in-batch softmax over their scores."""
 
     def __init__(self, features: FeatureSet, cfg: TrainConfig):
         super().__init__(name="two_tower")
@@ -48,14 +51,7 @@ class TwoTowerModel(tfrs.models.Model):
             cfg,
             reference_time=reference_time,
         )
-        self.task = tfrs.tasks.Retrieval(
-            temperature=cfg.temperature,
-            remove_accidental_hits=cfg.remove_accidental_hits,
-            num_hard_negatives=cfg.hard_negatives,
-        )
-        self._cross_entropy = tf.keras.losses.CategoricalCrossentropy(
-            from_logits=True, reduction=tf.keras.losses.Reduction.SUM
-        )  # the task's loss
+        self.softmax = InBatchSoftmax(cfg.remove_accidental_hits, cfg.hard_negatives)
         self.catalog_ids = tf.constant(catalog["item_id"])
         probability = catalog["sampling_probability"]
         self.sampling_probability = tf.lookup.StaticHashTable(
@@ -77,8 +73,8 @@ class TwoTowerModel(tfrs.models.Model):
             offset, mask = self.age_bonus(features, candidate_ids)
         weights = loss_weights(features["weight"]) if self.cfg.weighting == "weight" else None
         return self.retrieval_loss(
-            query, candidates, candidate_ids, tf.shape(query)[0], sample_weight=weights,
-            score_offset=offset, score_mask=mask,
+            query, candidates, candidate_ids, sample_weight=weights, score_offset=offset,
+            score_mask=mask,
         )  # fmt: skip
 
     def age_bonus(
@@ -100,58 +96,33 @@ class TwoTowerModel(tfrs.models.Model):
         query: tf.Tensor,
         candidates: tf.Tensor,
         candidate_ids: tf.Tensor,
-        batch_size: tf.Tensor,
         sample_weight: tf.Tensor | None = None,
         score_offset: tf.Tensor | None = None,
         score_mask: tf.Tensor | None = None,
     ) -> tf.Tensor:
-        """In-batch softmax loss.
+        """In-batch softmax loss of the queries against their positives and extra negatives.
 
         Args:
             query: `[batch, d]` query vectors.
             candidates: `[batch + mixed_negatives, d]`; row i < batch is query i's positive.
             candidate_ids: `[batch + mixed_negatives]` item ids of the candidates.
-            batch_size: number of queries (positives come first among candidates).
             sample_weight: optional `[batch]` weight of each query's term in the summed loss.
             score_offset: optional `[batch, candidates]` added to the logits (after temperature).
             score_mask: optional `[batch, candidates]` bool, False = not a candidate.
+
+        Returns:
+            Scalar float32: the summed cross-entropy (`InBatchSoftmax`).
         """
+        logits = tf.linalg.matmul(query, candidates, transpose_b=True) / self.cfg.temperature
+        if score_offset is not None:
+            logits += score_offset
         probability = None
         if self.cfg.logq_correction:
-            probability = self.candidate_probability(candidate_ids, batch_size)
-        if score_offset is not None:
-            # The tfrs task has no additive logit term (a pairwise one does not factor into the
-            # embeddings), so these logits are built here with the task's own layers.
-            return self._pairwise_loss(
-                query, candidates, candidate_ids, probability, score_offset, score_mask,
-                sample_weight,
-            )  # fmt: skip
-        return self.task(
-            query, candidates,
-            sample_weight=sample_weight,
-            candidate_sampling_probability=probability,
-            candidate_ids=candidate_ids if self.cfg.remove_accidental_hits else None,
-            compute_metrics=False, compute_batch_metrics=False,
+            probability = self.candidate_probability(candidate_ids, tf.shape(query)[0])
+        return self.softmax(
+            logits, sample_weight=sample_weight, candidate_sampling_probability=probability,
+            candidate_ids=candidate_ids, score_mask=score_mask,
         )  # fmt: skip
-
-    def _pairwise_loss(
-        self, query, candidates, candidate_ids, probability, offset, mask, sample_weight
-    ) -> tf.Tensor:
-        """The task's loss (same steps, same order) with an additive offset and a mask."""
-        scores = tf.linalg.matmul(query, candidates, transpose_b=True) / self.cfg.temperature
-        scores += offset
-        labels = tf.eye(tf.shape(scores)[0], tf.shape(scores)[1])
-        if probability is not None:
-            scores = tfrs.layers.loss.SamplingProbablityCorrection()(scores, probability)
-        if self.cfg.remove_accidental_hits:
-            scores = tfrs.layers.loss.RemoveAccidentalHits()(labels, scores, candidate_ids)
-        if mask is not None:
-            scores = tf.where(mask, scores, tf.float32.min / 100)
-        if self.cfg.hard_negatives is not None:
-            scores, labels = tfrs.layers.loss.HardNegativeMining(self.cfg.hard_negatives)(
-                scores, labels
-            )
-        return self._cross_entropy(y_true=labels, y_pred=scores, sample_weight=sample_weight)
 
     def candidate_probability(self, candidate_ids: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
         """Relative chance of each candidate being in the candidate set: `[num_candidates]`.

@@ -17,7 +17,7 @@ def loss(feature_set, query, candidates, ids, weights=None, **switches):
     model = TwoTowerModel(feature_set, cfg)
     return float(model.retrieval_loss(
         tf.constant(query, tf.float32), tf.constant(candidates, tf.float32), tf.constant(ids),
-        tf.constant(len(query)), None if weights is None else tf.constant(weights, tf.float32),
+        None if weights is None else tf.constant(weights, tf.float32),
     ))  # fmt: skip
 
 
@@ -221,7 +221,7 @@ def test_loss_matches_the_reference_in_every_configuration(feature_set, fixed_ba
         for adjusted in (False, True):
             got = float(model.retrieval_loss(
                 tf.constant(query, tf.float32), tf.constant(candidates, tf.float32),
-                tf.constant(ids), tf.constant(BATCH),
+                tf.constant(ids),
                 sample_weight=None if weights is None else tf.constant(weights, tf.float32),
                 score_offset=tf.constant(offset, tf.float32) if adjusted else None,
                 score_mask=tf.constant(mask) if adjusted else None,
@@ -268,3 +268,39 @@ def test_compute_loss_matches_the_reference_on_a_batch(feature_set, batch, item_
         True, 8, weights, offset, mask,
     )  # fmt: skip
     assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: "-".join(f"{v}" for v in s.values()))
+def test_in_batch_softmax_is_the_tfrs_retrieval_task_on_logits(fixed_batch, switches):
+    import tensorflow_recommenders as tfrs
+
+    from tfrs_models.loss import InBatchSoftmax
+
+    n = BATCH + switches["mixed_negatives"]
+    query = tf.constant(fixed_batch["query"], tf.float32)
+    candidates = tf.constant(fixed_batch["candidates"][:n], tf.float32)
+    ids = tf.constant(fixed_batch["ids"][:n])
+    inputs = {
+        "sample_weight": tf.constant(fixed_batch["weights"], tf.float32),
+        "candidate_sampling_probability": tf.linspace(0.1, 1.0, n)
+        if switches["logq_correction"]
+        else None,
+        "candidate_ids": ids,
+        "score_mask": tf.constant(fixed_batch["mask"][:, :n]),
+    }
+    task = tfrs.tasks.Retrieval(
+        temperature=TEMPERATURE,
+        remove_accidental_hits=switches["remove_accidental_hits"],
+        num_hard_negatives=switches["hard_negatives"],
+    )
+    softmax = InBatchSoftmax(switches["remove_accidental_hits"], switches["hard_negatives"])
+    logits = tf.linalg.matmul(query, candidates, transpose_b=True) / TEMPERATURE
+    expected = task(query, candidates, compute_metrics=False, compute_batch_metrics=False, **inputs)
+    assert float(softmax(logits, **inputs)) == float(expected)
+
+
+def test_in_batch_softmax_asks_for_ids_to_remove_accidental_hits():
+    from tfrs_models.loss import InBatchSoftmax
+
+    with pytest.raises(ValueError, match="candidate_ids"):
+        InBatchSoftmax(remove_accidental_hits=True)(tf.zeros([2, 2]))
