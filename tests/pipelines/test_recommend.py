@@ -1,0 +1,95 @@
+"""`Recommender` on a tiny hand-built served directory (tests/pipelines/conftest.py), whose
+rankings are known in advance: u1's query is item i0's direction, u2's is i2's."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from tiny_served import ITEMS, POPULAR, WINDOW_END
+
+from pipelines.errors import UsageError
+from pipelines.recommend import Recommender
+
+
+@pytest.fixture(scope="module")
+def recommender(served_dir):
+    return Recommender(served_dir)
+
+
+def ids(result: dict) -> list[str]:
+    return [item["item_id"] for item in result["items"]]
+
+
+def test_seen_items_are_excluded_unless_asked_not_to(recommender):
+    [u1] = recommender.recommend(["u1"], k=3)  # u1 saw i0 and i2
+    assert u1["user_id"] == "u1" and u1["source"] == "model"
+    assert ids(u1) == ["i1", "i3", "i4"]
+    assert [item["score"] for item in u1["items"]] == [0.9, 0.0, -1.0]
+    [with_seen] = recommender.recommend(["u1"], k=2, exclude_seen=False)
+    assert ids(with_seen) == ["i0", "i1"]
+
+
+def test_unknown_users_get_the_popularity_fallback_in_request_order(recommender):
+    results = recommender.recommend(["nobody", "u2", "someone"], k=2)
+    assert [r["user_id"] for r in results] == ["nobody", "u2", "someone"]
+    assert [r["source"] for r in results] == ["popularity", "model", "popularity"]
+    assert results[0]["items"] == [{"item_id": i, "score": None} for i in POPULAR[:2]]
+    assert results[2]["items"] == results[0]["items"]
+    assert ids(results[1])[0] == "i1"  # u2 saw i2; i1 is the only other item along i2
+
+
+def test_a_user_with_features_but_no_history_is_served_by_the_model(recommender):
+    [u3] = recommender.recommend(["u3"], k=1)
+    assert u3["source"] == "model" and ids(u3) == ["i3"]
+
+
+def test_k_bigger_than_the_catalog_returns_what_there_is_without_padding(recommender):
+    [u1, nobody] = recommender.recommend(["u1", "nobody"], k=10)
+    assert ids(u1) == ["i1", "i3", "i4"]  # five items, two seen
+    assert sorted(ids(recommender.recommend(["u1"], k=10, exclude_seen=False)[0])) == ITEMS
+    assert ids(nobody) == POPULAR
+
+
+def test_k_below_one_is_a_usage_error(recommender):
+    with pytest.raises(UsageError, match="--k must be >= 1, got 0"):
+        recommender.recommend(["u1"], k=0)
+
+
+def spy_on_embed(recommender, monkeypatch) -> list[dict]:
+    calls = []
+    embed = recommender.model.embed
+
+    def spy(features):
+        calls.append(features)
+        return embed(features)
+
+    monkeypatch.setattr(recommender.model, "embed", spy)
+    return calls
+
+
+def test_queries_are_built_from_the_state_at_the_data_window_end(served_dir, monkeypatch):
+    recommender = Recommender(served_dir)
+    calls = spy_on_embed(recommender, monkeypatch)
+    recommender.recommend(["u2", "u1"], k=1)
+    [features] = calls
+    assert list(features["user_id"]) == ["u2", "u1"]
+    np.testing.assert_array_equal(features["timestamp"], [WINDOW_END, WINDOW_END])
+    assert features["history_item_ids"].tolist() == [["i2", ""], ["i0", "i2"]]
+    assert features["history_timestamps"].tolist() == [[700, 0], [900, 800]]
+    assert list(features["user_country"]) == ["", "DE"]  # a missing feature is ""
+
+
+def test_query_time_is_given_or_follows_the_newest_history_event(served_dir, tmp_path, monkeypatch):
+    at_given = Recommender(served_dir, at=1234)
+    calls = spy_on_embed(at_given, monkeypatch)
+    at_given.recommend(["u1"], k=1)
+    assert calls[-1]["timestamp"].tolist() == [1234]
+
+    copy = shutil.copytree(served_dir, tmp_path / "served")
+    (copy / "manifest.json").unlink()  # no data window known
+    no_window = Recommender(copy)
+    calls = spy_on_embed(no_window, monkeypatch)
+    no_window.recommend(["u1", "u2"], k=1)
+    assert calls[-1]["timestamp"].tolist() == [901, 901]
