@@ -1,0 +1,101 @@
+"""The eval queries of a feature run, with targets, seen items and slices, in one item space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.config import EvalConfig
+from pipelines.metrics import ranking_metrics
+
+
+class EvalSet:
+    """The eval queries with targets, seen items and slice definitions, in one item space.
+
+    Every eval query is a user active in the eval period, with its point-in-time history at the
+    eval start. Item indices refer to the feature run's catalog (`item_ids`). Targets are the
+    eval-period items minus those seen before it. Slices: users warm (in the training
+    vocabulary) or cold; target items in the head (most popular items taking `head_share` of
+    training interactions), the tail (the rest with training interactions) or cold (no
+    training interaction).
+
+    Attributes:
+        features: the feature run (`tfrs_models.data.FeatureSet`).
+        item_ids: the eval catalog, `[n_items]`.
+        targets: per query, the eval-catalog indices of its target items.
+        queries: the query tower's raw inputs as numpy arrays `[n, ...]`, keyed by input name.
+        seen_ids: per query, the item ids seen before the eval start (excluded from results).
+        users: per query, the user id.
+        warm_user: bool `[n]`: the user is in the training vocabulary.
+        item_slice: `[n_items]` of "head", "tail" or "cold".
+    """
+
+    def __init__(self, features_dir: str | Path, cfg: EvalConfig, seed: int = 0):
+        from tfrs_models.data import FeatureSet
+        from tfrs_models.quick_eval import QuickEval
+
+        self.features = FeatureSet.load(features_dir)
+        self.quick = QuickEval(self.features, cfg.max_queries, seed)
+        self.cfg = cfg
+        self.item_ids = self.quick.item_ids
+        self.targets = self.quick.targets
+        self.queries = {
+            k: v.numpy()
+            for k, v in self.quick.queries.items()
+            if k not in ("seen_item_ids", "label_item_ids")
+        }
+        self.seen_ids = [
+            [x.decode() for x in row] for row in self.quick.queries["seen_item_ids"].to_list()
+        ]
+        self.users = [u.decode() for u in self.queries["user_id"]]
+        train_users = set(self.features.vocab["user_id"])
+        self.warm_user = np.array([u in train_users for u in self.users])
+        counts = self.features.catalog["train_count"].to_numpy(np.float64)
+        self.item_slice = item_slices(counts, cfg.head_share)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def metrics(self, ranked: np.ndarray) -> dict:
+        """All metrics plus slices for ranked eval-catalog indices `[n, >= max(ks)]`."""
+        ks, n = self.cfg.ks, len(self.item_ids)
+        out = ranking_metrics(ranked, self.targets, ks, n)
+        slices = {}
+        for name, mask in (("warm_users", self.warm_user), ("cold_users", ~self.warm_user)):
+            rows = np.flatnonzero(mask)
+            slices[name] = ranking_metrics(ranked[rows], [self.targets[i] for i in rows], ks, n)
+        for name in ("head", "tail", "cold"):
+            targets = [t[self.item_slice[t] == name] for t in self.targets]
+            slices[f"{name}_items"] = {
+                key: value
+                for key, value in ranking_metrics(ranked, targets, ks, n).items()
+                if key.startswith(("recall", "queries"))
+            }
+        out["slices"] = slices
+        return out
+
+    def ranked_from_scores(self, blocks) -> np.ndarray:
+        """Top max(K) eval-catalog indices from score blocks (seen items excluded)."""
+        return self.quick.ranked(blocks, max(self.cfg.ks))
+
+
+def item_slices(train_counts: np.ndarray, head_share: float) -> np.ndarray:
+    """Each item's popularity slice from its training interaction count.
+
+    Args:
+        train_counts: float `[n_items]`, training interactions per item.
+        head_share: the share of training interactions the head items take together.
+
+    Returns:
+        object `[n_items]`: "head" for the most popular items up to and including the one that
+        reaches `head_share` of the interactions (ties broken by catalog order), "cold" for
+        items without training interactions, "tail" for the rest.
+    """
+    order = np.argsort(-train_counts, kind="stable")
+    share = np.cumsum(train_counts[order]) / max(train_counts.sum(), 1.0)
+    head = order[: int(np.searchsorted(share, head_share) + 1)]
+    out = np.full(len(train_counts), "tail", dtype=object)
+    out[head] = "head"
+    out[train_counts == 0] = "cold"
+    return out

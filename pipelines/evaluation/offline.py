@@ -1,0 +1,130 @@
+"""`evaluate`: every model on the same eval queries, through the serving path; then the reports.
+
+In the same run, on the same queries:
+
+    challenger   the bundle this run trained and indexed
+    champion     the production bundle, loaded and re-evaluated now (not its stored numbers)
+    popularity   training-window interaction counts
+    oracle       the generator's true model, when the source is synthetic
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from pipelines.config import EvalConfig
+from pipelines.evaluation.compare import compare_models
+from pipelines.evaluation.evalset import EvalSet
+from pipelines.evaluation.report import MODELS, PLOT_FILE, plot_recall, render_report
+from pipelines.evaluation.served import evaluate_served
+from pipelines.metrics import per_query_metrics, recall_curve
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+
+
+def evaluate(
+    features_dir: str | Path,
+    challenger_dir: str | Path,
+    champion_dir: str | Path | None,
+    out_dir: str | Path,
+    cfg: EvalConfig,
+    truth_dir: str | Path | None = None,
+    champion_excluded: str | None = None,
+    measured_weights: str | None = None,
+    final_fit: dict | None = None,
+    champion_weights: str | None = None,
+) -> dict:
+    """Evaluate challenger, champion, popularity and (synthetic data) the oracle; write reports.
+
+    Writes `metrics.json` (one section per model, keyed `recall@100`, `ndcg@10`, ..., with
+    slices, intervals and `differences`; plus `ann` for the challenger's index and `eval` for
+    the protocol), `report.md` and `recall_at_k.png` into `out_dir`.
+
+    Args:
+        features_dir: the feature run whose eval period is used.
+        challenger_dir / champion_dir: served directories (`pipelines.serving`).
+        out_dir: where the three files go (created if missing).
+        cfg: the evaluation settings (`ks`, `max_queries`, `primary_metric`, bootstrap, ...).
+        truth_dir: a synthetic source with `_truth/` (None or real data: no oracle).
+        champion_excluded: why the production model was not evaluated here (recorded for the
+            gate and the report), if it was left out.
+        measured_weights: which weights of the run `challenger_dir` holds (`eval.measured_weights`).
+        final_fit: what the shipped model trained on after the measured weights
+            (`eval.final_fit`: epochs, examples, trained_until, ...), or None without a final fit.
+        champion_weights: which of the production bundle's weights `champion_dir` holds.
+
+    Returns:
+        The `metrics.json` content.
+    """
+    from pipelines.serving import ServingModel
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evalset = EvalSet(features_dir, cfg)
+    log.info("evaluate: %d eval queries, %d catalog items", len(evalset), len(evalset.item_ids))
+    metrics, curves = {}, {}
+    challenger = ServingModel(challenger_dir)
+    metrics["challenger"], ranked, metrics["ann"] = evaluate_served(challenger, evalset)
+    curves["challenger"] = ranked
+    if champion_dir is not None:
+        champion = ServingModel(champion_dir)
+        metrics["champion"], curves["champion"], _ = evaluate_served(champion, evalset)
+    ranked = evalset.ranked_from_scores(evalset.quick.popularity_blocks())
+    metrics["popularity"], curves["popularity"] = evalset.metrics(ranked), ranked
+    truth = _truth(truth_dir)
+    if truth is not None:
+        ranked = evalset.ranked_from_scores(
+            truth.score_blocks(evalset.item_ids, evalset.users, evalset.queries["timestamp"])
+        )
+        metrics["oracle"], curves["oracle"] = evalset.metrics(ranked), ranked
+    warm = int(evalset.warm_user.sum())
+    split = evalset.features.manifest.get("split")
+    metrics["eval"] = {
+        "queries": len(evalset),
+        "warm_queries": warm,
+        "cold_queries": len(evalset) - warm,
+        "items": int(len(evalset.item_ids)),
+        "window": evalset.features.manifest["window"],
+        "ks": list(cfg.ks),
+        "primary_metric": cfg.primary_metric,
+        **({"split": split} if split else {}),
+        **({"champion_excluded": champion_excluded} if champion_excluded else {}),
+        **({"measured_weights": measured_weights} if measured_weights else {}),
+        **({"final_fit": final_fit} if final_fit else {}),
+        **({"champion_weights": champion_weights} if champion_weights else {}),
+    }
+    per_query = {
+        name: per_query_metrics(ranked, evalset.targets, cfg.ks) for name, ranked in curves.items()
+    }
+    for name, section in compare_models(per_query, cfg).items():
+        metrics[name] = {**metrics.get(name, {}), **section}
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=float))
+    kmax = max(cfg.ks)
+    plot_recall(
+        {name: recall_curve(r, evalset.targets, kmax) for name, r in curves.items()},
+        out_dir / PLOT_FILE,
+    )
+    (out_dir / REPORT_FILE).write_text(render_report(metrics))
+    for name in MODELS:
+        if name in metrics:
+            log.info(
+                "evaluate: %-10s %s = %.4f",
+                name,
+                cfg.primary_metric,
+                metrics[name][cfg.primary_metric],
+            )
+    return metrics
+
+
+def _truth(truth_dir):
+    """The synthetic generator's true model, or None (no source, or not a synthetic one)."""
+    if truth_dir is None or not (Path(truth_dir) / "_truth").is_dir():
+        return None
+    from pipelines.synthetic import GroundTruth
+
+    return GroundTruth.load(truth_dir)
