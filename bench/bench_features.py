@@ -72,11 +72,12 @@ def child(engine: str, raw: str, out: str) -> dict:
     with TreeMemory() as memory:
         start = time.perf_counter()
         if engine == "history-only":
-            from pipelines.features.examples import _Events, _history
+            from pipelines.features.records import _Events
+            from pipelines.schema import point_in_time_history
 
             ev = _Events.sort(events, window)
             rows = np.flatnonzero((ev.t >= window.window_start) & (ev.t < window.eval_start))
-            _history(ev, ev.tie_start[rows], ev.user_start[rows], cfg.history_length)
+            point_in_time_history(ev.user_start[rows], ev.tie_start[rows], cfg.history_length)
         elif engine == "reference":
             del events
             run_local(raw, out, window, cfg)

@@ -157,7 +157,7 @@ def main() -> None:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-training-"))
 
     from pipelines.features import run_features
-    from pipelines.features.snapshot import epoch_seconds
+    from pipelines.schema import epoch_seconds
     from pipelines.sources import read_source
     from pipelines.synthetic import GroundTruth, generate
 

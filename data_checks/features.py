@@ -1,6 +1,6 @@
 """Feature checks: read the feature job's output back and prove it is usable and leak-free.
 
-Every user's window splits at two cuts (`pipelines.features.split`, read back from
+Every user's window splits at two cuts (`pipelines.schema.UserCuts`, read back from
 `user_cuts.parquet`): train [window_start, train_end), validation [train_end, eval_cut), eval
 [eval_cut, window_end). Rules (Great Expectations, via `data_checks.suite`):
 - every history timestamp is strictly before its record's timestamp, for train examples,
@@ -33,11 +33,13 @@ import pandas as pd
 
 from data_checks.report import ValidationReport
 from data_checks.suite import Rule, evaluate
+from pipelines import schema
 from pipelines.config import FeaturesConfig
-from pipelines.features import io
-from pipelines.features.encoding import Example
-from pipelines.features.split import CUTS_FILE, UserCuts
-from pipelines.features.tfrecord import read_tfrecords
+from pipelines.errors import PipelineError
+from pipelines.formats import files
+from pipelines.formats.example_decoder import Example
+from pipelines.formats.tfrecord import CorruptRecordError, read_tfrecords
+from pipelines.schema import CUTS_FILE, UserCuts
 
 QUERY_SPLITS = ("valid", "eval")
 EXAMPLE_SPLITS = ("train", "heldout")
@@ -67,12 +69,12 @@ def validate_features(
     Returns:
         The `ValidationReport`; `report.success` says whether training may use the features.
     """
-    manifest = io.read_json(io.join(features_dir, "manifest.json"))
+    manifest = files.read_json(files.join(features_dir, "manifest.json"))
     cfg = cfg or FeaturesConfig(**manifest["config"])
     window = manifest["window_epoch_s"]
     design = manifest.get("split", {}).get("design", "temporal")
     cuts = (
-        UserCuts.read(io.join(features_dir, CUTS_FILE))
+        UserCuts.read(files.join(features_dir, CUTS_FILE))
         if "split" in manifest
         else UserCuts.uniform(window["eval_start"])
     )
@@ -105,25 +107,25 @@ def validate_features(
     return report
 
 
-def _read_split(files: list[str], max_records: int, *, queries: bool) -> pd.DataFrame:
-    per_file = max(1, max_records // max(1, len(files)))
+def _read_split(paths: list[str], max_records: int, *, queries: bool) -> pd.DataFrame:
+    per_file = max(1, max_records // max(1, len(paths)))
     rows = []
-    for path in files:
-        for number, data in enumerate(read_tfrecords(path)):
+    for path in paths:
+        for number, data in enumerate(_records(path)):
             if number >= per_file:
                 break
             feature = Example.FromString(data).features.feature
-            history = list(feature["history_timestamps"].int64_list.value)
+            history = list(feature[schema.HISTORY_TIMESTAMPS].int64_list.value)
             row = {
                 "file": path, "record": number,
-                "user_id": feature["user_id"].bytes_list.value[0].decode(),
-                "timestamp": feature["timestamp"].int64_list.value[0],
+                "user_id": feature[schema.USER_ID].bytes_list.value[0].decode(),
+                "timestamp": feature[schema.TIMESTAMP].int64_list.value[0],
                 "latest_history_s": max(history) if history else np.nan,
                 "history_len": len(history),
-                "history_items_len": len(feature["history_item_ids"].bytes_list.value),
+                "history_items_len": len(feature[schema.HISTORY_ITEM_IDS].bytes_list.value),
             }  # fmt: skip
             if queries:
-                row["labels"] = len(feature["label_item_ids"].bytes_list.value)
+                row["labels"] = len(feature[schema.LABEL_ITEM_IDS].bytes_list.value)
             rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -135,6 +137,14 @@ def _read_split(files: list[str], max_records: int, *, queries: bool) -> pd.Data
     )
     frame["history_lengths_agree"] = frame["history_len"] == frame["history_items_len"]
     return frame
+
+
+def _records(path: str):
+    """The records of one TFRecord file; a damaged file is a `PipelineError` naming it."""
+    try:
+        yield from read_tfrecords(path)
+    except CorruptRecordError as exc:
+        raise PipelineError(f"{exc}; rerun the feature step to rewrite the features") from exc
 
 
 def _with_cuts(frame: pd.DataFrame, cuts: UserCuts) -> pd.DataFrame:
@@ -323,15 +333,15 @@ def _manifest_rules(cfg: FeaturesConfig, design: str) -> list[Rule]:
 def _locator(frames: dict[str, pd.DataFrame], features_dir: str):
     def locate(rule: Rule, index: list, failed: bool) -> tuple[str, tuple[str, ...]]:
         if rule.table == "manifest":
-            return str(io.join(features_dir, "manifest.json")), (
+            return str(files.join(features_dir, "manifest.json")), (
                 _manifest_sample(frames["manifest"]) if failed else ()
             )
         frame = frames[rule.table]
         if not (failed and index):
-            return str(io.join(features_dir, rule.table)), ()
+            return str(files.join(features_dir, rule.table)), ()
         rows = frame.loc[index]
-        files = rows["file"].unique()
-        file = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more files)"
+        names = rows["file"].unique()
+        file = names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} more files)"
         samples = tuple(
             f"{Path(r.file).name} record {r.record}: user_id={r.user_id!r} timestamp={r.timestamp} "
             f"latest history={_int_text(r.latest_history_s)} history length={r.history_len}"

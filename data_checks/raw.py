@@ -17,6 +17,7 @@ from data_checks.report import CheckResult, ValidationReport
 from data_checks.suite import Rule, evaluate
 from pipelines.config import ChecksConfig
 from pipelines.contract import RawSnapshot
+from pipelines.schema import epoch_seconds
 from pipelines.sources import read_source
 
 log = logging.getLogger(__name__)
@@ -428,10 +429,8 @@ def _table_file(snapshot: RawSnapshot, table: str) -> str:
 
 
 def _epoch_seconds(ts: pd.Series) -> np.ndarray:
-    values = ts.to_numpy(dtype="datetime64[us]")  # tz-aware UTC -> naive UTC
-    out = values.astype(np.int64).astype(np.float64) / 1e6
-    out[np.isnat(values)] = np.nan
-    return out
+    """Epoch seconds as floats `[n]` (NaN for NaT), for the range rules."""
+    return epoch_seconds(ts, missing=None).to_numpy(np.float64, na_value=np.nan)
 
 
 def _id_text(value) -> str:

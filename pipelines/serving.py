@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
+from pipelines import schema
 from pipelines.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,9 @@ _POPULAR_DAYS = 7
 def build_serving_state(run_dir: str | Path, out_dir: str | Path) -> dict:
     """Write the user state and popularity fallback of a run's data window to `out_dir`.
 
-    Histories follow the feature job's rules (events before the window end, most recent
-    first, `history_length` of them) so serving queries look like training queries.
+    Histories come from `schema.point_in_time_history` at the window end, the function that
+    builds the training histories (events sorted in `schema.EVENT_ORDER`, most recent first,
+    `history_length` of them), so serving queries look like training queries.
 
     Returns:
         Counts for the manifest.
@@ -46,37 +48,59 @@ def build_serving_state(run_dir: str | Path, out_dir: str | Path) -> dict:
     manifest = json.loads((run_dir / "features" / "manifest.json").read_text())
     window = manifest["window_epoch_s"]
     h = int(manifest["config"]["history_length"])
+    # Events sharing (user, timestamp, item) give the same history whatever their event and
+    # weight, so the first three keys of the feature job's order are enough.
+    order = list(schema.EVENT_ORDER[:3])
     table = ds.dataset(run_dir / "raw" / "interactions", format="parquet").to_table(
-        columns=["user_id", "item_id", "timestamp"],
-        filter=(ds.field("timestamp") >= window["history_start"])
-        & (ds.field("timestamp") < window["window_end"]),
+        columns=order,
+        filter=(ds.field(schema.TIMESTAMP) >= window["history_start"])
+        & (ds.field(schema.TIMESTAMP) < window["window_end"]),
     )
-    events = table.to_pandas().sort_values(["user_id", "timestamp"], kind="stable")
-    latest = events.groupby("user_id", sort=True).tail(h).iloc[::-1]
-    grouped = latest.groupby("user_id", sort=True)
-    state = pd.DataFrame(
-        {
-            "history_item_ids": grouped["item_id"].agg(list),
-            "history_timestamps": grouped["timestamp"].agg(list),
-            "seen_item_ids": events.groupby("user_id", sort=True)["item_id"].agg(
-                lambda s: sorted(set(s))
-            ),
-        }
-    )
+    events = table.to_pandas().sort_values(order, kind="stable")
+    state = _latest_histories(events, h)
     users_path = run_dir / "raw" / "users.parquet"
     if users_path.exists():
-        users = pd.read_parquet(users_path).set_index("user_id")
-        users.columns = [f"user_{c}" for c in users.columns]
+        users = pd.read_parquet(users_path).set_index(schema.USER_ID)
+        users.columns = [schema.user_feature(c) for c in users.columns]
         state = state.join(users, how="outer")
-    state.index.name = "user_id"
+    state.index.name = schema.USER_ID
     state = state.reset_index()
-    for column in ("history_item_ids", "history_timestamps", "seen_item_ids"):
+    for column in _LIST_COLUMNS:
         state[column] = state[column].apply(lambda v: v if isinstance(v, list) else [])
     out_dir.mkdir(parents=True, exist_ok=True)
     state.to_parquet(out_dir / STATE_FILE, index=False)
     popular = popular_items(events, window["window_end"], _catalog(out_dir))
     (out_dir / POPULAR_FILE).write_text("".join(f"{i}\n" for i in popular), encoding="utf-8")
     return {"users": int(len(state)), "window_end": int(window["window_end"])}
+
+
+_LIST_COLUMNS = (schema.HISTORY_ITEM_IDS, schema.HISTORY_TIMESTAMPS, schema.SEEN_ITEM_IDS)
+
+
+def _latest_histories(events: pd.DataFrame, h: int) -> pd.DataFrame:
+    """Per user (sorted index `user_id`): the last `h` items and timestamps, most recent first,
+    and every item seen (sorted), from events before one moment (`user_id, item_id, timestamp`,
+    sorted in `schema.EVENT_ORDER`).
+    """
+    codes, users = pd.factorize(events[schema.USER_ID], sort=True)
+    user_start = np.searchsorted(codes, np.arange(len(users)), side="left")
+    user_end = np.searchsorted(codes, np.arange(len(users)), side="right")
+    rows, lengths = schema.point_in_time_history(user_start, user_end, h)
+    flat = rows[rows >= 0]  # row-major: each user's history, most recent first
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    pairs = list(zip(bounds[:-1], bounds[1:], strict=True))
+    items = events[schema.ITEM_ID].to_numpy(dtype=object)
+    history_items, history_times = items[flat].tolist(), events[schema.TIMESTAMP].to_numpy()[flat]
+    return pd.DataFrame(
+        {
+            schema.HISTORY_ITEM_IDS: [history_items[a:b] for a, b in pairs],
+            schema.HISTORY_TIMESTAMPS: [history_times[a:b].tolist() for a, b in pairs],
+            schema.SEEN_ITEM_IDS: [
+                sorted(set(items[a:b])) for a, b in zip(user_start, user_end, strict=True)
+            ],
+        },
+        index=pd.Index(np.asarray(users, dtype=object), name=schema.USER_ID),
+    )
 
 
 def popular_items(events: pd.DataFrame, window_end: int, catalog: set[str], n: int = 1000) -> list:

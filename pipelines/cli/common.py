@@ -68,7 +68,7 @@ def progress(step: str) -> Callable[[int, int, int], None]:
 
 
 def utc_timestamp(text: str):
-    from pipelines.features.window import utc_timestamp
+    from pipelines.schema import utc_timestamp
 
     try:
         return utc_timestamp(text)

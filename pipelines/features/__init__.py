@@ -18,7 +18,8 @@ import pandas as pd
 from pipelines.config import PipelineConfig
 from pipelines.contract import RawSnapshot
 from pipelines.errors import ConfigError, DataValidationError
-from pipelines.features.window import FeatureWindow, resolve_window, utc_timestamp
+from pipelines.features.window import FeatureWindow, resolve_window
+from pipelines.schema import epoch_seconds, utc_timestamp
 
 log = logging.getLogger(__name__)
 ENGINES = ("beam", "local")
@@ -69,7 +70,7 @@ def run_features(
             should use these features).
     """
     from data_checks.features import validate_features
-    from pipelines.features.snapshot import epoch_seconds, write_snapshot
+    from pipelines.features.snapshot import write_snapshot
     from pipelines.features.split import plan_split
 
     if engine not in ENGINES:

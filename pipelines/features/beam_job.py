@@ -24,11 +24,13 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines.config import BeamConfig, FeaturesConfig
-from pipelines.features import io, steps, workers
-from pipelines.features.examples import user_shard
+from pipelines.features import job, workers
+from pipelines.features.records import user_shard
 from pipelines.features.snapshot import EVENT_COLUMNS
-from pipelines.features.split import SplitPlan, UserCuts, plan_split_from_snapshot
-from pipelines.features.window import FeatureWindow, epoch_seconds
+from pipelines.features.split import SplitPlan, plan_split_from_snapshot
+from pipelines.features.window import FeatureWindow
+from pipelines.formats import files
+from pipelines.schema import USER_ID, UserCuts, epoch_seconds, user_feature
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ class ReadEventBatches(beam.PTransform):
 
     def __init__(self, raw_dir: str):
         super().__init__()
-        self.pattern = io.join(raw_dir, "interactions", "*.parquet")
+        self.pattern = files.join(raw_dir, "interactions", "*.parquet")
 
     def expand(self, pbegin):
         return pbegin | "ReadParquet" >> beam.io.ReadFromParquetBatched(
@@ -106,7 +108,7 @@ class BuildShardFiles(beam.DoFn):
     def process(self, element):
         shard, tables = element
         events = pa.concat_tables(list(tables)).to_pandas()
-        yield steps.process_shard(
+        yield job.process_shard(
             shard, events, self.users, self.window, self.cfg, self.out, self.cuts
         )
 
@@ -119,7 +121,7 @@ class _CountBatch(beam.DoFn):
         self.cuts = load_cuts(self.cuts_path)
 
     def process(self, table):
-        yield steps.count_train_interactions(table.to_pandas(), self.window, self.cuts)
+        yield job.count_train_interactions(table.to_pandas(), self.window, self.cuts)
 
 
 class CountTrainInteractions(beam.PTransform):
@@ -142,12 +144,12 @@ class _SumCounts(beam.CombineFn):
         return (pd.Series(dtype=np.int64), pd.Series(dtype=np.int64))
 
     def add_input(self, accumulator, element):
-        return steps.add_counts(accumulator, element)
+        return job.add_counts(accumulator, element)
 
     def merge_accumulators(self, accumulators):
         merged = self.create_accumulator()
         for accumulator in accumulators:
-            merged = steps.add_counts(merged, accumulator)
+            merged = job.add_counts(merged, accumulator)
         return merged
 
     def extract_output(self, accumulator):
@@ -164,14 +166,14 @@ class WriteCatalogAndVocabularies(beam.PTransform):
     def expand(self, counts):
         raw_dir, out, cfg = self.raw_dir, self.out, self.cfg
         return counts | "Write" >> beam.Map(
-            lambda c: steps.write_catalog_and_vocabularies(load_items(raw_dir), c, cfg, out)
+            lambda c: job.write_catalog_and_vocabularies(load_items(raw_dir), c, cfg, out)
         )
 
 
 def load_users(raw_dir: str) -> pd.DataFrame | None:
     """User features indexed by user_id, or None when the snapshot has no users table."""
-    path = io.join(raw_dir, "users.parquet")
-    if not io.exists(path):
+    path = files.join(raw_dir, "users.parquet")
+    if not files.exists(path):
         return None
     users = _read_parquet(path)
     return users.drop_duplicates("user_id").set_index("user_id")
@@ -179,24 +181,26 @@ def load_users(raw_dir: str) -> pd.DataFrame | None:
 
 def user_feature_names(raw_dir: str) -> list[str]:
     """Names of the `user_<column>` features the records carry (from the users table)."""
-    path = io.join(raw_dir, "users.parquet")
-    if not io.exists(path):
+    path = files.join(raw_dir, "users.parquet")
+    if not files.exists(path):
         return []
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(pa.BufferReader(io.read_bytes(path)))
-    return [f"user_{name}" for name in schema.names if name not in ("user_id", "__index_level_0__")]
+    schema = pq.read_schema(pa.BufferReader(files.read_bytes(path)))
+    return [
+        user_feature(name) for name in schema.names if name not in (USER_ID, "__index_level_0__")
+    ]
 
 
 def load_items(raw_dir: str) -> pd.DataFrame | None:
-    path = io.join(raw_dir, "items.parquet")
-    return _read_parquet(path) if io.exists(path) else None
+    path = files.join(raw_dir, "items.parquet")
+    return _read_parquet(path) if files.exists(path) else None
 
 
 def _read_parquet(path: str) -> pd.DataFrame:
     import io as _io
 
-    return pd.read_parquet(_io.BytesIO(io.read_bytes(path)))
+    return pd.read_parquet(_io.BytesIO(files.read_bytes(path)))
 
 
 def build_pipeline(
@@ -210,7 +214,7 @@ def build_pipeline(
     """Add the feature job's transforms to `pipeline` (the caller runs it).
 
     Args:
-        split: the manifest's `split` section from `steps.write_user_cuts` (its
+        split: the manifest's `split` section from `job.write_user_cuts` (its
             `user_cuts.path` is read by the workers); None = temporal split, no validation.
     """
     cuts_path = split["user_cuts"]["path"] if split else None
@@ -231,9 +235,7 @@ def build_pipeline(
         | "ManifestTrigger" >> beam.Create([None])
         | "WriteManifest"
         >> beam.Map(
-            lambda _, shards, catalog: steps.write_manifest(
-                out, window, cfg, shards, catalog, extra
-            ),
+            lambda _, shards, catalog: job.write_manifest(out, window, cfg, shards, catalog, extra),
             shards=beam.pvalue.AsList(shard_summaries),
             catalog=beam.pvalue.AsSingleton(catalog_summary),
         )
@@ -270,12 +272,12 @@ def run_beam(
         plan: the split plan (`split.plan_split`); None = plan it here from the snapshot (the
             launcher reads its user ids and timestamps with pandas).
     """
-    io.makedirs(out)
-    for split in steps.SPLITS:
-        io.makedirs(io.join(out, split))
+    files.makedirs(out)
+    for split in job.SPLITS:
+        files.makedirs(files.join(out, split))
     if plan is None:
         plan = plan_split_from_snapshot(raw_dir, window, cfg)
-    split_summary = steps.write_user_cuts(out, plan)
+    split_summary = job.write_user_cuts(out, plan)
     options = beam_options(beam_args or [], beam_cfg or BeamConfig())
     # DirectRunner multi_processing: SDK worker processes die with this process, even SIGKILLed.
     workers.guard_local_workers(
@@ -283,7 +285,7 @@ def run_beam(
     )
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, raw_dir, out, plan.window, cfg, split_summary)
-    return io.read_json(io.join(out, "manifest.json"))
+    return files.read_json(files.join(out, "manifest.json"))
 
 
 def run(argv: list[str] | None = None) -> dict:

@@ -14,11 +14,11 @@ import re
 import numpy as np
 import pandas as pd
 
+from pipelines import schema
 from pipelines.config import FeaturesConfig
 from pipelines.contract import GENRE_SEPARATOR
 
 _TOKEN = re.compile(r"[^\W_]+")
-VOCABULARIES = ("user_id", "item_id", "genre", "title_token")
 
 
 def title_tokens(title: str) -> list[str]:
@@ -85,10 +85,10 @@ def build_vocabularies(
 
     items = pd.Series(catalog["train_count"].to_numpy(), index=catalog["item_id"])
     return {
-        "user_id": table(user_counts, cfg.user_min_count),
-        "item_id": table(items[items > 0], cfg.item_min_count),
-        "genre": table(catalog["genre_list"].explode().dropna().value_counts(), 1),
-        "title_token": table(
+        schema.USER_ID: table(user_counts, cfg.user_min_count),
+        schema.ITEM_ID: table(items[items > 0], cfg.item_min_count),
+        schema.GENRE: table(catalog["genre_list"].explode().dropna().value_counts(), 1),
+        schema.TITLE_TOKEN: table(
             catalog["title_tokens"].explode().dropna().value_counts(), cfg.token_min_count
         ),
     }

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pipelines.contract import RawSnapshot
 from pipelines.errors import DataValidationError
+from pipelines.schema import epoch_seconds
 
 META = "snapshot.json"
 
@@ -152,15 +153,3 @@ def _file_hashes(out: Path) -> dict[str, str]:
                     digest.update(block)
             hashes[str(path.relative_to(out))] = digest.hexdigest()
     return hashes
-
-
-def epoch_seconds(ts: pd.Series, missing: int | None = 0) -> pd.Series:
-    """UTC datetimes as int64 epoch seconds; NaT becomes `missing` (nullable Int64 if None)."""
-    values = ts.to_numpy(dtype="datetime64[us]")
-    seconds = values.astype(np.int64) // 1_000_000
-    nat = np.isnat(values)
-    if missing is None:
-        out = pd.Series(seconds, index=ts.index, dtype="Int64")
-        out[nat] = pd.NA
-        return out
-    return pd.Series(np.where(nat, missing, seconds), index=ts.index, dtype=np.int64)

@@ -23,81 +23,23 @@ early stopping and best-epoch selection.
 A holdout cut is a timestamp: interactions sharing it all go to the later side, and the user
 keeps at least one earlier interaction; users whose interactions all share one timestamp
 cannot be cut. The plan is decided once, in pandas, before the feature job; the job reads
-it as data (`user_cuts.parquet`) so `build_shard_examples` stays the single implementation.
+it as data (`user_cuts.parquet`, `schema.UserCuts`) so `build_shard_examples` stays the
+single implementation.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io as _io
 import math
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.config import FeaturesConfig
-from pipelines.errors import ConfigError, PipelineError
-from pipelines.features import io
+from pipelines.errors import ConfigError
 from pipelines.features.window import FeatureWindow
-
-CUTS_FILE = "user_cuts.parquet"
-_DEFAULT_KEY = b"default_cut"
-
-
-@dataclasses.dataclass(frozen=True)
-class UserCuts:
-    """Per-user split boundaries in epoch seconds.
-
-    Attributes:
-        default: `train_end` and `eval_cut` of every user not in `table` (temporal: eval_start;
-            holdout: window_end, i.e. all of their window interactions train).
-        table: indexed by `user_id` (str, sorted), int64 columns `train_end <= eval_cut`.
-    """
-
-    default: int
-    table: pd.DataFrame
-
-    @classmethod
-    def uniform(cls, cut: int) -> UserCuts:
-        """Every user cut at one timestamp, no validation (the plain temporal split)."""
-        empty = pd.Index([], dtype=object, name="user_id")
-        return cls(int(cut), pd.DataFrame({"train_end": [], "eval_cut": []}, index=empty,
-                                          dtype=np.int64))  # fmt: skip
-
-    def lookup(self, user_ids) -> tuple[np.ndarray, np.ndarray]:
-        """(train_end, eval_cut) of each user: two int64 arrays `[n]`."""
-        index = pd.Index(np.asarray(user_ids, dtype=object))
-        found = self.table.reindex(index)
-        return (
-            found["train_end"].fillna(self.default).to_numpy(np.int64),
-            found["eval_cut"].fillna(self.default).to_numpy(np.int64),
-        )
-
-    def to_bytes(self) -> bytes:
-        """Parquet bytes (`user_id, train_end, eval_cut`; `default` in the schema metadata)."""
-        table = pa.Table.from_pandas(self.table.reset_index(), preserve_index=False)
-        table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), _DEFAULT_KEY: str(self.default).encode()}
-        )
-        buffer = _io.BytesIO()
-        pq.write_table(table, buffer)
-        return buffer.getvalue()
-
-    @classmethod
-    def read(cls, path: str) -> UserCuts:
-        """Read a cuts file written by `to_bytes` (any Beam filesystem)."""
-        table = pq.read_table(pa.BufferReader(io.read_bytes(path)))
-        default = (table.schema.metadata or {}).get(_DEFAULT_KEY)
-        if default is None:
-            raise PipelineError(
-                f"{path}: not a user-cuts file (no {_DEFAULT_KEY.decode()} in its Parquet "
-                "metadata); rerun the feature step to rewrite it"
-            )
-        frame = table.to_pandas()
-        frame.index = pd.Index(frame.pop("user_id").to_numpy(dtype=object), name="user_id")
-        return cls(int(default), frame[["train_end", "eval_cut"]].astype(np.int64))
+from pipelines.formats import files
+from pipelines.schema import UserCuts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +255,7 @@ def plan_split_from_snapshot(raw_dir: str, window: FeatureWindow, cfg: FeaturesC
     """`plan_split` on a snapshot directory's interactions (reads only user_id and timestamp)."""
     import pyarrow.dataset as ds
 
-    table = ds.dataset(io.join(raw_dir, "interactions"), format="parquet").to_table(
+    table = ds.dataset(files.join(raw_dir, "interactions"), format="parquet").to_table(
         columns=["user_id", "timestamp"]
     )
     return plan_split(

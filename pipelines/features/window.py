@@ -16,8 +16,8 @@ import pandas as pd
 
 from pipelines.config import FeaturesConfig
 from pipelines.errors import ConfigError
-
-DAY = 86_400
+from pipelines.schema import DAY_SECONDS as DAY
+from pipelines.schema import epoch_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,14 +91,3 @@ def resolve_window(
         if split <= start:  # data spans a single day: split inside it rather than fail
             split = cut
     return FeatureWindow(history_start=start, window_start=start, eval_start=split, window_end=end)
-
-
-def epoch_seconds(ts) -> int:
-    """A timestamp (naive = UTC) or ISO string as int epoch seconds."""
-    return int(utc_timestamp(ts).timestamp())
-
-
-def utc_timestamp(ts) -> pd.Timestamp:
-    """A timestamp or ISO string as a UTC `pd.Timestamp` (naive = UTC)."""
-    ts = pd.Timestamp(ts)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from data_checks.features import validate_features
-from pipelines.features.encoding import Example
-from pipelines.features.tfrecord import read_tfrecords, write_tfrecords
+from pipelines.formats.example_decoder import Example
+from pipelines.formats.tfrecord import read_tfrecords, write_tfrecords
 
 
 @pytest.fixture

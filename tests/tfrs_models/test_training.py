@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 from pipelines.config import TrainConfig
-from pipelines.features.encoding import Example
-from pipelines.features.tfrecord import read_tfrecords, write_tfrecords
+from pipelines.formats.example_decoder import Example
+from pipelines.formats.tfrecord import read_tfrecords, write_tfrecords
 from tfrs_models.data import FeatureSet, load_eval_queries
 from tfrs_models.export import QUERY_INPUTS, load_query_tower
 from tfrs_models.quick_eval import QuickEval

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from pipelines.config import TrainConfig
 from pipelines.errors import ConfigError
-from pipelines.features.encoding import decode_example
-from pipelines.features.tfrecord import read_tfrecords
+from pipelines.formats.example_decoder import decode_example
+from pipelines.formats.tfrecord import read_tfrecords
 from tfrs_models.data import kept_examples, loss_weights, train_dataset
 from tfrs_models.train import build_model
 

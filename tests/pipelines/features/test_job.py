@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.features import run_features
-from pipelines.features.tfrecord import read_tfrecords
+from pipelines.formats.tfrecord import read_tfrecords
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def test_catalog_covers_items_only_in_eval(beam_run, small_world):
     assert len(catalog) == 1000
     eval_items = set()
     for path in beam_run.manifest["splits"]["eval"]["files"]:
-        from pipelines.features.encoding import decode_example
+        from pipelines.formats.example_decoder import decode_example
 
         for record in read_tfrecords(path):
             eval_items.update(x.decode() for x in decode_example(record)["label_item_ids"])
@@ -108,7 +108,6 @@ spec = {{
     "timestamp": tf.io.FixedLenFeature([], tf.int64),
     "history_item_ids": tf.io.VarLenFeature(tf.string),
     "history_timestamps": tf.io.VarLenFeature(tf.int64),
-    "hour": tf.io.FixedLenFeature([], tf.int64),
     "user_country": tf.io.FixedLenFeature([], tf.string),
     "weight": tf.io.FixedLenFeature([], tf.float32),
 }}

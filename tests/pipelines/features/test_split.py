@@ -11,10 +11,11 @@ import pytest
 
 from pipelines.config import FeaturesConfig
 from pipelines.errors import ConfigError
-from pipelines.features.encoding import decode_example
-from pipelines.features.examples import build_shard_examples
-from pipelines.features.split import UserCuts, holdout_cuts, plan_split, validation_order
+from pipelines.features.records import build_shard_examples
+from pipelines.features.split import holdout_cuts, plan_split, validation_order
 from pipelines.features.window import FeatureWindow
+from pipelines.formats.example_decoder import decode_example
+from pipelines.schema import UserCuts
 
 WINDOW = FeatureWindow(history_start=0, window_start=0, eval_start=1000, window_end=2000)
 HOLDOUT = FeaturesConfig(eval_design="holdout", min_validation_queries=0,

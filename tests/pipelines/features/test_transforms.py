@@ -15,7 +15,7 @@ from pipelines.features.beam_job import (
     GroupEventsByUserShard,
     ReadEventBatches,
 )
-from pipelines.features.examples import user_shard
+from pipelines.features.records import user_shard
 from pipelines.features.window import FeatureWindow
 
 WINDOW = FeatureWindow(history_start=0, window_start=0, eval_start=1000, window_end=2000)
@@ -69,7 +69,7 @@ def test_count_train_interactions_counts_only_the_training_period():
 
 def test_count_train_interactions_leaves_out_held_out_interactions(tmp_path):
     """With a cuts file: user a's interaction at 30 is a validation label, not training."""
-    from pipelines.features.split import UserCuts
+    from pipelines.schema import UserCuts
 
     table = pd.DataFrame(
         {"train_end": [30], "eval_cut": [1000]}, index=pd.Index(["a"], name="user_id")

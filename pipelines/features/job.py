@@ -1,4 +1,4 @@
-"""The feature job's steps as plain functions over pandas frames.
+"""The feature job's work as plain functions over pandas frames, whichever engine runs it.
 
 The Beam transforms (`beam_job.py`) and the single-process reference (`local.py`) are both thin
 drivers around these, so the two can only differ in how work is distributed, never in what is
@@ -24,13 +24,15 @@ import io as _io
 import numpy as np
 import pandas as pd
 
+from pipelines import schema
 from pipelines.config import FeaturesConfig
-from pipelines.features import io
 from pipelines.features.catalog import build_catalog, build_vocabularies
-from pipelines.features.examples import build_shard_examples
-from pipelines.features.split import CUTS_FILE, SplitPlan, UserCuts
-from pipelines.features.tfrecord import write_tfrecords
+from pipelines.features.records import build_shard_examples
+from pipelines.features.split import SplitPlan
 from pipelines.features.window import FeatureWindow
+from pipelines.formats import files
+from pipelines.formats.tfrecord import write_tfrecords
+from pipelines.schema import CUTS_FILE, UserCuts
 
 SPLITS = ("train", "valid", "eval", "heldout")
 # 2: validation split and per-user cuts (user_cuts.parquet); 3: heldout split
@@ -38,7 +40,7 @@ FEATURES_VERSION = 3
 
 
 def shard_path(out: str, split: str, shard: int, shards: int) -> str:
-    return io.join(out, split, f"part-{shard:05d}-of-{shards:05d}.tfrecord")
+    return files.join(out, split, f"part-{shard:05d}-of-{shards:05d}.tfrecord")
 
 
 def process_shard(
@@ -85,18 +87,18 @@ def count_train_interactions(
     the feature checks can compare the two.
     """
     cuts = cuts if cuts is not None else UserCuts.uniform(window.eval_start)
-    t = events["timestamp"].to_numpy(np.int64)
-    train_end, _ = cuts.lookup(events["user_id"].to_numpy())
+    t = events[schema.TIMESTAMP].to_numpy(np.int64)
+    train_end, _ = cuts.lookup(events[schema.USER_ID].to_numpy())
     train = events.loc[(t >= window.window_start) & (t < window.window_end) & (t < train_end)]
-    return train["item_id"].value_counts(), train["user_id"].value_counts()
+    return train[schema.ITEM_ID].value_counts(), train[schema.USER_ID].value_counts()
 
 
 def write_user_cuts(out: str, plan: SplitPlan) -> dict:
     """Write the plan's per-user cuts (the job's and the checks' input); return the manifest's
     `split` section: the plan summary plus the file's path, users and sha256."""
     data = plan.cuts.to_bytes()
-    path = io.join(out, CUTS_FILE)
-    io.write_bytes(path, data)
+    path = files.join(out, CUTS_FILE)
+    files.write_bytes(path, data)
     return {
         **plan.summary,
         "user_cuts": {
@@ -128,15 +130,15 @@ def write_catalog_and_vocabularies(
     buffer = _io.BytesIO()
     catalog.to_parquet(buffer, index=False)
     catalog_bytes = buffer.getvalue()
-    catalog_path = io.join(out, "catalog.parquet")
-    io.write_bytes(catalog_path, catalog_bytes)
-    io.makedirs(io.join(out, "vocab"))
+    catalog_path = files.join(out, "catalog.parquet")
+    files.write_bytes(catalog_path, catalog_bytes)
+    files.makedirs(files.join(out, schema.VOCAB_DIR))
     vocab_summary = {}
     for name, table in build_vocabularies(catalog, user_counts, cfg).items():
         text = "".join(f"{v}\t{c}\n" for v, c in zip(table["value"], table["count"], strict=True))
         data = text.encode("utf-8")
-        path = io.join(out, "vocab", f"{name}.tsv")
-        io.write_bytes(path, data)
+        path = files.join(out, schema.vocabulary_file(name))
+        files.write_bytes(path, data)
         vocab_summary[name] = {
             "path": path,
             "size": len(table),
@@ -171,12 +173,12 @@ def write_manifest(
     shards = sorted(shard_summaries, key=lambda s: s["shard"])
     splits = {}
     for split in SPLITS:
-        files = [s["files"][split] for s in shards]
+        written = [s["files"][split] for s in shards]
         splits[split] = {
-            "files": [f["path"] for f in files],
-            "records": sum(f["records"] for f in files),
+            "files": [f["path"] for f in written],
+            "records": sum(f["records"] for f in written),
             "content_sha256": hashlib.sha256(
-                "".join(f["sha256"] for f in files).encode()
+                "".join(f["sha256"] for f in written).encode()
             ).hexdigest(),
         }
     gaps = [s["min_history_gap_s"] for s in shards if s["min_history_gap_s"] is not None]
@@ -201,9 +203,9 @@ def write_manifest(
         "catalog": catalog_summary["catalog"],
         "sampling_probability_sum": catalog_summary["probability_sum"],
         "vocabularies": catalog_summary["vocabularies"],
-        "oov_buckets": cfg.oov_buckets,
+        schema.OOV_BUCKETS: cfg.oov_buckets,
         "shards": shards,
         **(extra or {}),
     }
-    io.write_json(io.join(out, "manifest.json"), manifest)
+    files.write_json(files.join(out, "manifest.json"), manifest)
     return manifest

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.features.encoding import decode_example
-from pipelines.features.examples import build_shard_examples, user_shard
+from pipelines.features.records import build_shard_examples, user_shard
 from pipelines.features.window import FeatureWindow
+from pipelines.formats.example_decoder import decode_example
 
 WINDOW = FeatureWindow(history_start=0, window_start=0, eval_start=1000, window_end=2000)
 
@@ -86,7 +86,7 @@ def test_eval_queries_use_history_before_eval_start_and_collect_labels():
     assert built.stats["eval_interactions"] == 4
 
 
-def test_context_and_user_features():
+def test_user_features_and_no_derived_time_features():
     users = pd.DataFrame(
         {"country": ["DE"], "device": ["ios"]}, index=pd.Index(["a"], name="user_id")
     )
@@ -99,7 +99,8 @@ def test_context_and_user_features():
         users,
     )
     a, z = decoded(built.train)
-    assert a["hour"] == [13] and a["day_of_week"] == [0]
+    assert a["timestamp"] == [monday_13h]
+    assert "hour" not in a and "day_of_week" not in a  # the query tower derives them
     assert a["user_country"] == [b"DE"] and a["user_device"] == [b"ios"]
     assert z["user_country"] == [b""]  # user missing from the users table
 

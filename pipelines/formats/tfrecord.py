@@ -12,10 +12,13 @@ from collections.abc import Iterable, Iterator
 
 import google_crc32c
 
-from pipelines.errors import PipelineError
-from pipelines.features.io import read_bytes, write_bytes
+from pipelines.formats.files import read_bytes, write_bytes
 
 _MASK_DELTA = 0xA282EAD8
+
+
+class CorruptRecordError(ValueError):
+    """A TFRecord file is truncated or fails a checksum (the message names file and record)."""
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -51,23 +54,23 @@ def read_tfrecords(path: str, *, verify: bool = True) -> Iterator[bytes]:
     """Yield the records of one TFRecord file.
 
     Raises:
-        PipelineError: truncated file or a checksum mismatch (with the record number).
+        CorruptRecordError: truncated file or a checksum mismatch (with the record number).
     """
     data = read_bytes(path)
     offset, number = 0, 0
     while offset < len(data):
         if offset + 12 > len(data):
-            raise PipelineError(f"{path}: truncated header at record {number}")
+            raise CorruptRecordError(f"{path}: truncated header at record {number}")
         header = data[offset : offset + 8]
         (length,) = struct.unpack("<Q", header)
         (header_crc,) = struct.unpack("<I", data[offset + 8 : offset + 12])
         start, end = offset + 12, offset + 12 + length
         if end + 4 > len(data):
-            raise PipelineError(f"{path}: truncated record {number}")
+            raise CorruptRecordError(f"{path}: truncated record {number}")
         record = data[start:end]
         if verify:
             (data_crc,) = struct.unpack("<I", data[end : end + 4])
             if header_crc != masked_crc32c(header) or data_crc != masked_crc32c(record):
-                raise PipelineError(f"{path}: checksum mismatch in record {number}")
+                raise CorruptRecordError(f"{path}: checksum mismatch in record {number}")
         yield record
         offset, number = end + 4, number + 1

@@ -1,4 +1,5 @@
-"""Point-in-time training examples, validation and eval queries for a group of users, vectorized.
+"""Point-in-time records of a group of users, vectorized: train examples, validation and eval
+queries, held-out examples.
 
 Given every event of some users (a user shard) and each user's cuts (`split.UserCuts`: the
 window's interactions train in [window_start, train_end), validate in [train_end, eval_cut) and
@@ -6,7 +7,7 @@ evaluate in [eval_cut, window_end)), this builds
 
 - one **train example** per interaction in [window_start, train_end), with the user's last H
   items and their timestamps **strictly before** the interaction (events sharing its timestamp
-  are not history: a tie is not "before"), user features and context (hour, day of week);
+  are not history: a tie is not "before"; `schema.point_in_time_history`) and user features;
 - one **validation query** per user with interactions in [train_end, eval_cut), and one **eval
   query** per user with interactions in [eval_cut, window_end): the history strictly before the
   first such interaction, every item seen before it (to exclude at evaluation) and the items of
@@ -21,12 +22,7 @@ bytes.
 Both the Beam job and the single-process reference call this function; neither has its own
 copy of the logic.
 
-Record features (all lists; ids as bytes, times as int64 epoch seconds):
-    train, heldout: user_id, user_<feature>..., item_id, event, weight (float), timestamp, hour,
-           day_of_week (Monday = 0), history_item_ids, history_timestamps (most recent first)
-    valid, eval: user_id, user_<feature>..., timestamp (first labelled interaction), hour,
-           day_of_week, history_item_ids, history_timestamps, seen_item_ids,
-           label_item_ids (sorted)
+The record features are listed in `pipelines.schema`.
 """
 
 from __future__ import annotations
@@ -36,12 +32,10 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from pipelines.features.split import UserCuts
-from pipelines.features.window import DAY, FeatureWindow
-from pipelines.features.wire import FeatureKey, join_examples, value_field, varint_buffer
-
-_HOURS = FeatureKey("hour", "int64").entries(range(24))
-_DAYS = FeatureKey("day_of_week", "int64").entries(range(7))
+from pipelines import schema
+from pipelines.features.window import FeatureWindow
+from pipelines.formats.example_encoder import FeatureKey, join_examples, value_field, varint_buffer
+from pipelines.schema import UserCuts
 
 
 @dataclasses.dataclass
@@ -76,7 +70,7 @@ def user_shard(user_ids: pd.Series | np.ndarray, shards: int) -> np.ndarray:
 
 @dataclasses.dataclass
 class _Events:
-    """A shard's events sorted by (user, time, item, event), with per-row group boundaries."""
+    """A shard's events sorted in `schema.EVENT_ORDER`, with per-row group boundaries."""
 
     user_codes: np.ndarray  # [n] index into user_names
     item_codes: np.ndarray  # [n] index into item_names
@@ -89,21 +83,15 @@ class _Events:
 
     @classmethod
     def sort(cls, events: pd.DataFrame, window: FeatureWindow) -> _Events:
-        ts = events["timestamp"].to_numpy(np.int64)
+        ts = events[schema.TIMESTAMP].to_numpy(np.int64)
         events = events.loc[(ts >= window.history_start) & (ts < window.window_end)]
-        events = events.sort_values(
-            ["user_id", "timestamp", "item_id", "event", "weight"], kind="stable"
-        )
-        user_codes, user_names = pd.factorize(events["user_id"], sort=True)
-        item_codes, item_names = pd.factorize(events["item_id"], sort=True)
-        t = events["timestamp"].to_numpy(np.int64)
-        rows = np.arange(len(t))
-        new_user = np.diff(user_codes, prepend=-1) != 0
-        new_tie = new_user | (np.diff(t, prepend=t[:1] - 1) != 0)
+        events = events.sort_values(list(schema.EVENT_ORDER), kind="stable")
+        user_codes, user_names = pd.factorize(events[schema.USER_ID], sort=True)
+        item_codes, item_names = pd.factorize(events[schema.ITEM_ID], sort=True)
+        t = events[schema.TIMESTAMP].to_numpy(np.int64)
+        user_start, tie_start = schema.event_groups(user_codes, t)
         return cls(user_codes, item_codes, np.asarray(user_names), np.asarray(item_names), t,
-                   np.maximum.accumulate(np.where(new_user, rows, 0)) if len(t) else rows,
-                   np.maximum.accumulate(np.where(new_tie, rows, 0)) if len(t) else rows,
-                   events)  # fmt: skip
+                   user_start, tie_start, events)  # fmt: skip
 
 
 def build_shard_examples(
@@ -114,7 +102,7 @@ def build_shard_examples(
     cuts: UserCuts | None = None,
 ) -> ShardExamples:
     """Build the train examples, validation and eval queries and held-out examples of a group
-    of users.
+    of users (features: `pipelines.schema`).
 
     Args:
         events: columns `user_id, item_id` (str), `timestamp` (int64 epoch seconds),
@@ -166,18 +154,19 @@ def _examples(ev: _Events, tables, rows: np.ndarray, h: int) -> tuple[list[bytes
     """Train-format records of the event rows `rows` (int `[n]`, ascending) and their histories.
 
     Returns:
-        (records in a fixed pseudo-random order, the `_history` of each row in `rows` order).
+        (records in a fixed pseudo-random order, the `schema.point_in_time_history` of each row in
+        `rows` order).
     """
-    hist = _history(ev, ev.tie_start[rows], ev.user_start[rows], h)
+    hist = schema.point_in_time_history(ev.user_start[rows], ev.tie_start[rows], h)
     if len(rows) == 0:
         return [], hist
     columns = tables.user_columns(ev.user_codes[rows])
-    columns.update(tables.context_columns(ev.t[rows]))
+    columns[schema.TIMESTAMP] = tables.timestamp_entries(ev.t[rows])
     columns.update(tables.history_columns(ev, hist))
-    columns["item_id"] = [tables.item_entries[c] for c in ev.item_codes[rows].tolist()]
-    for name in ("event", "weight"):
+    columns[schema.ITEM_ID] = [tables.item_entries[c] for c in ev.item_codes[rows].tolist()]
+    for name in (schema.EVENT, schema.WEIGHT):
         codes, values = pd.factorize(ev.frame[name].to_numpy()[rows])
-        kind = "bytes" if name == "event" else "float"
+        kind = "bytes" if name == schema.EVENT else "float"
         table = FeatureKey(name, kind).entries(
             [str(v).encode() for v in values] if kind == "bytes" else values
         )
@@ -187,13 +176,6 @@ def _examples(ev: _Events, tables, rows: np.ndarray, h: int) -> tuple[list[bytes
     # users, so readers get well-mixed batches from a small shuffle buffer.
     order = np.argsort(pd.util.hash_array(rows.astype(np.int64)), kind="stable")
     return [records[i] for i in order], hist
-
-
-def _history(ev: _Events, before: np.ndarray, floor: np.ndarray, h: int):
-    """History rows, most recent first: (int `[n, H]` with -1 padding, lengths `[n]`)."""
-    idx = before[:, None] - np.arange(1, h + 1)[None, :]
-    valid = idx >= floor[:, None]
-    return np.where(valid, idx, -1), valid.sum(axis=1)
 
 
 def _queries(ev: _Events, tables, labelled: np.ndarray, h: int) -> list[bytes]:
@@ -214,11 +196,11 @@ def _queries(ev: _Events, tables, labelled: np.ndarray, h: int) -> list[bytes]:
     first, ends = first_of_user[users], last_of_user[users] + 1
     starts = ev.user_start[first]
     columns = tables.user_columns(users)
-    columns.update(tables.context_columns(ev.t[first]))
-    columns.update(tables.history_columns(ev, _history(ev, first, starts, h)))
+    columns[schema.TIMESTAMP] = tables.timestamp_entries(ev.t[first])
+    columns.update(tables.history_columns(ev, schema.point_in_time_history(starts, first, h)))
     for name, lo, hi in (
-        ("seen_item_ids", starts, first),
-        ("label_item_ids", first, ends),
+        (schema.SEEN_ITEM_IDS, starts, first),
+        (schema.LABEL_ITEM_IDS, first, ends),
     ):
         sets = [
             np.unique(ev.item_codes[a:b]) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
@@ -237,34 +219,30 @@ class _Tables:
     def __init__(self, ev: _Events, users: pd.DataFrame | None):
         user_names = ev.user_names
         item_bytes = [s.encode() for s in ev.item_names]
-        self.item_entries = FeatureKey("item_id", "bytes").entries(item_bytes)
+        self.item_entries = FeatureKey(schema.ITEM_ID, "bytes").entries(item_bytes)
         self.item_values = [value_field(b) for b in item_bytes]
         self.users = {
-            "user_id": FeatureKey("user_id", "bytes").entries([s.encode() for s in user_names])
+            schema.USER_ID: FeatureKey(schema.USER_ID, "bytes").entries(
+                [s.encode() for s in user_names]
+            )
         }
         if users is not None and not users.empty:
             table = users.reindex(pd.Index(user_names))
             for column in table.columns:
                 values = [("" if pd.isna(v) else str(v)).encode() for v in table[column]]
-                self.users[f"user_{column}"] = FeatureKey(f"user_{column}", "bytes").entries(values)
+                name = schema.user_feature(column)
+                self.users[name] = FeatureKey(name, "bytes").entries(values)
 
     def user_columns(self, user_codes: np.ndarray) -> dict[str, list[bytes]]:
         codes = user_codes.tolist()
         return {name: [entries[c] for c in codes] for name, entries in self.users.items()}
 
     @staticmethod
-    def context_columns(t: np.ndarray) -> dict[str, list[bytes]]:
-        key = FeatureKey("timestamp", "int64")
+    def timestamp_entries(t: np.ndarray) -> list[bytes]:
+        """One `timestamp` entry per row of `t` (int64 epoch seconds `[n]`)."""
+        key = FeatureKey(schema.TIMESTAMP, "int64")
         data, offsets = varint_buffer(t)
-        return {
-            "timestamp": [
-                key.entry(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)
-            ],
-            "hour": [_HOURS[h] for h in (t // 3600 % 24).tolist()],
-            "day_of_week": [
-                _DAYS[d] for d in ((t // DAY + 3) % 7).tolist()
-            ],  # 1970-01-01: Thursday
-        }
+        return [key.entry(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
     def history_columns(self, ev: _Events, history) -> dict[str, list[bytes]]:
         idx, lengths = history
@@ -273,11 +251,13 @@ class _Tables:
         np.cumsum(lengths, out=bounds[1:])
         bounds = bounds.tolist()
         ts_data, ts_offsets = varint_buffer(ev.t[flat])
-        ts_key = FeatureKey("history_timestamps", "int64")
+        ts_key = FeatureKey(schema.HISTORY_TIMESTAMPS, "int64")
         pairs = list(zip(bounds[:-1], bounds[1:], strict=True))
         return {
-            "history_item_ids": self.item_lists("history_item_ids", ev.item_codes[flat], pairs),
-            "history_timestamps": [
+            schema.HISTORY_ITEM_IDS: self.item_lists(
+                schema.HISTORY_ITEM_IDS, ev.item_codes[flat], pairs
+            ),
+            schema.HISTORY_TIMESTAMPS: [
                 ts_key.entry(ts_data[ts_offsets[a] : ts_offsets[b]]) for a, b in pairs
             ],
         }

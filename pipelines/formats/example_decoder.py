@@ -3,7 +3,7 @@
 The Example schema (tensorflow/core/example/{feature,example}.proto) is rebuilt in a private
 protobuf descriptor pool, so checks and tests parse the records TensorFlow reads without paying
 for a TensorFlow import, and without clashing with TensorFlow's own classes when both are
-loaded. (Writing goes through `wire.py`, which is faster for whole columns of records.)
+loaded. (Writing goes through `example_encoder.py`, which is faster for whole columns of records.)
 """
 
 from __future__ import annotations
