@@ -1,39 +1,99 @@
-"""Shared flags and config loading for the CLI commands."""
+"""Shared flags and config loading for the CLI commands.
+
+Flags that set a config field are generated from the field (`config_flags`): name, type,
+choices, allowed range and help come from `pipelines.config`, and `load` applies them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from pipelines.config import PipelineConfig, load_config
-from pipelines.errors import UsageError
+from pipelines.config import FieldSpec, PipelineConfig, field_spec, load_config
+from pipelines.errors import ConfigError, UsageError
 
 
 def common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML config file")
-    parser.add_argument("--artifact-root", help="root for runs/ and registry/ (default: artifacts)")
-
-
-def as_of_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--as-of",
-        type=utc_timestamp,
-        help="see only what existed before this moment (ISO, UTC): later interactions and "
-        "items are ignored, as in a backfill (features.as_of)",
-    )
+    config_flags(parser, "data.artifact_root")
 
 
 def source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source", type=Path, help="source directory (or data.source in the config)"
     )
-    parser.add_argument(
-        "--format",
-        choices=["auto", "contract", "ml-100k", "ml-1m", "ml-latest"],
-        help="source format (default: auto-detect)",
-    )
+    config_flags(parser, "data.format")
+
+
+def config_flags(parser: argparse.ArgumentParser, *paths: str) -> None:
+    """Add one flag per config field: `"train.batch_size"` -> `--batch-size` (`args.batch_size`).
+
+    The flag takes the field's type and Literal choices (a bool field becomes `--x/--no-x`); its
+    help is the field's description, allowed range and default. A value outside the range is a
+    usage error worded as a config error (`train.epochs: Input should be ...; allowed: 1 <= x <=
+    1000`, exit 2). An omitted flag leaves the field to the lower config layers.
+    """
+    for path in paths:
+        spec = field_spec(path)
+        flag = "--" + spec.name.replace("_", "-")
+        if spec.value_type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=_flag_help(spec))
+        else:
+            parser.add_argument(
+                flag, type=_flag_value(spec), choices=spec.choices, help=_flag_help(spec)
+            )
+    parser.set_defaults(config_flags=(*(parser.get_default("config_flags") or ()), *paths))
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The config flags of the parsed command as `load_config` overrides (None = not given)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for path in getattr(args, "config_flags", ()):
+        section, name = path.split(".")
+        overrides.setdefault(section, {})[name] = getattr(args, name)
+    return overrides
+
+
+_FLAG_PARSERS: dict[type, Callable[[str], Any]] = {
+    int: int,
+    float: float,
+    str: str,
+    dt.date: dt.date.fromisoformat,
+    dt.datetime: lambda text: utc_timestamp(text),
+}
+
+
+def _flag_value(spec: FieldSpec) -> Callable[[str], Any]:
+    """Parse a flag's text as the field's type and check it against the field's rules."""
+    parse = _FLAG_PARSERS[spec.value_type]
+
+    def value(text: str) -> Any:
+        try:
+            typed = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid {spec.value_type.__name__} value: {text!r}"
+            ) from None
+        try:
+            spec.validate(typed)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return typed
+
+    return value
+
+
+def _flag_help(spec: FieldSpec) -> str:
+    facts = [spec.path]
+    if spec.choices is None and (allowed := spec.allowed()):
+        facts.append(allowed)
+    if spec.default is not None:
+        facts.append(f"default {spec.default}")
+    return f"{spec.description or spec.title} ({'; '.join(facts)})".replace("%", "%%")
 
 
 def load_with_source(args, **sections) -> PipelineConfig:
@@ -46,8 +106,16 @@ def load_with_source(args, **sections) -> PipelineConfig:
 
 
 def load(args, **sections) -> PipelineConfig:
-    data = {"artifact_root": args.artifact_root, **sections.pop("data", {})}
-    overrides = {"data": data, **sections}
+    """The command's config: `--config` YAML < env < the config flags given < `sections`.
+
+    Args:
+        sections: further overrides, e.g. `gate={"force_promote": True}`; None values are unset.
+    """
+    overrides: dict[str, dict[str, Any]] = {}
+    for layer in (flag_overrides(args), sections):
+        for section, values in layer.items():
+            given = {name: value for name, value in values.items() if value is not None}
+            overrides.setdefault(section, {}).update(given)
     return load_config(args.config, overrides=overrides)
 
 

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
 
 from pipelines.cli.common import (
-    as_of_arg,
     common,
+    config_flags,
     load,
     load_with_source,
     progress,
@@ -29,15 +28,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "Same preset, seed, days and start date give byte-identical files.",
     )
     common(gen)
-    gen.add_argument(
-        "--preset", choices=["small", "medium", "large"], help="world size (default: small)"
-    )
-    gen.add_argument("--seed", type=int, help="random seed (default: 7)")
-    gen.add_argument("--days", type=int, help="days to simulate (default: the preset's)")
-    gen.add_argument(
-        "--start-date",
-        type=dt.date.fromisoformat,
-        help="UTC date of the first partition, YYYY-MM-DD (default: 2026-01-01)",
+    config_flags(
+        gen, "synthetic.preset", "synthetic.seed", "synthetic.days", "synthetic.start_date"
     )
     gen.add_argument(
         "--out", type=Path, help="output directory (default: <artifact-root>/landing/<preset>)"
@@ -91,11 +83,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         feat.add_argument(
             flag, type=utc_timestamp, help=f"{text} (ISO, UTC; default from config/data)"
         )
-    as_of_arg(feat)
-    feat.add_argument(
-        "--history-length", type=int, help="items per history (features.history_length)"
-    )
-    feat.add_argument("--shards", type=int, help="user shards / TFRecord files per split")
+    config_flags(feat, "features.as_of", "features.history_length", "features.shards")
     feat.add_argument(
         "--engine",
         choices=["beam", "local"],

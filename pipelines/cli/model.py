@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.cli.common import common, load
+from pipelines.cli.common import common, config_flags, load
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -24,12 +24,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--model-dir", type=Path, required=True, help="checkpoints, logs and export")
     tr.add_argument("--warm-start", type=Path, help="previous model directory to initialise from")
     tr.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --model-dir")
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--batch-size", type=int)
-    tr.add_argument("--learning-rate", type=float)
-    tr.add_argument("--embedding-dim", type=int)
-    tr.add_argument("--temperature", type=float)
-    tr.add_argument("--mixed-negatives", type=int)
+    config_flags(tr, "train.epochs", "train.batch_size", "train.learning_rate",
+                 "train.embedding_dim", "train.temperature", "train.mixed_negatives")  # fmt: skip
     tr.set_defaults(handler=_train)
 
     idx = sub.add_parser(
@@ -42,8 +38,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     common(idx)
     idx.add_argument("--run-dir", type=Path, required=True, help="run with features/ and model/")
-    idx.add_argument("--target-recall", type=float, help="ANN recall@k to reach (default 0.95)")
-    idx.add_argument("--k", type=int, help="neighbours the index is tuned for (default 100)")
+    config_flags(idx, "index.target_recall", "index.k")
     idx.set_defaults(handler=_index)
 
     ev = sub.add_parser(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.cli.common import as_of_arg, common, load, source_args
+from pipelines.cli.common import common, config_flags, load, source_args
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -21,14 +21,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--run-id", help="run directory name (default: run-<UTC time to the µs>-<random>)"
     )
-    run.add_argument("--preset", choices=["small", "medium", "large"], help="synthetic preset")
-    run.add_argument("--epochs", type=int)
-    as_of_arg(run)
+    config_flags(run, "synthetic.preset", "train.epochs", "features.as_of")
     run.add_argument("--engine", choices=["beam", "local"], default="beam")
-    run.add_argument("--force-promote", action="store_true", default=None)
-    run.add_argument(
-        "--dry-run", action="store_true", default=None, help="every step but promotion"
-    )
+    config_flags(run, "gate.force_promote", "gate.dry_run")
     run.add_argument(
         "--no-resume", action="store_true",
         help="re-running a run id: ignore its training checkpoints (they are used only when "
