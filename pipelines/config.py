@@ -737,6 +737,8 @@ def _field_info(path: str, model: type[BaseModel]):
 @functools.cache
 def _adapter(path: str) -> TypeAdapter:
     info = _field_info(path, PipelineConfig)
+    if not info.metadata:
+        return TypeAdapter(info.annotation)
     return TypeAdapter(Annotated[(info.annotation, *info.metadata)])
 
 
