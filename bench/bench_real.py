@@ -180,9 +180,10 @@ def tune_on_past(split: Split, score_fn, grid, test_fraction: float, min_events:
 
 def run_product(past_dir: Path, root: Path, overrides: dict, users: list[str]):
     """`run_pipeline` on the past, then `Recommender` for the test users: (ranked ids, info)."""
+    from pipelines.layout import ModelLayout, RunLayout
     from pipelines.recommend import Recommender
     from pipelines.registry import Registry
-    from pipelines.run import run_pipeline
+    from pipelines.steps.pipeline import run_pipeline
 
     layers = {k: dict(v) for k, v in overrides.items()}
     layers.setdefault("data", {}).update(source=str(past_dir), artifact_root=str(root))
@@ -191,20 +192,20 @@ def run_product(past_dir: Path, root: Path, overrides: dict, users: list[str]):
     summary = run_pipeline(cfg, "bench", engine="local")
     seconds = time.perf_counter() - start
     registry = Registry(root)
-    run_dir = Path(summary["run_dir"])
-    features = json.loads((run_dir / "features" / "manifest.json").read_text())
+    layout = RunLayout(summary.run_dir)
+    features = json.loads(layout.features_manifest.read_text())
     at = int(features["window_epoch_s"]["window_end"])
-    served = registry.production_dir() if summary["promote"]["promoted"] else run_dir / "model"
+    served = registry.production_dir() if summary.promoted else layout.model
     results = Recommender(served, at=at).recommend(users, k=max(KS))
-    train = json.loads((run_dir / "model" / "train_manifest.json").read_text())
-    metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    train = json.loads(ModelLayout(layout.model).train_manifest.read_text())
+    metrics = json.loads(layout.metrics.read_text())
     info = {
         "run_seconds": round(seconds, 1),
         "fit_seconds": round(train["train_seconds"], 1),
         "epochs_run": train["epochs_run"],
         "best_epoch": train["best_epoch"],
-        "gate": summary["gate"]["decision"],
-        "served": "production bundle" if summary["promote"]["promoted"] else "run model",
+        "gate": summary.decision,
+        "served": "production bundle" if summary.promoted else "run model",
         "popularity_served": sum(r["source"] == "popularity" for r in results),
         "eval": {
             key: metrics["eval"].get(key)

@@ -41,7 +41,7 @@ from pipelines.config import TrainConfig, load_config  # noqa: E402
 from pipelines.metrics import recall_at_k  # noqa: E402
 from tfrs_models.data import FeatureSet, train_dataset  # noqa: E402
 from tfrs_models.quick_eval import QuickEval  # noqa: E402
-from tfrs_models.train import build_model, train_model  # noqa: E402
+from tfrs_models.train import build_model  # noqa: E402
 
 VARIANTS = {
     "ours": {},
@@ -156,18 +156,21 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-training-"))
 
-    from pipelines.features import run_features
+    from pipelines.layout import RunLayout
     from pipelines.schema import epoch_seconds
     from pipelines.sources import read_source
+    from pipelines.steps.features import run_features
+    from pipelines.steps.train import fit
     from pipelines.synthetic import GroundTruth, generate
 
     landing = work / "landing"
     if not (landing / "items.parquet").exists():
         generate(landing, preset=args.preset, seed=7)
-    run = work / "run"
-    if not (run / "features" / "manifest.json").exists():
-        run_features(landing, run, load_config(env={}), engine="local")
-    features = FeatureSet.load(run / "features")
+    run = RunLayout(work / "run")
+    if not run.features_manifest.exists():
+        cfg = load_config(env={}, overrides={"data": {"source": str(landing)}})
+        run_features(cfg, run, engine="local")
+    features = FeatureSet.load(run.features)
     ev = QuickEval(features, None)
     scorer = Scorer(ev, features.catalog)
     users = [u.decode() for u in ev.queries["user_id"].numpy()]
@@ -189,15 +192,11 @@ def main() -> None:
     speeds = {}
     variants = {name: VARIANTS[name] for name in args.variants} | args.extra_variants
     for name, overrides in variants.items():
-        cfg = TrainConfig(**{"epochs": args.epochs, "final_fit": False, **overrides})
+        train = TrainConfig(**{"epochs": args.epochs, "final_fit": False, **overrides})
+        cfg = load_config(env={}).model_copy(update={"train": train})
         t = time.perf_counter()
-        result = train_model(
-            features.directory,
-            work / "models" / name.replace(" ", "_"),
-            cfg,
-            resume=False,
-            progress=False,
-        )
+        model_dir = work / "models" / name.replace(" ", "_")
+        result = fit(cfg, features.directory, model_dir, resume=False).result
         rows[name] = scorer.score(ev.model_blocks(result.model))
         speeds[name] = result.manifest["train_examples_per_second"]
         rows[name]["epochs"] = f"{result.manifest['best_epoch']}/{result.manifest['epochs_run']}"

@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 
 from pipelines.config import TrainConfig, load_config  # noqa: E402
-from pipelines.features import run_features  # noqa: E402
+from pipelines.layout import RunLayout  # noqa: E402
+from pipelines.steps.features import run_features  # noqa: E402
+from pipelines.steps.train import fit  # noqa: E402
 from pipelines.synthetic import PRESETS, generate  # noqa: E402
-from tfrs_models.train import train_model  # noqa: E402
 
 
 def main() -> None:
@@ -41,33 +42,24 @@ def main() -> None:
     days = PRESETS[args.preset].days
     start = pd.Timestamp("2026-01-01", tz="UTC")
     day = lambda d: start + pd.Timedelta(days=d)  # noqa: E731
-    cfg = load_config(env={})
+    cfg = load_config(env={}, overrides={"data": {"source": str(landing)}})
     runs = {}
     for name, (first, last) in {"day1": (0, days - 1), "day2": (1, days)}.items():
         runs[name] = run_features(
-            landing,
-            work / name,
             cfg,
+            RunLayout(work / name),
             engine="local",
             window_start=day(first),
             eval_start=day(last - 1),
             window_end=day(last),
         )
     train = TrainConfig(epochs=args.epochs, early_stopping_patience=0)
-    day1 = train_model(
-        runs["day1"].features_dir, work / "model_day1", train, resume=False, progress=False
-    )
-    cold = train_model(
-        runs["day2"].features_dir, work / "model_day2_cold", train, resume=False, progress=False
-    )
-    warm = train_model(
-        runs["day2"].features_dir,
-        work / "model_day2_warm",
-        train,
-        resume=False,
-        warm_start_from=day1.model_dir,
-        progress=False,
-    )
+    cfg = cfg.model_copy(update={"train": train})
+    day1 = fit(cfg, runs["day1"].features_dir, work / "model_day1", resume=False).result
+    cold = fit(cfg, runs["day2"].features_dir, work / "model_day2_cold", resume=False).result
+    warm = fit(
+        cfg, runs["day2"].features_dir, work / "model_day2_warm", day1.model_dir, resume=False
+    ).result
     curves = {
         name: [c["validation_recall@100"] for c in r.manifest["curve"]]
         for name, r in (("cold", cold), ("warm", warm))

@@ -2,7 +2,7 @@
 -> promote -> publish, every `TTR_SCHEDULE_HOURS` hours (1-24, default 24) or when the landing
 asset gets a new partition.
 
-Tasks call the library steps in `pipelines.run` with the run's config (deployment YAML / env,
+Tasks call the library steps in `pipelines.steps` with the run's config (deployment YAML / env,
 then the trigger form's Params) and pass only small references (paths, ids) through XCom.
 Backfill runs are point in time: they see the data as of their logical date.
 Nothing heavy is imported at parse time: TensorFlow, Beam and ScaNN load inside the tasks.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from pathlib import Path
 
 from airflow.sdk import (
     Asset,
@@ -71,19 +70,20 @@ class TaskFailureNotifier(BaseNotifier):
 
 
 def _context():
-    """(config, run directory, run id) of the running task.
+    """(config, run layout, run id) of the running task.
 
     A backfill run replays its interval: it sees the data as of its data interval's end (its
     logical date here), so it never trains on, warm-starts from or is judged against later data.
     """
-    from pipelines.run import run_dir_for, with_source
+    from pipelines.layout import RunLayout
+    from pipelines.steps.pipeline import with_source
 
     context = get_current_context()
     run = context["dag_run"]
     as_of = (run.data_interval_end or run.logical_date) if run.run_type == "backfill" else None
     cfg = with_source(orch.config_from_params(dict(context["params"]), SETTINGS, as_of=as_of))
     run_id = orch.safe_run_id(context["run_id"])
-    return cfg, run_dir_for(cfg, run_id), run_id
+    return cfg, RunLayout.for_run(cfg.data.artifact_root, run_id), run_id
 
 
 _RETRY = {
@@ -118,88 +118,89 @@ def two_tower_retrain():
     def validate_raw() -> dict:
         """Raw-data contract checks on one read of the source, kept as the run's snapshot (every
         later task and retry reads only that); failure = high-severity alert, no retry, run stops."""
-        import shutil
-
         from pipelines.errors import DataValidationError
-        from pipelines.run import validate_raw as check
+        from pipelines.steps.pipeline import reset_run_dir
+        from pipelines.steps.validate import validate_raw as check
 
-        cfg, run_dir, run_id = _context()
-        if run_dir.exists():  # a re-run of this run id starts clean (only its own directory)
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
+        cfg, layout, run_id = _context()
+        reset_run_dir(layout)  # a re-run of this run id starts clean, keeping its checkpoints
         try:
-            out = check(cfg, run_dir)
+            out = check(cfg, layout)
         except DataValidationError as exc:
             report = exc.report
             _alert(orch.data_check_alert(DAG_ID, run_id, {
                 "failed": [f"{f.table}.{f.column or '*'}: {f.rule} ({f.failed} rows) in {f.file}"
                            for f in report.failures],
-                "html": report.html_path, "report_dir": str(run_dir / "raw_report"),
+                "html": report.html_path, "report_dir": str(layout.raw_report),
             }))  # fmt: skip
             raise AirflowFailException(str(exc)) from None
-        return {"run_dir": str(run_dir), "source": cfg.data.source, "report": out["report_dir"]}
+        return {
+            "run_dir": str(layout.run_dir),
+            "source": cfg.data.source,
+            "report": out["report_dir"],
+        }
 
     @task(**_RETRY, execution_timeout=dt.timedelta(hours=2))
     def features(ref: dict) -> dict:
         """The Beam job on the validated snapshot (a retry never re-reads the source)."""
-        from pipelines.run import build_features
+        from pipelines.steps.features import build_features
 
-        cfg, run_dir, _ = _context()
-        return {**ref, **build_features(cfg, run_dir, check=False)}  # checked by the next task
+        cfg, layout, _ = _context()
+        return {**ref, **build_features(cfg, layout, check=False)}  # checked by the next task
 
     @task
     def validate_features(ref: dict) -> dict:
         """Feature checks (leakage, split order, counts) on the written features."""
-        from data_checks.features import validate_features as check
+        from pipelines.errors import DataValidationError
+        from pipelines.steps.features import check_features
 
-        cfg, run_dir, _ = _context()
-        report = check(
-            str(run_dir / "features"), cfg.features, report_dir=run_dir / "features_report"
-        )
-        if not report.success:
-            raise AirflowFailException(report.summary())
+        cfg, layout, _ = _context()
+        try:
+            check_features(cfg, layout)
+        except DataValidationError as exc:
+            raise AirflowFailException(str(exc)) from None
         return ref
 
     @task(**_RETRY, execution_timeout=dt.timedelta(hours=4))
     def train(ref: dict) -> dict:
         """Trains from this run's checkpoints on retry; warm-starts from production."""
         from pipelines.registry import Registry
-        from pipelines.run import train as fit
+        from pipelines.steps.train import train as fit
 
-        cfg, run_dir, _ = _context()
+        cfg, layout, _ = _context()
         registry = Registry(cfg.data.artifact_root)
         warm = registry.production_dir() if cfg.registry.warm_start else None
-        return {**ref, **fit(cfg, run_dir, warm)}
+        return {**ref, **fit(cfg, layout, warm)}
 
     @task(**_RETRY)
     def build_index(ref: dict) -> dict:
-        from pipelines.run import build_index as build
+        from pipelines.steps.index import build_index as build
 
-        cfg, run_dir, _ = _context()
-        out = build(cfg, run_dir)
+        cfg, layout, _ = _context()
+        out = build(cfg, layout)
         return {**ref, "index_dir": out["index_dir"], "ann_recall": out["recall"]}
 
     @task(**_RETRY)
     def evaluate(ref: dict) -> dict:
         from pipelines.registry import Registry
-        from pipelines.run import evaluate as run_evaluation
+        from pipelines.steps.evaluate import evaluate as run_evaluation
 
-        cfg, run_dir, _ = _context()
+        cfg, layout, _ = _context()
         registry = Registry(cfg.data.artifact_root)
         champion = registry.production()
-        out = run_evaluation(cfg, run_dir, registry.production_dir() if champion else None)
+        out = run_evaluation(cfg, layout, registry.production_dir() if champion else None)
         return {**ref, "champion": champion, "metrics": out["metrics"], "report": out["report"]}
 
     @task
     def gate(ref: dict) -> dict:
         import json
 
-        from pipelines.run import gate as decide
+        from pipelines.steps.gate import gate as decide
 
-        cfg, run_dir, run_id = _context()
-        decision = decide(cfg, run_dir)
+        cfg, layout, run_id = _context()
+        decision = decide(cfg, layout)
         if not decision["promote"] and not cfg.gate.dry_run:
-            metrics = json.loads(Path(ref["metrics"]).read_text())
+            metrics = json.loads(layout.metrics.read_text())
             _alert(orch.gate_alert(DAG_ID, run_id, decision, metrics))
         return {**ref, "decision": decision["decision"], "promote": decision["promote"]}
 
@@ -208,16 +209,15 @@ def two_tower_retrain():
         """Publish + atomic pointer swap; a rejected challenger ends as 'skipped promotion'."""
         import json
 
-        from pipelines.run import promote as publish
+        from pipelines.errors import PromotionConflict
+        from pipelines.steps.promote import promote as publish
 
-        cfg, run_dir, run_id = _context()
+        cfg, layout, run_id = _context()
         if not ref["promote"]:
             raise AirflowSkipException(f"skipped promotion: {ref['decision']}")
-        from pipelines.errors import PromotionConflict
-
-        decision = json.loads((run_dir / "evaluation" / "gate.json").read_text())
+        decision = json.loads(layout.gate_json.read_text())
         try:  # compare-and-swap: production must still be the champion this run was gated on
-            out = publish(cfg, run_dir, decision, run_id, ref["champion"])
+            out = publish(cfg, layout, decision, run_id, ref["champion"])
         except PromotionConflict as exc:
             raise AirflowFailException(str(exc)) from None
         events = get_current_context()["outlet_events"]
@@ -226,24 +226,20 @@ def two_tower_retrain():
 
     @task(trigger_rule="none_failed")
     def publish(ref: dict) -> dict:
-        """Print where the reports are and what production serves now."""
-        import json
-
+        """Write the run's summary.json; log where the reports are and what production serves."""
+        from pipelines.layout import RunSummary
         from pipelines.registry import Registry
 
-        cfg, run_dir, run_id = _context()
+        cfg, layout, _ = _context()
         production = Registry(cfg.data.artifact_root).production()
-        summary = {
-            "run_id": run_id,
-            "decision": ref["decision"],
-            "production_bundle": production,
-            "report": ref["report"],
-            "gate_report": str(run_dir / "evaluation" / "gate.md"),
-        }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        log.info("gate report:\n%s", (run_dir / "evaluation" / "gate.md").read_text())
+        summary = RunSummary.of(
+            layout, champion=ref["champion"], decision=ref["decision"],
+            promoted=ref["promote"], production_bundle=production,
+        )  # fmt: skip
+        summary.write(layout)
+        log.info("gate report:\n%s", layout.gate_md.read_text())
         log.info("production bundle: %s", production)
-        return summary
+        return summary.to_dict()
 
     checked = gate(evaluate(build_index(train(validate_features(features(validate_raw()))))))
     promoted = promote(checked)

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 from pipelines.config import DeploymentSettings
+from pipelines.errors import PipelineError
+from pipelines.layout import RunLayout, RunSummary, runs_dir
 
 
 def simulate(days: int, epochs: int, preset: str = "small", seed: int = 7) -> list[dict]:
@@ -43,15 +45,15 @@ def simulate(days: int, epochs: int, preset: str = "small", seed: int = 7) -> li
     first = len(partitions) - days
     for part in partitions[:first]:
         shutil.copytree(part, landing / "interactions" / part.name)
-    artifacts = Path(settings.load_config().data.artifact_root)
+    runs = runs_dir(settings.load_config().data.artifact_root)
     rows = []
     for part in partitions[first:]:
         shutil.copytree(part, landing / "interactions" / part.name)
         day = part.name.removeprefix("dt=")
         logical = f"{day}T23:00:00+00:00"
         conf = {"source": "simulation/landing", "epochs": epochs}
-        (artifacts / "runs").mkdir(parents=True, exist_ok=True)
-        before = set((artifacts / "runs").iterdir())
+        runs.mkdir(parents=True, exist_ok=True)
+        before = set(runs.iterdir())
         started = time.perf_counter()
         result = subprocess.run(
             ["airflow", "dags", "test", "two_tower_retrain", logical, "--conf", json.dumps(conf)],
@@ -60,8 +62,8 @@ def simulate(days: int, epochs: int, preset: str = "small", seed: int = 7) -> li
         seconds = time.perf_counter() - started
         log_path = root / f"dags-test-{day}.log"
         log_path.write_text(result.stdout + result.stderr)
-        new = sorted(set((artifacts / "runs").iterdir()) - before)  # this day's run directory
-        run_dir = new[-1] if new else artifacts / "runs" / "missing"
+        new = sorted(set(runs.iterdir()) - before)  # this day's run directory
+        run_dir = new[-1] if new else runs / "missing"
         rows.append(_row(day, run_dir, seconds, result.returncode, log_path))
         print(_format_row(rows[-1]), flush=True)
     _write(rows, root)
@@ -70,16 +72,18 @@ def simulate(days: int, epochs: int, preset: str = "small", seed: int = 7) -> li
 
 def _row(day: str, run_dir: Path, seconds: float, returncode: int, log_path: Path) -> dict:
     row = {"day": day, "run_dir": str(run_dir), "seconds": round(seconds, 1), "log": str(log_path)}
-    metrics_path = run_dir / "evaluation" / "metrics.json"
-    summary_path = run_dir / "summary.json"
-    if returncode != 0 or not summary_path.exists():
+    layout = RunLayout(run_dir)
+    try:
+        summary = RunSummary.read(layout) if returncode == 0 else None
+    except PipelineError:  # no summary.json: the DAG run did not finish
+        summary = None
+    if summary is None:
         return {**row, "decision": f"DAG run failed (exit {returncode})"}
-    metrics = json.loads(metrics_path.read_text())
-    summary = json.loads(summary_path.read_text())
+    metrics = json.loads(layout.metrics.read_text())
     primary = metrics["eval"]["primary_metric"]
     for name in ("challenger", "champion", "popularity", "oracle"):
         row[name] = metrics[name][primary] if name in metrics else None
-    row.update(primary=primary, decision=summary["decision"], bundle=summary["production_bundle"])
+    row.update(primary=primary, decision=summary.decision, bundle=summary.production_bundle)
     return row
 
 

@@ -108,10 +108,11 @@ def contract_source(tmp_path):
 def small_features(small_world, tmp_path_factory):
     """Features of the small world built by the single-process engine (read-only for tests)."""
     from pipelines.config import load_config
-    from pipelines.features import run_features
+    from pipelines.layout import RunLayout
+    from pipelines.steps.features import run_features
 
-    run_dir = tmp_path_factory.mktemp("small_features")
-    return run_features(small_world, run_dir, load_config(env={}), engine="local")
+    cfg = load_config(env={}, overrides={"data": {"source": str(small_world)}})
+    return run_features(cfg, RunLayout(tmp_path_factory.mktemp("small_features")), engine="local")
 
 
 # -- the reliability suite's tally (tests/reliability) -----------------------------------------

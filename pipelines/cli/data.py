@@ -11,6 +11,7 @@ from pathlib import Path
 from pipelines.cli.common import (
     common,
     config_flags,
+    engine_arg,
     load,
     load_with_source,
     progress,
@@ -84,16 +85,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             flag, type=utc_timestamp, help=f"{text} (ISO, UTC; default from config/data)"
         )
     config_flags(feat, "features.as_of", "features.history_length", "features.shards")
-    feat.add_argument(
-        "--engine",
-        choices=["beam", "local"],
-        default="beam",
-        help="beam (default) or the single-process reference (same outputs)",
-    )
+    engine_arg(feat)
     feat.set_defaults(handler=_features)
 
 
 def _generate(args) -> int:
+    from pipelines.layout import landing_dir
     from pipelines.synthetic import generate
 
     cfg = load(
@@ -106,7 +103,7 @@ def _generate(args) -> int:
         },
     )
     syn = cfg.synthetic
-    out = args.out or Path(cfg.data.artifact_root) / "landing" / syn.preset
+    out = args.out or landing_dir(cfg.data.artifact_root, syn.preset)
     summary = generate(
         out,
         preset=syn.preset,
@@ -123,8 +120,10 @@ def _generate(args) -> int:
 
 
 def _validate(args) -> int:
-    from data_checks.raw import validate_source
-    from pipelines.run import new_run_id
+    from pipelines.errors import DataValidationError
+    from pipelines.layout import RunLayout
+    from pipelines.steps.pipeline import new_run_id
+    from pipelines.steps.validate import take_snapshot
 
     cfg = load_with_source(args)
     if (args.start is None) != (args.end is None):
@@ -134,25 +133,22 @@ def _validate(args) -> int:
     if interval and interval[0] >= interval[1]:
         print("error: --start must be before --end", file=sys.stderr)
         return 2
-    report_dir = args.report_dir or (
-        Path(cfg.data.artifact_root) / "runs" / new_run_id("validate") / "raw_report"
-    )
-    report = validate_source(
-        cfg.data.source,
-        cfg.data.format,
-        cfg.checks,
-        interval=interval,
-        now=args.now,
-        report_dir=report_dir,
-    )
+    layout = RunLayout.for_run(cfg.data.artifact_root, new_run_id("validate"))
+    try:
+        report = take_snapshot(
+            cfg, layout, interval=interval, now=args.now, report_dir=args.report_dir
+        )
+    except DataValidationError as exc:
+        report = exc.report
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.summary())
     return 0 if report.success else 1
 
 
 def _features(args) -> int:
     from pipelines.errors import DataValidationError
-    from pipelines.features import run_features
-    from pipelines.run import new_run_id
+    from pipelines.layout import RunLayout
+    from pipelines.steps.features import run_features
+    from pipelines.steps.pipeline import new_run_id
 
     cfg = load_with_source(
         args,
@@ -162,12 +158,14 @@ def _features(args) -> int:
             "as_of": args.as_of,
         },
     )
-    run_dir = args.run_dir or Path(cfg.data.artifact_root) / "runs" / new_run_id("features")
+    if args.run_dir:
+        layout = RunLayout(args.run_dir)
+    else:
+        layout = RunLayout.for_run(cfg.data.artifact_root, new_run_id("features"))
     try:
         run = run_features(
-            cfg.data.source,
-            run_dir,
             cfg,
+            layout,
             window_start=args.window_start,
             eval_start=args.eval_start,
             window_end=args.window_end,

@@ -68,26 +68,35 @@ def _train(args) -> int:
         "embedding_dim": args.embedding_dim, "temperature": args.temperature,
         "mixed_negatives": args.mixed_negatives,
     })  # fmt: skip
-    if not (args.features / "manifest.json").is_file():
+    from pipelines.layout import features_manifest
+
+    if not features_manifest(args.features).is_file():
         print(
             f"error: {args.features} has no manifest.json; run `two-tower features` first",
             file=sys.stderr,
         )
         return 2
-    from tfrs_models.train import train_model
+    from pipelines.steps.train import fit
 
-    result = train_model(
+    fitted = fit(
+        cfg,
         args.features,
         args.model_dir,
-        cfg.train,
-        warm_start_from=args.warm_start,
+        args.warm_start,
         resume=not args.no_resume,
+        progress=None,
     )
+    result = fitted.result
     m, k = result.manifest, cfg.train.eval_k
     print(
         f"model written to {result.model_dir} (best epoch {m['best_epoch']} of {m['epochs_run']}, "
         f"{m['train_examples_per_second']:,.0f} examples/s)"
     )
+    if fitted.warm_start_refused:
+        print(
+            f"  not warm-started from {args.warm_start}: {fitted.warm_start_refused}; "
+            "trained from scratch"
+        )
     if m[f"validation_recall@{k}"] is None:
         print("  no validation split in these features: every epoch ran, the last one kept")
     else:
@@ -104,10 +113,11 @@ def _train(args) -> int:
 
 
 def _index(args) -> int:
-    from pipelines.run import build_index
+    from pipelines.layout import RunLayout
+    from pipelines.steps.index import build_index
 
     cfg = load(args, index={"target_recall": args.target_recall, "k": args.k})
-    out = build_index(cfg, args.run_dir)
+    out = build_index(cfg, RunLayout(args.run_dir))
     print(
         f"index written to {out['index_dir']} ({out['kind']}): recall@{cfg.index.k} vs exact "
         f"{out['recall']:.4f} (target {out['target_recall']}), leaves {out['leaves_to_search']}, "
@@ -117,13 +127,16 @@ def _index(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from pipelines.layout import RunLayout
     from pipelines.registry import Registry
-    from pipelines.run import evaluate, gate
+    from pipelines.steps.evaluate import evaluate
+    from pipelines.steps.gate import gate
 
     cfg = load(args, data={"source": str(args.source) if args.source else None})
+    layout = RunLayout(args.run_dir)
     champion = args.champion or Registry(cfg.data.artifact_root).production_dir()
-    out = evaluate(cfg, args.run_dir, champion)
-    decision = gate(cfg, args.run_dir)
-    print((Path(out["report"])).read_text())
-    print(Path(args.run_dir, "evaluation", "gate.md").read_text())
+    evaluate(cfg, layout, champion)
+    decision = gate(cfg, layout)
+    print(layout.report.read_text())
+    print(layout.gate_md.read_text())
     return 0 if decision["promote"] else 1

@@ -89,11 +89,14 @@ def _promote(args) -> int:
         pointer = registry.promote(args.bundle, reason="manual promote")
         print(f"production -> {pointer['bundle_id']} (was {pointer['previous']})")
         return 0
-    from pipelines.run import gate, promote
+    from pipelines.layout import RunLayout
+    from pipelines.steps.gate import gate
+    from pipelines.steps.promote import promote
 
-    decision = gate(cfg, args.run_dir)
-    out = promote(cfg, args.run_dir, decision, Path(args.run_dir).name, registry.production())
-    print(Path(args.run_dir, "evaluation", "gate.md").read_text())
+    layout = RunLayout(args.run_dir)
+    decision = gate(cfg, layout)
+    out = promote(cfg, layout, decision, layout.run_id, registry.production())
+    print(layout.gate_md.read_text())
     if out["promoted"]:
         print(f"production -> {out['bundle_id']}")
         return 0

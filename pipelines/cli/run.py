@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from pipelines.cli.common import common, config_flags, load, source_args
+from pipelines.cli.common import common, config_flags, engine_arg, load, source_args
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +21,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--run-id", help="run directory name (default: run-<UTC time to the µs>-<random>)"
     )
     config_flags(run, "synthetic.preset", "train.epochs", "features.as_of")
-    run.add_argument("--engine", choices=["beam", "local"], default="beam")
+    engine_arg(run)
     config_flags(run, "gate.force_promote", "gate.dry_run")
     run.add_argument(
         "--no-resume", action="store_true",
@@ -34,7 +33,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _run(args) -> int:
     from pipelines.errors import DataValidationError, PromotionConflict
-    from pipelines.run import new_run_id, run_pipeline
+    from pipelines.layout import RunLayout
+    from pipelines.steps.pipeline import new_run_id, run_pipeline
 
     cfg = load(
         args,
@@ -54,13 +54,12 @@ def _run(args) -> int:
     except PromotionConflict as exc:
         print(f"run {run_id} not promoted: {exc}")
         return 1
-    run_dir = Path(summary["run_dir"])
-    print((run_dir / "evaluation" / "report.md").read_text())
-    print((run_dir / "evaluation" / "gate.md").read_text())
-    promoted = summary["promote"]
+    layout = RunLayout(summary.run_dir)
+    print(layout.report.read_text())
+    print(layout.gate_md.read_text())
     print(
-        f"run {run_id}: {promoted['decision']}; production bundle: {summary['production']}"
-        f" (champion was {summary['champion']})"
+        f"run {run_id}: {summary.decision}; production bundle: {summary.production_bundle}"
+        f" (champion was {summary.champion})"
     )
-    rejected = not summary["gate"]["promote"] and not cfg.gate.dry_run
+    rejected = not summary.promoted and not cfg.gate.dry_run  # the gate kept production
     return 1 if rejected else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,10 +14,11 @@ import pytest
 CLI = [sys.executable, "-m", "pipelines"]
 
 
-def run(*args, cwd=None):
+def run(*args, cwd=None, env=None):
     return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300,
+        env=None if env is None else {**os.environ, **env},
+    )  # fmt: skip
 
 
 STEPS = ["generate", "validate", "features", "train", "index", "evaluate", "promote", "rollback",
@@ -46,12 +48,15 @@ def test_generate_then_validate(tmp_path):
     assert "generate: [" in gen.stderr  # progress
     assert len(list((out / "interactions").iterdir())) == 5
 
-    report_dir = tmp_path / "report"
-    val = run("validate", "--source", out, "--report-dir", report_dir)
+    report_dir, artifacts = tmp_path / "report", tmp_path / "artifacts"
+    val = run("validate", "--source", out, "--report-dir", report_dir, "--artifact-root", artifacts)
     assert val.returncode == 0, val.stdout + val.stderr
     assert val.stdout.startswith("Raw data validation PASSED")
     assert f"report: {report_dir / 'index.html'}" in val.stdout
     assert (report_dir / "gx_interactions.html").is_file()
+    # The validate step keeps what it checked as a snapshot in a run of its own.
+    [snapshot] = (artifacts / "runs").glob("validate-*/snapshot/snapshot.json")
+    assert json.loads(snapshot.read_text())["validation"]["source"] == str(out)
 
 
 def test_validate_failure_exits_1_and_names_file_column_rule(tmp_path):
@@ -63,7 +68,8 @@ def test_validate_failure_exits_1_and_names_file_column_rule(tmp_path):
     (root / "movies.csv").write_text(
         "movieId,title,genres\n10,Toy Story (1995),Animation\n11,Heat (1995),Action\n"
     )
-    result = run("validate", "--source", root, "--report-dir", tmp_path / "rep", "--json")
+    result = run("validate", "--source", root, "--report-dir", tmp_path / "rep", "--json",
+                 "--artifact-root", tmp_path / "artifacts")  # fmt: skip
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert report["format"] == "ml-latest" and report["success"] is False
@@ -71,6 +77,7 @@ def test_validate_failure_exits_1_and_names_file_column_rule(tmp_path):
     assert failure["file"] == str(root / "ratings.csv")
     assert failure["column"] == "user_id" and failure["rule"] == "user_id must not be null"
     assert failure["samples"][0].startswith("ratings.csv line 3:")
+    assert not list((tmp_path / "artifacts" / "runs").glob("*/snapshot"))  # nothing kept
 
 
 def test_usage_errors_exit_2_with_a_reason(tmp_path):
@@ -106,6 +113,34 @@ def test_train_prints_validation_recall_against_popularity(small_features, tmp_p
     )
     assert found and float(found.group(1)) > float(found.group(2))
     assert (tmp_path / "model" / "query_tower" / "saved_model.pb").is_file()
+
+
+@pytest.mark.slow
+def test_train_refuses_to_warm_start_from_a_model_trained_past_the_eval_start(
+    small_features, tmp_path
+):
+    """The train step's leakage guard applies to the `train` command: a model that trained on
+    this eval period (here: up to the window's end) must not initialise the new one."""
+    window = small_features.manifest["window"]
+    assert window["window_end"] > window["eval_start"]
+    seen_eval = tmp_path / "trained-past-eval-start"
+    seen_eval.mkdir()
+    (seen_eval / "train_manifest.json").write_text(
+        json.dumps({"trained_until": window["window_end"], "features_window": window})
+    )
+    result = run(
+        "train", "--features", small_features.features_dir, "--model-dir", tmp_path / "model",
+        "--epochs", "1", "--warm-start", seen_eval, env={"TTR_TRAIN__FINAL_FIT": "false"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(rf"WARNING .*not warm-starting from {seen_eval}: trained on", result.stderr)
+    assert (
+        f"not warm-started from {seen_eval}: trained on interactions up to "
+        f"{window['window_end']}, after this eval period starts ({window['eval_start']}); "
+        "trained from scratch"
+    ) in result.stdout
+    manifest = json.loads((tmp_path / "model" / "train_manifest.json").read_text())
+    assert manifest["warm_start"] is None and manifest["resumed_from_epoch"] == 0
 
 
 def test_features_as_of_replays_the_past(small_world, tmp_path):

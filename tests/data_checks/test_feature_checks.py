@@ -189,10 +189,14 @@ def test_empty_eval_split_and_count_mismatch_fail(features_copy):
 
 def test_holdout_features_pass_and_a_leak_past_a_user_cut_fails(small_world, tmp_path):
     from pipelines.config import load_config
-    from pipelines.features import run_features
+    from pipelines.layout import RunLayout
+    from pipelines.steps.features import run_features
 
-    cfg = load_config(env={}, overrides={"features": {"eval_design": "holdout"}})
-    run = run_features(small_world, tmp_path / "run", cfg, engine="local")
+    cfg = load_config(
+        env={},
+        overrides={"data": {"source": str(small_world)}, "features": {"eval_design": "holdout"}},
+    )
+    run = run_features(cfg, RunLayout(tmp_path / "run"), engine="local")
     assert run.manifest["split"]["design"] == "holdout"
     assert run.report.success, run.report.summary()  # train examples after eval_start are fine
     features = Path(run.features_dir)

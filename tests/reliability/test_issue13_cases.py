@@ -27,6 +27,7 @@ from conftest import ContractSource, tree_digest
 from pipelines.cli import main
 from pipelines.config import load_config
 from pipelines.errors import DataValidationError, PipelineError, PromotionConflict
+from pipelines.layout import RunLayout, RunSummary
 from pipelines.registry import Registry
 
 SUITE = "issue13_cases"
@@ -50,7 +51,7 @@ def staging_bundle(where: Path, payload: str) -> Path:
 
 
 def evaluated_run_dir(run_dir: Path, payload: str) -> Path:
-    """What `pipelines.run.promote` reads from a run: the model, evaluation, features manifest."""
+    """What the promote step reads from a run: the model, evaluation, features manifest."""
     staging_bundle(run_dir / "model", payload)
     (run_dir / "evaluation").mkdir()
     (run_dir / "evaluation" / "metrics.json").write_text(
@@ -66,7 +67,7 @@ def evaluated_run_dir(run_dir: Path, payload: str) -> Path:
 
 def test_promotion_without_compare_and_swap_run_gated_on_x_never_replaces_y(tmp_path, tally):
     """A run gated against champion X must not replace Y, promoted meanwhile by another run."""
-    from pipelines.run import promote
+    from pipelines.steps.promote import promote
 
     root = tmp_path / "artifacts"
     cfg = config(root)
@@ -78,7 +79,7 @@ def test_promotion_without_compare_and_swap_run_gated_on_x_never_replaces_y(tmp_
     run_dir = evaluated_run_dir(tmp_path / "runs" / "late", "challenger")
     decision = {"promote": True, "decision": "promote: beats the champion"}
     try:
-        promote(cfg, run_dir, decision, "late", champion_id=x)
+        promote(cfg, RunLayout(run_dir), decision, "late", champion_id=x)
         outcome = "data_lost"  # Y replaced by a model never compared with it
     except PromotionConflict as exc:
         named = x in str(exc) and y in str(exc) and "Re-run" in str(exc)
@@ -89,13 +90,13 @@ def test_promotion_without_compare_and_swap_run_gated_on_x_never_replaces_y(tmp_
     assert registry.production() == y and registry.verify(y)
     assert [e["bundle_id"] for e in registry.history()] == [x, y]
     # Gated against the current production, the same run promotes.
-    out = promote(cfg, run_dir, decision, "late", champion_id=y)
+    out = promote(cfg, RunLayout(run_dir), decision, "late", champion_id=y)
     assert out["promoted"] and registry.production() == out["bundle_id"] not in (x, y)
 
 
 def test_promotion_without_compare_and_swap_first_run_gated_on_no_champion(tmp_path, tally):
     """A run that started with no production must not replace one promoted meanwhile."""
-    from pipelines.run import promote
+    from pipelines.steps.promote import promote
 
     root = tmp_path / "artifacts"
     registry = Registry(root)
@@ -103,7 +104,8 @@ def test_promotion_without_compare_and_swap_first_run_gated_on_no_champion(tmp_p
     registry.promote(other)
     run_dir = evaluated_run_dir(tmp_path / "runs" / "first", "first")
     with pytest.raises(PromotionConflict, match="gated against champion none"):
-        promote(config(root), run_dir, {"promote": True, "decision": "promote"}, "first", None)
+        promote(config(root), RunLayout(run_dir), {"promote": True, "decision": "promote"},
+                "first", None)  # fmt: skip
     ok = registry.production() == other
     assert tally.record(SUITE, "promotion_cas_no_champion", "handled" if ok else "data_lost") == (
         "handled"
@@ -111,7 +113,7 @@ def test_promotion_without_compare_and_swap_first_run_gated_on_no_champion(tmp_p
 
 
 def test_promotion_conflict_in_run_exits_1_with_the_reason(tmp_path, monkeypatch, capsys, tally):
-    import pipelines.run
+    import pipelines.steps.pipeline
 
     def conflicted(cfg, run_id, **kwargs):
         raise PromotionConflict(
@@ -119,7 +121,7 @@ def test_promotion_conflict_in_run_exits_1_with_the_reason(tmp_path, monkeypatch
             "production is now y", bundle_id="b", expected="x", current="y",
         )  # fmt: skip
 
-    monkeypatch.setattr(pipelines.run, "run_pipeline", conflicted)
+    monkeypatch.setattr(pipelines.steps.pipeline, "run_pipeline", conflicted)
     rc = main(["run", "--artifact-root", str(tmp_path), "--run-id", "r1", "--engine", "local"])
     out = capsys.readouterr()
     ok = rc == 1 and "run r1 not promoted" in out.out and "production is now y" in out.out
@@ -133,7 +135,7 @@ def test_promotion_conflict_in_run_exits_1_with_the_reason(tmp_path, monkeypatch
 def test_runs_collide_second_run_pipeline_on_one_root_is_refused(tmp_path, capsys, tally):
     """`run_pipeline` (not only `run_lock` on its own) refuses a second run on the same
     artifact root, before it touches any run directory or the registry."""
-    from pipelines.run import run_lock, run_pipeline
+    from pipelines.steps.pipeline import run_lock, run_pipeline
 
     root = tmp_path / "artifacts"
     source = ContractSource(tmp_path / "source", days=2, rows_per_day=5).write()
@@ -155,18 +157,18 @@ def test_runs_collide_second_run_pipeline_on_one_root_is_refused(tmp_path, capsy
 def test_rows_written_after_validation_passed_never_reach_a_features_retry(tmp_path, tally):
     """Validation passes, then a late writer adds a partition (weight -1e9, an unknown item):
     the features step and each of its retries read the validated snapshot, not the source."""
-    from pipelines import features
+    from pipelines.steps.validate import take_snapshot, validated_snapshot
 
     source = ContractSource(tmp_path / "source", days=10, rows_per_day=60)
     root = source.write()
     cfg = config(tmp_path / "artifacts", root)
-    run_dir = tmp_path / "run"
-    report = features.take_snapshot(root, run_dir, cfg)
+    layout = RunLayout(tmp_path / "run")
+    report = take_snapshot(cfg, layout)
     assert report.success, report.summary()
     late = source.days_frames[source.last_day].head(20).assign(item_id="smuggled", weight=-1e9)
     path = source.partition_file(source.last_day).with_name("part-late.csv")
     late.assign(timestamp=late["timestamp"].map(lambda t: t.isoformat())).to_csv(path, index=False)
-    attempts = [features._validated_snapshot(root, run_dir, cfg) for _ in range(2)]  # + a retry
+    attempts = [validated_snapshot(cfg, layout) for _ in range(2)]  # + a retry
     leaked = [
         "smuggled" in set(s.interactions["item_id"]) or s.interactions["weight"].min() < 0
         for s in attempts
@@ -179,17 +181,18 @@ def test_rows_written_after_validation_passed_never_reach_a_features_retry(tmp_p
 # -- item 8: `run` exits 0 when the gate rejects --------------------------------------------------
 
 
-def fake_summary(run_dir: Path, promote: bool) -> dict:
-    (run_dir / "evaluation").mkdir(parents=True)
-    (run_dir / "evaluation" / "report.md").write_text("# evaluation\n")
-    (run_dir / "evaluation" / "gate.md").write_text("# gate\n")
+def fake_summary(run_dir: Path, promote: bool) -> RunSummary:
+    layout = RunLayout(run_dir)
+    layout.evaluation.mkdir(parents=True)
+    layout.report.write_text("# evaluation\n")
+    layout.gate_md.write_text("# gate\n")
     decision = "promote" if promote else "reject: recall@100 below the champion"
-    return {
-        "run_id": run_dir.name, "run_dir": str(run_dir), "champion": "c" * 16,
-        "production": "d" * 16 if promote else "c" * 16,
-        "gate": {"promote": promote, "decision": decision},
-        "promote": {"promoted": promote, "decision": decision},
-    }  # fmt: skip
+    return RunSummary.of(
+        layout, champion="c" * 16, decision=decision, promoted=promote,
+        production_bundle="d" * 16 if promote else "c" * 16,
+        steps={"gate": {"promote": promote, "decision": decision},
+               "promote": {"promoted": promote, "decision": decision}},
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -202,7 +205,7 @@ def test_run_exits_0_when_the_gate_rejects(
 ):
     """Exit 1 means "a step said no": the gate keeping production is one (a scheduler or CI
     must see it), a dry run is not (it promises not to promote), a promotion is success."""
-    import pipelines.run
+    import pipelines.steps.pipeline
 
     seen = {}
 
@@ -210,7 +213,7 @@ def test_run_exits_0_when_the_gate_rejects(
         seen["dry_run"] = cfg.gate.dry_run
         return fake_summary(tmp_path / "runs" / run_id, gate_promotes)
 
-    monkeypatch.setattr(pipelines.run, "run_pipeline", finished)
+    monkeypatch.setattr(pipelines.steps.pipeline, "run_pipeline", finished)
     rc = main(["run", "--artifact-root", str(tmp_path), "--run-id", "r1", "--engine", "local",
                *extra])  # fmt: skip
     out = capsys.readouterr().out
@@ -255,12 +258,12 @@ def test_disk_full_exit_code_is_2_in_features_without_a_tmpfs(tmp_path, monkeypa
 
 
 def test_disk_full_exit_code_is_2_in_run(tmp_path, monkeypatch, capsys, tally):
-    import pipelines.run
+    import pipelines.steps.pipeline
 
     def full(cfg, run_id, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "/artifacts/runs/r1/model/x")
 
-    monkeypatch.setattr(pipelines.run, "run_pipeline", full)
+    monkeypatch.setattr(pipelines.steps.pipeline, "run_pipeline", full)
     rc = main(["run", "--artifact-root", str(tmp_path), "--run-id", "r1", "--engine", "local"])
     err = capsys.readouterr().err
     ok = rc == 2 and "disk full (/artifacts/runs/r1/model/x)" in err and "gc" in err
@@ -300,7 +303,7 @@ def test_promote_bundle_dot_dot_is_refused_by_the_cli(tmp_path, capsys, tally, b
 
 @pytest.mark.parametrize("flag, resume", [([], True), (["--no-resume"], False)])
 def test_no_resume_flag_reaches_run_pipeline(tmp_path, monkeypatch, tally, flag, resume):
-    import pipelines.run
+    import pipelines.steps.pipeline
 
     seen = {}
 
@@ -308,7 +311,7 @@ def test_no_resume_flag_reaches_run_pipeline(tmp_path, monkeypatch, tally, flag,
         seen.update(kwargs)
         raise DataValidationError("stop here")
 
-    monkeypatch.setattr(pipelines.run, "run_pipeline", stop)
+    monkeypatch.setattr(pipelines.steps.pipeline, "run_pipeline", stop)
     rc = main(["run", "--artifact-root", str(tmp_path), "--run-id", "r1", "--engine", "local",
                *flag])  # fmt: skip
     ok = rc == 1 and seen.get("resume") is resume
@@ -375,7 +378,7 @@ def served_dir(tmp_path, monkeypatch):
 
 def test_popularity_fallback_serves_items_outside_the_catalog_not_even_at_k_20(served_dir, tally):
     from pipelines.recommend import Recommender
-    from pipelines.run import smoke_test
+    from pipelines.steps.gate import smoke_test
 
     rec = Recommender(served_dir)
     [unknown] = rec.recommend(["someone-new"], k=20)
@@ -390,7 +393,7 @@ def test_popularity_fallback_serves_items_outside_the_catalog_not_even_at_k_20(s
 def test_smoke_test_names_items_outside_the_catalog_not_a_length_mismatch(served_dir, tally):
     """A fallback that still names an unknown item (as the old ranking wrote it): the gate's
     smoke test must say so, not claim the user got the wrong number of items."""
-    from pipelines.run import smoke_test
+    from pipelines.steps.gate import smoke_test
 
     popular = ["ghost-item", *CATALOG[:9]]  # 10 items, as many as the smoke test asks for
     (served_dir / "popular_items.txt").write_text("".join(f"{i}\n" for i in popular))

@@ -18,7 +18,11 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.errors import DataValidationError, PipelineError
+from pipelines.layout import RunLayout, RunSummary
 from pipelines.registry import Registry
+from pipelines.steps.features import build_features
+from pipelines.steps.pipeline import new_run_id, run_lock
+from pipelines.steps.validate import validate_raw
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,15 +61,13 @@ def _late_rows(world: Path) -> pd.DataFrame:
 
 
 def test_source_modified_after_validation_never_reaches_training(world, tmp_path, tally):
-    from pipelines import run as steps
-
     cfg = config(tmp_path / "artifacts", world)
-    run_dir = steps.run_dir_for(cfg, "late-write")
-    validated = steps.validate_raw(cfg, run_dir)
+    layout = RunLayout.for_run(cfg.data.artifact_root, "late-write")
+    validated = validate_raw(cfg, layout)
     _append_partition(world, _late_rows(world))
-    steps.build_features(cfg, run_dir, engine="local")
-    raw = pd.read_parquet(run_dir / "raw" / "interactions")
-    catalog = pd.read_parquet(run_dir / "features" / "catalog.parquet")
+    build_features(cfg, layout, engine="local")
+    raw = pd.read_parquet(layout.raw / "interactions")
+    catalog = pd.read_parquet(layout.features / "catalog.parquet")
     snapshot = json.loads((Path(validated["snapshot_dir"]) / "snapshot.json").read_text())
     leaked = "smuggled-item" in set(raw["item_id"]) or "smuggled-item" in set(
         catalog["item_id"].astype(str)
@@ -79,23 +81,21 @@ def test_source_modified_after_validation_never_reaches_training(world, tmp_path
 
 
 def test_tampered_snapshot_is_refused_naming_the_file(world, tmp_path, tally):
-    from pipelines import run as steps
-
     cfg = config(tmp_path / "artifacts", world)
-    run_dir = steps.run_dir_for(cfg, "tampered")
-    steps.validate_raw(cfg, run_dir)
-    part = next((run_dir / "snapshot" / "interactions").glob("*.parquet"))
+    layout = RunLayout.for_run(cfg.data.artifact_root, "tampered")
+    validate_raw(cfg, layout)
+    part = next((layout.snapshot / "interactions").glob("*.parquet"))
     frame = pd.read_parquet(part)
     frame.loc[0, "weight"] = -1e9
     frame.to_parquet(part, index=False)
     with pytest.raises(DataValidationError) as caught:
-        steps.build_features(cfg, run_dir, engine="local")
+        build_features(cfg, layout, engine="local")
     message = str(caught.value)
     ok = f"interactions/{part.name}" in message and "sha256 differs" in message
     assert (
         tally.record("run_faults", "tampered_snapshot", "handled" if ok else "crash") == "handled"
     )
-    assert not (run_dir / "features" / "manifest.json").exists()
+    assert not layout.features_manifest.exists()
 
 
 def test_features_alone_refuses_an_unreadable_day(world, tmp_path, tally):
@@ -114,8 +114,6 @@ def test_features_alone_refuses_an_unreadable_day(world, tmp_path, tally):
 
 
 def test_run_ids_are_unique_within_a_second():
-    from pipelines.run import new_run_id
-
     ids = [new_run_id() for _ in range(5000)]
     assert len(set(ids)) == len(ids)
     assert all(i.startswith("run-") and "/" not in i for i in ids)
@@ -123,7 +121,7 @@ def test_run_ids_are_unique_within_a_second():
 
 _HOLD_LOCK = """
 import sys, time
-from pipelines.run import run_lock
+from pipelines.steps.pipeline import run_lock
 with run_lock(sys.argv[1], "holder"):
     print("locked", flush=True)
     time.sleep(60)
@@ -131,8 +129,6 @@ with run_lock(sys.argv[1], "holder"):
 
 
 def test_second_run_on_one_artifact_root_is_refused(tmp_path, tally):
-    from pipelines.run import run_lock
-
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True,
         cwd=REPO,
@@ -207,8 +203,10 @@ def test_sigkill_at_every_step_then_the_same_run_id_recovers(tiny_world, tmp_pat
     assert final.returncode in (0, 1), final.stderr[-3000:]  # promoted, or the gate said no
     assert "Traceback" not in final.stderr
     assert _production_is_complete(root)
-    summary = json.loads((root / "runs" / "day-2" / "summary.json").read_text())
-    assert summary["promote"]["decision"] and summary["gate"]["rules"]
+    summary = RunSummary.read(RunLayout.for_run(root, "day-2"))
+    assert (
+        summary.decision and summary.steps["promote"]["decision"] and summary.steps["gate"]["rules"]
+    )
 
 
 def _mount_tmpfs(path: Path, size: str) -> None:

@@ -11,16 +11,19 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.errors import ConfigError
-from pipelines.features import run_features
+from pipelines.layout import RunLayout
 from pipelines.sources import read_source
+from pipelines.steps.features import run_features
 
 AS_OF = pd.Timestamp("2026-01-10", tz="UTC")
 
 
 @pytest.fixture(scope="module")
 def past_run(small_world, tmp_path_factory):
-    cfg = load_config(env={}, overrides={"features": {"as_of": AS_OF}})
-    return run_features(small_world, tmp_path_factory.mktemp("as_of"), cfg, engine="local")
+    cfg = load_config(
+        env={}, overrides={"data": {"source": str(small_world)}, "features": {"as_of": AS_OF}}
+    )
+    return run_features(cfg, RunLayout(tmp_path_factory.mktemp("as_of")), engine="local")
 
 
 def test_window_and_snapshot_end_at_as_of(past_run, small_world):
@@ -65,11 +68,17 @@ def test_snapshot_as_of_keeps_undated_and_already_used_items(contract_source):
 
 
 def test_as_of_before_the_first_event_names_the_field_and_source(small_world, tmp_path):
-    cfg = load_config(env={}, overrides={"features": {"as_of": "2025-06-01T00:00:00"}})
+    cfg = load_config(
+        env={},
+        overrides={
+            "data": {"source": str(small_world)},
+            "features": {"as_of": "2025-06-01T00:00:00"},
+        },
+    )
     with pytest.raises(
         ConfigError, match=r"features.as_of=2025-06-01T00:00:00\+00:00: .*small_world"
     ):
-        run_features(small_world, tmp_path, cfg, engine="local")
+        run_features(cfg, RunLayout(tmp_path), engine="local")
     assert not (tmp_path / "features").exists()
 
 

@@ -12,15 +12,17 @@ import pandas as pd
 import pytest
 
 from pipelines.config import load_config
-from pipelines.features import run_features
 from pipelines.formats.tfrecord import read_tfrecords
+from pipelines.layout import RunLayout
+from pipelines.steps.features import run_features
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def beam_run(small_world, tmp_path_factory):
-    return run_features(small_world, tmp_path_factory.mktemp("beam_run"), load_config(env={}))
+    cfg = load_config(env={}, overrides={"data": {"source": str(small_world)}})
+    return run_features(cfg, RunLayout(tmp_path_factory.mktemp("beam_run")))
 
 
 def hashes(manifest):
@@ -47,7 +49,8 @@ def test_beam_and_reference_write_identical_content(beam_run, small_features):
 
 
 def test_rerun_gives_identical_files(beam_run, small_world, tmp_path):
-    again = run_features(small_world, tmp_path / "again", load_config(env={}))
+    cfg = load_config(env={}, overrides={"data": {"source": str(small_world)}})
+    again = run_features(cfg, RunLayout(tmp_path / "again"))
     assert hashes(again.manifest) == hashes(beam_run.manifest)
     first = [f["files"]["train"]["sha256"] for f in beam_run.manifest["shards"]]
     second = [f["files"]["train"]["sha256"] for f in again.manifest["shards"]]

@@ -1,5 +1,5 @@
-"""The whole run on the small preset: promotion, champion comparison, sabotage, bad data, the
-final fit."""
+"""`run_pipeline`, the whole run on the small preset: promotion, champion comparison, sabotage,
+bad data, the final fit, summary.json."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.errors import DataValidationError
+from pipelines.layout import RunLayout, RunSummary
 from pipelines.registry import Registry
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ def config(root: Path, source: Path, **train):
 @pytest.fixture(scope="module")
 def two_runs(small_world, tmp_path_factory):
     """Day 1 ships a final fit (train.final_fit), day 2 the selected weights."""
-    from pipelines.run import run_pipeline
+    from pipelines.steps.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("artifacts")
     first = run_pipeline(config(root, small_world, final_fit=True), "day-1", engine="local")
@@ -43,9 +44,9 @@ def two_runs(small_world, tmp_path_factory):
 
 def test_first_run_promotes_and_writes_the_report(two_runs):
     root, first, _ = two_runs
-    assert first["champion"] is None
-    assert first["promote"]["promoted"] and first["promote"]["bundle_id"]
-    evaluation = Path(first["run_dir"]) / "evaluation"
+    assert first.champion is None
+    assert first.steps["promote"]["promoted"] and first.steps["promote"]["bundle_id"]
+    evaluation = Path(first.run_dir) / "evaluation"
     metrics = json.loads((evaluation / "metrics.json").read_text())
     assert set(metrics) == {"challenger", "popularity", "oracle", "ann", "eval", "differences"}
     for key in ("recall@10", "recall@50", "recall@100", "ndcg@10", "ndcg@100", "mrr@100",
@@ -61,27 +62,31 @@ def test_first_run_promotes_and_writes_the_report(two_runs):
     report = (evaluation / "report.md").read_text()
     assert "| challenger |" in report and "| oracle |" in report
     assert "no champion (first run)" in (evaluation / "gate.md").read_text()
+    saved = RunSummary.read(RunLayout(first.run_dir))  # the summary.json the DAG writes too
+    assert saved.promoted and saved.production_bundle == first.steps["promote"]["bundle_id"]
+    assert saved.decision == first.steps["gate"]["decision"] and saved.champion is None
+    assert saved.gate_report == str(evaluation / "gate.md") and saved.steps["train"]
 
 
 def test_second_run_is_compared_against_the_champion(two_runs):
     root, first, second = two_runs
-    assert second["champion"] == first["promote"]["bundle_id"]
-    assert second["train"]["warm_start"] is not None
-    metrics = json.loads((Path(second["run_dir"]) / "evaluation" / "metrics.json").read_text())
+    assert second.champion == first.steps["promote"]["bundle_id"]
+    assert second.steps["train"]["warm_start"] is not None
+    metrics = json.loads((Path(second.run_dir) / "evaluation" / "metrics.json").read_text())
     assert "champion" in metrics
-    gate = (Path(second["run_dir"]) / "evaluation" / "gate.md").read_text()
+    gate = (Path(second.run_dir) / "evaluation" / "gate.md").read_text()
     assert "champion" in gate and "no champion" not in gate
     registry = Registry(root)
-    if second["promote"]["promoted"]:
-        manifest = registry.manifest(second["promote"]["bundle_id"])
-        assert manifest["parent_bundle"] == first["promote"]["bundle_id"]
+    if second.steps["promote"]["promoted"]:
+        manifest = registry.manifest(second.steps["promote"]["bundle_id"])
+        assert manifest["parent_bundle"] == first.steps["promote"]["bundle_id"]
     assert registry.verify(registry.production())
 
 
 def test_champion_numbers_are_re_evaluated_not_copied(two_runs):
     _, first, second = two_runs
-    champion_then = json.loads((Path(first["run_dir"]) / "evaluation" / "metrics.json").read_text())
-    champion_now = json.loads((Path(second["run_dir"]) / "evaluation" / "metrics.json").read_text())
+    champion_then = json.loads((Path(first.run_dir) / "evaluation" / "metrics.json").read_text())
+    champion_now = json.loads((Path(second.run_dir) / "evaluation" / "metrics.json").read_text())
     # Same model, same eval period: re-evaluating the champion (its evaluated/ weights, the
     # ones day 1 measured before its final fit) reproduces its own numbers.
     assert champion_now["champion"]["recall@100"] == pytest.approx(
@@ -95,9 +100,9 @@ def test_a_final_fit_ships_model_final_and_keeps_the_evaluated_weights(two_runs)
     from tfrs_models.export import load_query_tower
 
     root, first, _ = two_runs
-    run_dir = Path(first["run_dir"])
-    assert first["train"]["final_model_dir"] == str(run_dir / "model_final")
-    assert first["index"]["final"]["index_dir"] == str(run_dir / "model_final" / "index")
+    run_dir = Path(first.run_dir)
+    assert first.steps["train"]["final_model_dir"] == str(run_dir / "model_final")
+    assert first.steps["index"]["final"]["index_dir"] == str(run_dir / "model_final" / "index")
     metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
     ev = metrics["eval"]
     assert ev["measured_weights"] == "selected weights (before the final fit)"
@@ -112,8 +117,8 @@ def test_a_final_fit_ships_model_final_and_keeps_the_evaluated_weights(two_runs)
     assert "measured the selected weights, before the final fit" in report
     assert "additionally trained on the held-out interactions" in report
     # The bundle serves the final fit and keeps the measured weights in evaluated/.
-    bundle = Path(Registry(root).fetch(first["promote"]["bundle_id"]))
-    assert Registry(root).manifest(first["promote"]["bundle_id"])["weights"] == "final fit"
+    bundle = Path(Registry(root).fetch(first.steps["promote"]["bundle_id"]))
+    assert Registry(root).manifest(first.steps["promote"]["bundle_id"])["weights"] == "final fit"
     evaluated = bundle / "evaluated"
     assert json.loads((bundle / "train_manifest.json").read_text())["final_fit"]
     assert json.loads((evaluated / "train_manifest.json").read_text())["final_fit"] is None
@@ -133,41 +138,44 @@ def test_a_final_fit_ships_model_final_and_keeps_the_evaluated_weights(two_runs)
 
 def test_the_next_run_re_evaluates_the_champions_evaluated_weights(two_runs):
     root, first, second = two_runs
-    run_dir = Path(second["run_dir"])
+    run_dir = Path(second.run_dir)
     ev = json.loads((run_dir / "evaluation" / "metrics.json").read_text())["eval"]
     assert ev["champion_weights"].startswith("evaluated/: the production bundle's selected")
     assert ev["measured_weights"] == "selected weights (the shipped model)"
-    assert "final_fit" not in ev and second["train"]["final_model_dir"] is None
-    assert second["train"]["warm_start"].endswith("/evaluated")
-    assert not (run_dir / "model_final").exists() and second["index"]["final"] is None
-    if second["promote"]["promoted"]:
-        bundle = Path(Registry(root).fetch(second["promote"]["bundle_id"]))
+    assert "final_fit" not in ev and second.steps["train"]["final_model_dir"] is None
+    assert second.steps["train"]["warm_start"].endswith("/evaluated")
+    assert not (run_dir / "model_final").exists() and second.steps["index"]["final"] is None
+    if second.steps["promote"]["promoted"]:
+        bundle = Path(Registry(root).fetch(second.steps["promote"]["bundle_id"]))
         assert not (bundle / "evaluated").exists()
-        assert Registry(root).manifest(second["promote"]["bundle_id"])["weights"] == "selected"
+        assert (
+            Registry(root).manifest(second.steps["promote"]["bundle_id"])["weights"] == "selected"
+        )
 
 
 def test_sabotaged_challenger_is_rejected_and_production_untouched(two_runs, small_world):
-    from pipelines import run as steps
+    from pipelines.steps import evaluate, gate, index, promote, train
 
     root, _, _ = two_runs
     registry = Registry(root)
     pointer_before = (root / "registry" / "production.json").read_bytes()
     champion = registry.production()
     cfg = config(root, small_world, epochs=1)
-    run_dir = steps.run_dir_for(cfg, "sabotaged")
-    shutil.copytree(Path(root) / "runs" / "day-1" / "features", run_dir / "features")
-    shutil.copytree(Path(root) / "runs" / "day-1" / "raw", run_dir / "raw")
-    steps.train(cfg, run_dir, None)
-    ids_file = run_dir / "model" / "item_ids.txt"  # shuffled item ids: vectors of other items
+    layout = RunLayout.for_run(root, "sabotaged")
+    day1 = RunLayout.for_run(root, "day-1")
+    shutil.copytree(day1.features, layout.features)
+    shutil.copytree(day1.raw, layout.raw)
+    train.train(cfg, layout, None)
+    ids_file = layout.model / "item_ids.txt"  # shuffled item ids: vectors of other items
     ids = ids_file.read_text().splitlines()
     ids_file.write_text("\n".join(np.random.default_rng(0).permutation(ids)) + "\n")
-    steps.build_index(cfg, run_dir)
-    steps.evaluate(cfg, run_dir, registry.production_dir())
-    decision = steps.gate(cfg, run_dir)
+    index.build_index(cfg, layout)
+    evaluate.evaluate(cfg, layout, registry.production_dir())
+    decision = gate.gate(cfg, layout)
     assert not decision["promote"]
     failed = {r["name"] for r in decision["rules"] if not r["passed"]}
     assert {"beats_popularity", "no_regression"} <= failed
-    out = steps.promote(cfg, run_dir, decision, "sabotaged", champion)
+    out = promote.promote(cfg, layout, decision, "sabotaged", champion)
     assert out == {"promoted": False, "decision": decision["decision"], "bundle_id": None}
     assert (root / "registry" / "production.json").read_bytes() == pointer_before
     assert registry.verify(champion)
@@ -178,7 +186,7 @@ def test_replay_of_the_past_neither_learns_from_nor_replaces_newer_production(
 ):
     """A point-in-time run (what a backfill is) behind production: production trained on its
     eval period, so it may neither warm-start the run nor be scored on it, and stays served."""
-    from pipelines.run import run_pipeline
+    from pipelines.steps.pipeline import run_pipeline
 
     root, _, _ = two_runs
     pointer_before = (root / "registry" / "production.json").read_bytes()
@@ -187,21 +195,21 @@ def test_replay_of_the_past_neither_learns_from_nor_replaces_newer_production(
         update={"features": cfg.features.model_copy(update={"as_of": pd.Timestamp("2026-01-10")})}
     )
     replay = run_pipeline(cfg, "replay-2026-01-10", engine="local")
-    assert replay["train"]["warm_start"] is None
-    assert "after this eval period starts" in replay["train"]["warm_start_refused"]
-    evaluation = Path(replay["run_dir"]) / "evaluation"
+    assert replay.steps["train"]["warm_start"] is None
+    assert "after this eval period starts" in replay.steps["train"]["warm_start_refused"]
+    evaluation = Path(replay.run_dir) / "evaluation"
     metrics = json.loads((evaluation / "metrics.json").read_text())
     assert "champion" not in metrics
     assert metrics["eval"]["window"]["window_end"].startswith("2026-01-10T00:00:00")
     assert "after this eval period starts" in metrics["eval"]["champion_excluded"]
     assert "production model was not evaluated" in (evaluation / "report.md").read_text()
-    failed = {r["name"] for r in replay["gate"]["rules"] if not r["passed"]}
-    assert failed == {"no_regression"} and not replay["promote"]["promoted"]
+    failed = {r["name"] for r in replay.steps["gate"]["rules"] if not r["passed"]}
+    assert failed == {"no_regression"} and not replay.steps["promote"]["promoted"]
     assert (root / "registry" / "production.json").read_bytes() == pointer_before
 
 
 def test_bad_data_stops_the_run_before_anything_is_promoted(two_runs, small_world, tmp_path):
-    from pipelines.run import run_pipeline
+    from pipelines.steps.pipeline import run_pipeline
 
     root, _, _ = two_runs
     pointer_before = (root / "registry" / "production.json").read_bytes()
@@ -245,7 +253,7 @@ def test_movielens_format_runs_end_to_end_without_oracle_or_user_table(small_wor
     """A MovieLens-latest layout (ratings.csv + movies.csv, integer ids, no users file)."""
     import pyarrow.dataset as ds
 
-    from pipelines.run import run_pipeline
+    from pipelines.steps.pipeline import run_pipeline
 
     events = ds.dataset(small_world / "interactions", format="parquet").to_table().to_pandas()
     items = pd.read_parquet(small_world / "items.parquet")
@@ -262,7 +270,7 @@ def test_movielens_format_runs_end_to_end_without_oracle_or_user_table(small_wor
                   "genres": items["genres"]}).to_csv(ml / "movies.csv", index=False)  # fmt: skip
     cfg = config(tmp_path / "artifacts", ml)
     summary = run_pipeline(cfg, "ml", engine="local")
-    assert summary["promote"]["promoted"]
-    metrics = json.loads((Path(summary["run_dir"]) / "evaluation" / "metrics.json").read_text())
+    assert summary.steps["promote"]["promoted"]
+    metrics = json.loads((Path(summary.run_dir) / "evaluation" / "metrics.json").read_text())
     assert "oracle" not in metrics and metrics["eval"]["queries"] > 1000
     assert metrics["challenger"]["recall@100"] > 1.5 * metrics["popularity"]["recall@100"]
