@@ -40,6 +40,7 @@ HistoryPooling = Literal["mean", "attention"]
 Weighting = Literal["none", "weight", "threshold"]
 Optimizer = Literal["adam", "adagrad", "sgd"]
 DirectRunningMode = Literal["in_memory", "multi_threading", "multi_processing"]
+FeatureEngine = Literal["beam", "local"]  # the feature job's runner: Beam or the reference
 
 
 def _form(section: str, title: str | None = None) -> dict[str, Any]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import FieldSpec, PipelineConfig, field_spec, load_config
+from pipelines.config import FeatureEngine, FieldSpec, PipelineConfig, field_spec, load_config
 from pipelines.errors import ConfigError, UsageError
 
 
@@ -27,6 +28,15 @@ def source_args(parser: argparse.ArgumentParser) -> None:
         "--source", type=Path, help="source directory (or data.source in the config)"
     )
     config_flags(parser, "data.format")
+
+
+def engine_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=typing.get_args(FeatureEngine),
+        default="beam",
+        help="feature job: beam (default) or the single-process reference (same outputs)",
+    )
 
 
 def config_flags(parser: argparse.ArgumentParser, *paths: str) -> None:
