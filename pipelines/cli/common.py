@@ -19,11 +19,13 @@ from pipelines.errors import ConfigError, UsageError
 
 
 def common(parser: argparse.ArgumentParser) -> None:
+    """Flags every command takes: `--config` and `--artifact-root`."""
     parser.add_argument("--config", type=Path, help="YAML config file")
     config_flags(parser, "data.artifact_root")
 
 
 def source_args(parser: argparse.ArgumentParser) -> None:
+    """`--source DIR` and `--format` for the commands that read a raw source."""
     parser.add_argument(
         "--source", type=Path, help="source directory (or data.source in the config)"
     )
@@ -31,6 +33,7 @@ def source_args(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_arg(parser: argparse.ArgumentParser) -> None:
+    """`--engine`: the feature job on Beam or on the single-process reference."""
     parser.add_argument(
         "--engine",
         choices=typing.get_args(FeatureEngine),
@@ -107,9 +110,9 @@ def _flag_help(spec: FieldSpec) -> str:
 
 
 def load_with_source(args, **sections) -> PipelineConfig:
-    """Config with --source/--format applied; a missing source is a usage error."""
+    """Config with --source applied; a missing source is a usage error."""
     source = str(args.source) if args.source else None
-    cfg = load(args, data={"source": source, "format": args.format}, **sections)
+    cfg = load(args, data={"source": source}, **sections)
     if cfg.data.source is None:
         raise UsageError("give --source DIR (or data.source in the config)")
     return cfg
