@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.layout import ModelLayout
+
 # Queries the index recall is measured on (a seeded sample when there are more).
 ANN_SAMPLE = 5000
 
@@ -21,7 +23,7 @@ def ann_section(model, vectors: np.ndarray) -> dict:
     """
     from scann_index.index import ann_recall, exact_top_k
 
-    embeddings = np.load(model.directory / "item_embeddings.npy")
+    embeddings = np.load(ModelLayout(model.directory).item_embeddings)
     k = model.index.manifest["k"]
     sample = vectors[
         np.random.default_rng(0).choice(len(vectors), min(len(vectors), ANN_SAMPLE), replace=False)
