@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import GateConfig
+from pipelines.layout import GATE_JSON, GATE_MD
 from pipelines.metrics import percentile_interval
 
 
@@ -92,8 +93,8 @@ class GateDecision:
     def write(self, out_dir: str | Path) -> None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "gate.json").write_text(json.dumps(self.to_dict(), indent=2))
-        (out_dir / "gate.md").write_text(self.markdown())
+        (out_dir / GATE_JSON).write_text(json.dumps(self.to_dict(), indent=2))
+        (out_dir / GATE_MD).write_text(self.markdown())
 
 
 def decide(

@@ -34,6 +34,12 @@ LANDING = "landing"
 EVALUATED = "evaluated"  # in a bundle: the selected weights its evaluation measured
 # Left out of a bundle: what training needs to resume, not what serving reads.
 TRAINING_ONLY = ("checkpoints", "logs")
+# An evaluation directory's files (pipelines.evaluation and pipelines.gate write them).
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+PLOT_FILE = "recall_at_k.png"
+GATE_JSON = "gate.json"
+GATE_MD = "gate.md"
 
 
 def runs_dir(artifact_root: str | Path) -> Path:
@@ -97,7 +103,6 @@ class ModelLayout:
     def is_trained(self) -> bool:
         """Training finished here (its manifest is written last)."""
         return self.train_manifest.is_file()
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,19 +171,19 @@ class RunLayout:
 
     @property
     def metrics(self) -> Path:
-        return self.evaluation / "metrics.json"
+        return self.evaluation / METRICS_FILE
 
     @property
     def report(self) -> Path:
-        return self.evaluation / "report.md"
+        return self.evaluation / REPORT_FILE
 
     @property
     def gate_json(self) -> Path:
-        return self.evaluation / "gate.json"
+        return self.evaluation / GATE_JSON
 
     @property
     def gate_md(self) -> Path:
-        return self.evaluation / "gate.md"
+        return self.evaluation / GATE_MD
 
     @property
     def bundle(self) -> Path:

@@ -25,6 +25,7 @@ import pyarrow.dataset as ds
 
 from pipelines import schema
 from pipelines.errors import PipelineError
+from pipelines.layout import ModelLayout, RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,21 @@ def build_serving_state(run_dir: str | Path, out_dir: str | Path) -> dict:
     Returns:
         Counts for the manifest.
     """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    manifest = json.loads((run_dir / "features" / "manifest.json").read_text())
+    run, out_dir = RunLayout(run_dir), Path(out_dir)
+    manifest = json.loads(run.features_manifest.read_text())
     window = manifest["window_epoch_s"]
     h = int(manifest["config"]["history_length"])
     # Events sharing (user, timestamp, item) give the same history whatever their event and
     # weight, so the first three keys of the feature job's order are enough.
     order = list(schema.EVENT_ORDER[:3])
-    table = ds.dataset(run_dir / "raw" / "interactions", format="parquet").to_table(
+    table = ds.dataset(run.raw / "interactions", format="parquet").to_table(
         columns=order,
         filter=(ds.field(schema.TIMESTAMP) >= window["history_start"])
         & (ds.field(schema.TIMESTAMP) < window["window_end"]),
     )
     events = table.to_pandas().sort_values(order, kind="stable")
     state = _latest_histories(events, h)
-    users_path = run_dir / "raw" / "users.parquet"
+    users_path = run.raw / "users.parquet"
     if users_path.exists():
         users = pd.read_parquet(users_path).set_index(schema.USER_ID)
         users.columns = [schema.user_feature(c) for c in users.columns]
@@ -121,7 +122,7 @@ def popular_items(events: pd.DataFrame, window_end: int, catalog: set[str], n: i
 
 
 def _catalog(model_dir: Path) -> set[str]:
-    ids = model_dir / "item_ids.txt"
+    ids = ModelLayout(model_dir).item_ids
     if not ids.is_file():
         raise PipelineError(f"{model_dir}: no item_ids.txt; export the model before its state")
     return set(ids.read_text(encoding="utf-8").splitlines())
@@ -138,7 +139,7 @@ class ServingModel:
         if not (self.directory / "query_tower").is_dir():
             raise PipelineError(f"{self.directory}: no query_tower/ SavedModel to serve")
         self.query_tower = load_query_tower(self.directory)
-        self.index = ItemIndex.load(self.directory / "index", threads=threads)
+        self.index = ItemIndex.load(ModelLayout(self.directory).index, threads=threads)
         self.item_ids = self.index.item_ids
         self.row_of = {item: row for row, item in enumerate(self.item_ids)}
         self.inputs = {

@@ -19,12 +19,10 @@ from pipelines.evaluation.compare import compare_models
 from pipelines.evaluation.evalset import EvalSet
 from pipelines.evaluation.report import MODELS, PLOT_FILE, plot_recall, render_report
 from pipelines.evaluation.served import evaluate_served
+from pipelines.layout import METRICS_FILE, REPORT_FILE
 from pipelines.metrics import per_query_metrics, recall_curve
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "report.md"
 
 
 def evaluate(

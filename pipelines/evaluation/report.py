@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-# The plot's file name next to `report.md`, which links to it.
-PLOT_FILE = "recall_at_k.png"
+from pipelines.layout import PLOT_FILE  # next to `report.md`, which links to it
+
 # Report rows, in this order, for the models that were evaluated.
 MODELS = ("challenger", "champion", "popularity", "oracle")
 
