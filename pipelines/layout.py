@@ -240,8 +240,17 @@ class RunSummary:
     steps: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, layout: RunLayout, *, champion, decision, promoted, production_bundle, steps=None):
-        """The summary of the run in `layout` (report paths from the layout)."""
+    def of(
+        cls,
+        layout: RunLayout,
+        *,
+        champion: str | None,
+        decision: str,
+        promoted: bool,
+        production_bundle: str | None,
+        steps: dict[str, dict] | None = None,
+    ) -> RunSummary:
+        """The summary of the run in `layout` (its id, directory and report paths from there)."""
         return cls(
             run_id=layout.run_id, run_dir=str(layout.run_dir), champion=champion,
             decision=decision, promoted=promoted, production_bundle=production_bundle,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import pandas as pd
 
@@ -45,7 +46,7 @@ def take_snapshot(
     *,
     interval: tuple[pd.Timestamp, pd.Timestamp] | None = None,
     now: pd.Timestamp | None = None,
-    report_dir=None,
+    report_dir: str | Path | None = None,
 ):
     """Read `data.source` once, run the raw checks on what was read, keep it as the snapshot.
 
@@ -82,7 +83,9 @@ def take_snapshot(
         "success": True, "source": source, "now": report.now, "interval": report.interval,
         "rows": report.rows, "report_dir": str(report_dir),
     })  # fmt: skip
-    log.info("validated snapshot of %s: %d interactions in %s", source, report.rows, layout.snapshot)
+    log.info(
+        "validated snapshot of %s: %d interactions in %s", source, report.rows, layout.snapshot
+    )
     return report
 
 
