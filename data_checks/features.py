@@ -211,7 +211,7 @@ def _train_rules(window: dict, cfg: FeaturesConfig, design: str) -> list[Rule]:
     )
     h = cfg.history_length
     return [
-        Rule("train", "history_timestamps",
+        Rule("train", schema.HISTORY_TIMESTAMPS,
              "history timestamps must be strictly before the example's timestamp (no leakage)",
              gxe.ExpectColumnValuesToBeBetween(column="history_gap_s", min_value=1.0)),
         Rule("train", "timestamp", f"train examples must fall in [window_start, {name})",
@@ -221,9 +221,9 @@ def _train_rules(window: dict, cfg: FeaturesConfig, design: str) -> list[Rule]:
              "train examples must precede their user's train_end in user_cuts.parquet "
              "(held-out validation and eval interactions are never examples)",
              gxe.ExpectColumnValuesToBeBetween(column="before_train_end_s", min_value=1.0)),
-        Rule("train", "history_item_ids", f"histories must hold at most {h} items",
+        Rule("train", schema.HISTORY_ITEM_IDS, f"histories must hold at most {h} items",
              gxe.ExpectColumnValuesToBeBetween(column="history_len", min_value=0, max_value=h)),
-        Rule("train", "history_item_ids", "history ids and timestamps must have equal lengths",
+        Rule("train", schema.HISTORY_ITEM_IDS, "history ids and timestamps must have equal lengths",
              gxe.ExpectColumnValuesToBeInSet(column="history_lengths_agree", value_set=[True])),
     ]  # fmt: skip
 
@@ -232,7 +232,7 @@ def _heldout_rules() -> list[Rule]:
     import great_expectations.expectations as gxe
 
     return [
-        Rule("heldout", "history_timestamps",
+        Rule("heldout", schema.HISTORY_TIMESTAMPS,
              "held-out example histories must be strictly before their record's timestamp "
              "(no leakage)",
              gxe.ExpectColumnValuesToBeBetween(column="history_gap_s", min_value=1.0)),
@@ -251,11 +251,11 @@ def _query_rules(window: dict, design: str) -> list[Rule]:
     rules = []
     for table, noun in (("valid", "validation"), ("eval", "eval")):
         rules += [
-            Rule(table, "history_timestamps",
+            Rule(table, schema.HISTORY_TIMESTAMPS,
                  f"{noun}-query histories must be strictly before the query's timestamp "
                  "(no leakage)",
                  gxe.ExpectColumnValuesToBeBetween(column="history_gap_s", min_value=1.0)),
-            Rule(table, "label_item_ids", f"every {noun} query must have at least one label",
+            Rule(table, schema.LABEL_ITEM_IDS, f"every {noun} query must have at least one label",
                  gxe.ExpectColumnValuesToBeBetween(column="labels", min_value=1)),
             Rule(table, "timestamp",
                  f"no train example of a user may be at or after the user's {noun} query "
@@ -264,7 +264,7 @@ def _query_rules(window: dict, design: str) -> list[Rule]:
                                                    min_value=1.0)),
         ]  # fmt: skip
     rules += [
-        Rule("valid", "history_timestamps",
+        Rule("valid", schema.HISTORY_TIMESTAMPS,
              "validation-query histories must end before the user's train_end (no leakage from "
              "the held-out validation interactions)",
              gxe.ExpectColumnValuesToBeBetween(column="history_before_train_end_s",
@@ -273,7 +273,7 @@ def _query_rules(window: dict, design: str) -> list[Rule]:
              "validation queries must fall in their user's [train_end, eval_cut) (inside the "
              "training window, never in the eval labels)",
              gxe.ExpectColumnValuesToBeInSet(column="in_valid_period", value_set=[True])),
-        Rule("eval", "history_timestamps",
+        Rule("eval", schema.HISTORY_TIMESTAMPS,
              "eval-query histories must end before eval_start (no leakage from the eval period)"
              if design == "temporal" else
              "eval-query histories must end before the user's eval_cut (no leakage from the "

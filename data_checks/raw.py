@@ -17,11 +17,10 @@ from data_checks.report import CheckResult, ValidationReport
 from data_checks.suite import Rule, evaluate
 from pipelines.config import ChecksConfig
 from pipelines.contract import RawSnapshot
-from pipelines.schema import epoch_seconds
+from pipelines.schema import DAY_SECONDS, epoch_seconds
 from pipelines.sources import read_source
 
 log = logging.getLogger(__name__)
-DAY_SECONDS = 86_400
 
 
 def validate_source(

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from pipelines import schema
 from pipelines.config import TrainConfig
 
 MAX_TITLE_TOKENS = 16
@@ -50,8 +51,9 @@ class FeatureSet:
         directory = Path(directory)
         manifest = json.loads((directory / "manifest.json").read_text())
         vocab = {}
-        for name in ("user_id", "item_id", "genre", "title_token"):
-            lines = (directory / "vocab" / f"{name}.tsv").read_text(encoding="utf-8").splitlines()
+        for name in schema.VOCABULARIES:
+            path = directory / schema.vocabulary_file(name)
+            lines = path.read_text(encoding="utf-8").splitlines()
             vocab[name] = [line.split("\t", 1)[0] for line in lines]
         return cls(
             directory=str(directory),
@@ -64,7 +66,7 @@ class FeatureSet:
 
     @property
     def oov_buckets(self) -> int:
-        return int(self.manifest["oov_buckets"])
+        return int(self.manifest[schema.OOV_BUCKETS])
 
     def files(self, split: str) -> list[str]:
         return list(self.manifest["splits"][split]["files"])
@@ -84,19 +86,19 @@ class FeatureSet:
 
 def _spec(features: FeatureSet, split: str) -> dict:
     spec = {
-        "user_id": tf.io.FixedLenFeature([], tf.string),
-        "timestamp": tf.io.FixedLenFeature([], tf.int64),
-        "history_item_ids": tf.io.RaggedFeature(tf.string),
-        "history_timestamps": tf.io.RaggedFeature(tf.int64),
+        schema.USER_ID: tf.io.FixedLenFeature([], tf.string),
+        schema.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
+        schema.HISTORY_ITEM_IDS: tf.io.RaggedFeature(tf.string),
+        schema.HISTORY_TIMESTAMPS: tf.io.RaggedFeature(tf.int64),
     }
     for name in features.user_features:
         spec[name] = tf.io.FixedLenFeature([], tf.string, default_value="")
     if split in EXAMPLE_SPLITS:
-        spec["item_id"] = tf.io.FixedLenFeature([], tf.string)
-        spec["weight"] = tf.io.FixedLenFeature([], tf.float32, default_value=1.0)
+        spec[schema.ITEM_ID] = tf.io.FixedLenFeature([], tf.string)
+        spec[schema.WEIGHT] = tf.io.FixedLenFeature([], tf.float32, default_value=1.0)
     else:
-        spec["seen_item_ids"] = tf.io.RaggedFeature(tf.string)
-        spec["label_item_ids"] = tf.io.RaggedFeature(tf.string)
+        spec[schema.SEEN_ITEM_IDS] = tf.io.RaggedFeature(tf.string)
+        spec[schema.LABEL_ITEM_IDS] = tf.io.RaggedFeature(tf.string)
     return spec
 
 
@@ -104,10 +106,10 @@ def parse_batch(serialized: tf.Tensor, features: FeatureSet, split: str) -> dict
     """Parse a batch of serialized records; histories padded to `[batch, H]` ("" / 0)."""
     parsed = tf.io.parse_example(serialized, _spec(features, split))
     h = features.history_length
-    parsed["history_item_ids"] = parsed["history_item_ids"].to_tensor(
+    parsed[schema.HISTORY_ITEM_IDS] = parsed[schema.HISTORY_ITEM_IDS].to_tensor(
         default_value="", shape=[None, h]
     )
-    parsed["history_timestamps"] = parsed["history_timestamps"].to_tensor(
+    parsed[schema.HISTORY_TIMESTAMPS] = parsed[schema.HISTORY_TIMESTAMPS].to_tensor(
         default_value=0, shape=[None, h]
     )
     return parsed
@@ -169,8 +171,8 @@ def weight_at_least(record: tf.Tensor, min_weight: float) -> tf.Tensor:
 
     Records without a weight (unweighted events) weigh 1.0, as in `parse_batch`.
     """
-    spec = {"weight": tf.io.FixedLenFeature([], tf.float32, default_value=1.0)}
-    return tf.io.parse_single_example(record, spec)["weight"] >= min_weight
+    spec = {schema.WEIGHT: tf.io.FixedLenFeature([], tf.float32, default_value=1.0)}
+    return tf.io.parse_single_example(record, spec)[schema.WEIGHT] >= min_weight
 
 
 def kept_examples(
@@ -245,8 +247,8 @@ def catalog_arrays(features: FeatureSet) -> dict[str, np.ndarray]:
         unknown).
     """
     catalog = features.catalog
-    token_index = {t: i + 1 for i, t in enumerate(features.vocab["title_token"])}
-    genre_index = {g: i + 1 for i, g in enumerate(features.vocab["genre"])}
+    token_index = {t: i + 1 for i, t in enumerate(features.vocab[schema.TITLE_TOKEN])}
+    genre_index = {g: i + 1 for i, g in enumerate(features.vocab[schema.GENRE])}
 
     def padded(lists, index, width):
         out = np.zeros((len(lists), width), dtype=np.int32)
@@ -256,7 +258,7 @@ def catalog_arrays(features: FeatureSet) -> dict[str, np.ndarray]:
         return out
 
     return {
-        "item_id": catalog["item_id"].to_numpy(str),
+        schema.ITEM_ID: catalog[schema.ITEM_ID].to_numpy(str),
         "title_tokens": padded(catalog["title_tokens"], token_index, MAX_TITLE_TOKENS),
         "genres": padded(catalog["genre_list"], genre_index, MAX_GENRES),
         "popularity_bucket": catalog["popularity_bucket"].to_numpy(np.int32),

@@ -19,18 +19,24 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from pipelines import schema
 from tfrs_models.data import FeatureSet
 
-QUERY_INPUTS = ("user_id", "timestamp", "history_item_ids", "history_timestamps")
+QUERY_INPUTS = (
+    schema.USER_ID,
+    schema.TIMESTAMP,
+    schema.HISTORY_ITEM_IDS,
+    schema.HISTORY_TIMESTAMPS,
+)
 
 
 def query_signature(user_features: list[str]) -> list[tf.TensorSpec]:
     """Input specs of the serving signature (names are the feature names)."""
     specs = [
-        tf.TensorSpec([None], tf.string, name="user_id"),
-        tf.TensorSpec([None], tf.int64, name="timestamp"),
-        tf.TensorSpec([None, None], tf.string, name="history_item_ids"),
-        tf.TensorSpec([None, None], tf.int64, name="history_timestamps"),
+        tf.TensorSpec([None], tf.string, name=schema.USER_ID),
+        tf.TensorSpec([None], tf.int64, name=schema.TIMESTAMP),
+        tf.TensorSpec([None, None], tf.string, name=schema.HISTORY_ITEM_IDS),
+        tf.TensorSpec([None, None], tf.int64, name=schema.HISTORY_TIMESTAMPS),
     ]
     return specs + [tf.TensorSpec([None], tf.string, name=name) for name in user_features]
 
@@ -65,7 +71,7 @@ def export_model(model, features: FeatureSet, model_dir: str | Path) -> dict:
         serving, str(saved), signatures={"serving_default": serving.serve.get_concrete_function()}
     )
 
-    item_ids = features.catalog["item_id"].to_numpy(str)
+    item_ids = features.catalog[schema.ITEM_ID].to_numpy(str)
     vectors = np.concatenate([
         model.item_tower(tf.constant(item_ids[i : i + 4096])).numpy() for i in range(0, len(item_ids), 4096)
     ]).astype(np.float32)  # fmt: skip
@@ -74,9 +80,9 @@ def export_model(model, features: FeatureSet, model_dir: str | Path) -> dict:
     np.savez(model_dir / "weights.npz", **{v.name: v.numpy() for v in model.variables})
     vocab_dir = model_dir / "vocab"
     vocab_dir.mkdir(exist_ok=True)
-    for name in ("user_id", "item_id"):
+    for name in (schema.USER_ID, schema.ITEM_ID):
         shutil.copyfile(
-            Path(features.directory) / "vocab" / f"{name}.tsv", vocab_dir / f"{name}.tsv"
+            Path(features.directory) / schema.vocabulary_file(name), vocab_dir / f"{name}.tsv"
         )
     return {
         "query_tower": str(saved),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from pipelines import schema
 from pipelines.metrics import recall_at_k, top_k
 from tfrs_models.data import FeatureSet, catalog_created_at, load_eval_queries
 
@@ -37,7 +38,7 @@ class QuickEval:
     def __init__(self, features: FeatureSet, limit: int | None, seed: int = 0, split: str = "eval"):
         self.features, self.split = features, split
         self.queries = load_eval_queries(features, limit, seed, split)
-        self.item_ids = features.catalog["item_id"].to_numpy(str)
+        self.item_ids = features.catalog[schema.ITEM_ID].to_numpy(str)
         index = {item: i for i, item in enumerate(self.item_ids)}
 
         def to_index(ragged):
@@ -46,8 +47,8 @@ class QuickEval:
                 for row in ragged.to_list()
             ]
 
-        self.seen = to_index(self.queries["seen_item_ids"])
-        labels = to_index(self.queries["label_item_ids"])
+        self.seen = to_index(self.queries[schema.SEEN_ITEM_IDS])
+        labels = to_index(self.queries[schema.LABEL_ITEM_IDS])
         self.targets = [
             np.setdiff1d(label, seen) for label, seen in zip(labels, self.seen, strict=True)
         ]
@@ -55,14 +56,16 @@ class QuickEval:
         self.created_at = self.query_times = None
         if split == "valid":
             self.created_at = catalog_created_at(features)
-            self.query_times = self.queries["timestamp"].numpy().astype(np.float64)
+            self.query_times = self.queries[schema.TIMESTAMP].numpy().astype(np.float64)
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def query_embeddings(self, query_tower) -> np.ndarray:
         inputs = {
-            k: v for k, v in self.queries.items() if k not in ("seen_item_ids", "label_item_ids")
+            k: v
+            for k, v in self.queries.items()
+            if k not in (schema.SEEN_ITEM_IDS, schema.LABEL_ITEM_IDS)
         }
         n = len(self)
         return np.concatenate([

@@ -27,9 +27,10 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from pipelines import schema
 from pipelines.config import TrainConfig
+from pipelines.schema import DAY_SECONDS, HOUR_SECONDS
 
-DAY_SECONDS = 86_400
 _POPULARITY_BUCKETS = 64
 AGE_HALF_LIVES_DAYS = (0.5, 2.0, 8.0, 32.0)
 _UNKNOWN_AGE_DAYS = -1e4  # items without created_at: old enough for every decay to vanish
@@ -84,10 +85,10 @@ class ItemTower(tf.keras.Model):
             self.created_days = tf.constant(created, tf.float32)  # vs t0; last row: unknown ids
             self.created_row = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(catalog["item_id"]),
-                    tf.range(len(catalog["item_id"]), dtype=tf.int64),
+                    tf.constant(catalog[schema.ITEM_ID]),
+                    tf.range(len(catalog[schema.ITEM_ID]), dtype=tf.int64),
                 ),
-                default_value=len(catalog["item_id"]),
+                default_value=len(catalog[schema.ITEM_ID]),
             )
         self.id_lookup = tf.keras.layers.StringLookup(
             vocabulary=item_vocab, num_oov_indices=oov_buckets, name="item_id_lookup"
@@ -106,10 +107,10 @@ class ItemTower(tf.keras.Model):
         if cfg.use_content:
             self.catalog_row = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(catalog["item_id"]),
-                    tf.range(len(catalog["item_id"]), dtype=tf.int64),
+                    tf.constant(catalog[schema.ITEM_ID]),
+                    tf.range(len(catalog[schema.ITEM_ID]), dtype=tf.int64),
                 ),
-                default_value=len(catalog["item_id"]),
+                default_value=len(catalog[schema.ITEM_ID]),
             )  # unknown ids -> the empty row appended below
             pad = lambda a: np.concatenate([a, np.zeros((1,) + a.shape[1:], a.dtype)])  # noqa: E731
             self.tokens = tf.constant(pad(catalog["title_tokens"]))
@@ -228,21 +229,22 @@ class QueryTower(tf.keras.Model):
 
     def days(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """Query times in days relative to t0: `[batch]`."""
-        return tf.cast(features["timestamp"] - self.reference_time, tf.float32) / DAY_SECONDS
+        return tf.cast(features[schema.TIMESTAMP] - self.reference_time, tf.float32) / DAY_SECONDS
 
     def call(
         self, features: dict[str, tf.Tensor], with_age: bool = True, training=None
     ) -> tf.Tensor:
         user, context = [], []
         if self.cfg.use_user_id:
-            user.append(self.user_embedding(self.user_lookup(features["user_id"])))
+            user.append(self.user_embedding(self.user_lookup(features[schema.USER_ID])))
         if self.cfg.use_user_features:
             for name in self.user_features:
                 context.append(
                     self.feature_embedding[name](self.feature_hashing[name](features[name]))
                 )
-            ts = features["timestamp"]
-            context.append(self.hour_embedding(ts // 3600 % 24))
+            # Hour and day of week come from the query time here, never from the records.
+            ts = features[schema.TIMESTAMP]
+            context.append(self.hour_embedding(ts // HOUR_SECONDS % 24))
             context.append(
                 self.day_embedding((ts // DAY_SECONDS + 3) % 7)
             )  # 1970-01-01 was a Thursday
@@ -276,7 +278,7 @@ class QueryTower(tf.keras.Model):
         In training, `history_dropout` hides a random share of each history (the pooled
         vector then averages the rest), so the tower cannot lean on any single item.
         """
-        ids = features["history_item_ids"]
+        ids = features[schema.HISTORY_ITEM_IDS]
         present = tf.not_equal(ids, "")
         if training and self.cfg.history_dropout > 0:
             kept = tf.random.uniform(tf.shape(ids)) >= self.cfg.history_dropout
@@ -285,7 +287,7 @@ class QueryTower(tf.keras.Model):
         # from the newest history item, in exact int64 seconds: the shift cancels in the
         # softmax, so a user dormant for years keeps the same pooled history, where
         # 0.5 ** (age / h) from the query time underflows to zero after a few months.
-        times = features["history_timestamps"]
+        times = features[schema.HISTORY_TIMESTAMPS]
         newest = tf.reduce_max(tf.where(present, times, tf.zeros_like(times)), axis=1)
         age_days = tf.cast(tf.maximum(newest[:, None] - times, 0), tf.float32) / DAY_SECONDS
         log_recency = -age_days * (math.log(2.0) / self.cfg.recency_half_life_days)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines import schema
+
 log = logging.getLogger(__name__)
 
 
@@ -52,11 +54,11 @@ def warm_start(
     """
     previous_dir = Path(previous_dir)
     old = np.load(previous_dir / "weights.npz", allow_pickle=False)
-    tables = {model.item_tower.id_embedding.embeddings.name: "item_id"}
+    tables = {model.item_tower.id_embedding.embeddings.name: schema.ITEM_ID}
     if hasattr(model.item_tower, "id_bias"):
-        tables[model.item_tower.id_bias.embeddings.name] = "item_id"
+        tables[model.item_tower.id_bias.embeddings.name] = schema.ITEM_ID
     if hasattr(model.query_tower, "user_embedding"):
-        tables[model.query_tower.user_embedding.embeddings.name] = "user_id"
+        tables[model.query_tower.user_embedding.embeddings.name] = schema.USER_ID
     stats = {"variables_copied": 0, "variables_skipped": 0}
     for variable in model.variables:
         if variable.name not in old.files:
