@@ -1,4 +1,4 @@
-"""TFRS two-tower model: towers, retrieval task, training, export (arrives with the training issue).
+"""TFRS two-tower model: towers, retrieval loss, training, export.
 
 TensorFlow Recommenders 0.7.7 needs Keras 2, so the legacy-Keras switch is set before any
 TensorFlow import that goes through this package.
