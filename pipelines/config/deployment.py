@@ -14,6 +14,13 @@ from pipelines.config.loading import load_config
 from pipelines.config.sections import PipelineConfig, _Section
 from pipelines.errors import ConfigError
 
+# DeploymentSettings field -> the environment variable it is read from.
+SETTINGS_ENV = {
+    "data_root": "TTR_DATA_ROOT",
+    "config_path": "TTR_CONFIG",
+    "schedule_hours": "TTR_SCHEDULE_HOURS",
+}
+
 
 class DeploymentSettings(_Section):
     """Where a deployment keeps its data, its config file and how often it retrains.
@@ -61,10 +68,3 @@ class DeploymentSettings(_Section):
     def load_config(self, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
         """The pipeline config: code defaults < the settings' YAML < environment < overrides."""
         return load_config(self.config_path, overrides=overrides)
-
-
-SETTINGS_ENV = {
-    "data_root": "TTR_DATA_ROOT",
-    "config_path": "TTR_CONFIG",
-    "schedule_hours": "TTR_SCHEDULE_HOURS",
-}
