@@ -7,12 +7,21 @@ ranking (marked `"source": "popularity"`), never an error.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.errors import UsageError
 from pipelines.registry import MANIFEST, verify_bundle_dir
+from pipelines.schema import (
+    HISTORY_ITEM_IDS,
+    HISTORY_TIMESTAMPS,
+    SEEN_ITEM_IDS,
+    TIMESTAMP,
+    USER_FEATURE_PREFIX,
+    USER_ID,
+)
 from pipelines.serving import ServingModel, read_state
 
 
@@ -21,6 +30,11 @@ class Recommender:
 
     A registry bundle (a directory whose `manifest.json` has a content hash) is checked against
     that hash before its SavedModel is loaded (BundleIntegrityError on a mismatch).
+
+    Args:
+        directory: a served directory (`pipelines.serving`).
+        at: the query time (epoch seconds); default: the data window end in the directory's
+            `manifest.json`, else one second after the newest event in the serving state.
     """
 
     def __init__(self, directory: str | Path, at: int | None = None):
@@ -30,44 +44,31 @@ class Recommender:
         manifest = Path(directory) / MANIFEST
         self.at = at
         if self.at is None:
-            import json
-
             meta = json.loads(manifest.read_text()) if manifest.exists() else {}
             self.at = int(meta.get("data_window", {}).get("window_end", 0)) or None
         self.feature_names = [
-            n for n in self.model.inputs if n.startswith("user_") and n != "user_id"
+            n for n in self.model.inputs if n.startswith(USER_FEATURE_PREFIX) and n != USER_ID
         ]
-        self.h = max((len(v) for v in self.state["history_item_ids"]), default=1) or 1
+        self.h = max((len(v) for v in self.state[HISTORY_ITEM_IDS]), default=1) or 1
 
     def recommend(self, user_ids: list[str], k: int = 10, exclude_seen: bool = True) -> list[dict]:
-        """One `{"user_id", "source", "items": [{"item_id", "score"}]}` per user, in order."""
+        """One `{"user_id", "source", "items": [{"item_id", "score"}]}` per user, in order.
+
+        Model results hold at most `k` items (fewer when the catalog minus the user's seen
+        items is smaller); the popularity fallback's scores are None.
+
+        Raises:
+            UsageError: `k` < 1.
+        """
         if k < 1:
             raise UsageError(f"--k must be >= 1, got {k}")
         known = [u for u in user_ids if u in self.state.index]
         results = {}
         if known:
             rows = self.state.loc[known]
-            n = len(known)
-            hist = np.full((n, self.h), "", dtype=object)
-            hist_t = np.zeros((n, self.h), dtype=np.int64)
-            for i, (items, times) in enumerate(
-                zip(rows["history_item_ids"], rows["history_timestamps"], strict=True)
-            ):
-                hist[i, : len(items)] = list(items)
-                hist_t[i, : len(times)] = list(times)
-            at = self.at or int(hist_t.max(initial=0)) + 1
-            features = {
-                "user_id": np.array(known, dtype=object),
-                "timestamp": np.full(n, at, dtype=np.int64),
-                "history_item_ids": hist,
-                "history_timestamps": hist_t,
-            }
-            for name in self.feature_names:
-                if name in rows:
-                    features[name] = rows[name].fillna("").astype(str).to_numpy(object)
-            vectors = self.model.embed(features)
+            vectors = self.model.embed(self._query_features(known, rows))
             exclude = (
-                [self.model.rows(seen) for seen in rows["seen_item_ids"]] if exclude_seen else None
+                [self.model.rows(seen) for seen in rows[SEEN_ITEM_IDS]] if exclude_seen else None
             )
             found, scores = self.model.index.search(vectors, k, exclude=exclude)
             for user, r, s in zip(known, found, scores, strict=True):
@@ -88,3 +89,26 @@ class Recommender:
                     "items": [{"item_id": item, "score": None} for item in self.popular[:k]],
                 }
         return [results[u] for u in user_ids]
+
+    def _query_features(self, users: list[str], rows) -> dict[str, np.ndarray]:
+        """The query tower's raw inputs for known users: histories padded to `[n, h]` with ""
+        and 0, the query time, and the user features (missing values as "")."""
+        n = len(users)
+        hist = np.full((n, self.h), "", dtype=object)
+        hist_t = np.zeros((n, self.h), dtype=np.int64)
+        for i, (items, times) in enumerate(
+            zip(rows[HISTORY_ITEM_IDS], rows[HISTORY_TIMESTAMPS], strict=True)
+        ):
+            hist[i, : len(items)] = list(items)
+            hist_t[i, : len(times)] = list(times)
+        at = self.at or int(hist_t.max(initial=0)) + 1
+        features = {
+            USER_ID: np.array(users, dtype=object),
+            TIMESTAMP: np.full(n, at, dtype=np.int64),
+            HISTORY_ITEM_IDS: hist,
+            HISTORY_TIMESTAMPS: hist_t,
+        }
+        for name in self.feature_names:
+            if name in rows:
+                features[name] = rows[name].fillna("").astype(str).to_numpy(object)
+        return features

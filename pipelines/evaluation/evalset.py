@@ -8,6 +8,7 @@ import numpy as np
 
 from pipelines.config import EvalConfig
 from pipelines.metrics import ranking_metrics
+from pipelines.schema import LABEL_ITEM_IDS, SEEN_ITEM_IDS, USER_ID
 
 
 class EvalSet:
@@ -43,13 +44,13 @@ class EvalSet:
         self.queries = {
             k: v.numpy()
             for k, v in self.quick.queries.items()
-            if k not in ("seen_item_ids", "label_item_ids")
+            if k not in (SEEN_ITEM_IDS, LABEL_ITEM_IDS)
         }
         self.seen_ids = [
-            [x.decode() for x in row] for row in self.quick.queries["seen_item_ids"].to_list()
+            [x.decode() for x in row] for row in self.quick.queries[SEEN_ITEM_IDS].to_list()
         ]
-        self.users = [u.decode() for u in self.queries["user_id"]]
-        train_users = set(self.features.vocab["user_id"])
+        self.users = [u.decode() for u in self.queries[USER_ID]]
+        train_users = set(self.features.vocab[USER_ID])
         self.warm_user = np.array([u in train_users for u in self.users])
         counts = self.features.catalog["train_count"].to_numpy(np.float64)
         self.item_slice = item_slices(counts, cfg.head_share)

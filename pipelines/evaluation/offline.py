@@ -21,6 +21,7 @@ from pipelines.evaluation.report import MODELS, PLOT_FILE, plot_recall, render_r
 from pipelines.evaluation.served import evaluate_served
 from pipelines.layout import METRICS_FILE, REPORT_FILE
 from pipelines.metrics import per_query_metrics, recall_curve
+from pipelines.schema import TIMESTAMP
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def evaluate(
     truth = _truth(truth_dir)
     if truth is not None:
         ranked = evalset.ranked_from_scores(
-            truth.score_blocks(evalset.item_ids, evalset.users, evalset.queries["timestamp"])
+            truth.score_blocks(evalset.item_ids, evalset.users, evalset.queries[TIMESTAMP])
         )
         metrics["oracle"], curves["oracle"] = evalset.metrics(ranked), ranked
     warm = int(evalset.warm_user.sum())
