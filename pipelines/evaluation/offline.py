@@ -122,8 +122,8 @@ def evaluate(
 
 def _truth(truth_dir):
     """The synthetic generator's true model, or None (no source, or not a synthetic one)."""
-    if truth_dir is None or not (Path(truth_dir) / "_truth").is_dir():
-        return None
-    from pipelines.synthetic import GroundTruth
+    from pipelines.synthetic import TRUTH_DIR, GroundTruth
 
+    if truth_dir is None or not (Path(truth_dir) / TRUTH_DIR).is_dir():
+        return None
     return GroundTruth.load(truth_dir)

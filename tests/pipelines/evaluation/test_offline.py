@@ -1,0 +1,55 @@
+"""`evaluate` end to end on the small preset's eval queries, with the tiny served directory of
+tests/pipelines/conftest.py as challenger and champion (its five items are not in the small
+catalog, so it recommends nothing there: the point is what gets written, not the scores)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines.config import EvalConfig
+from pipelines.evaluation import METRICS_FILE, PLOT_FILE, REPORT_FILE, evaluate
+
+CFG = EvalConfig(ks=[10, 50], primary_metric="recall@50", bootstrap_samples=200)
+
+
+@pytest.fixture(scope="module")
+def evaluated(small_world, small_features, served_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation")
+    metrics = evaluate(
+        small_features.features_dir,
+        served_dir,
+        served_dir,
+        out,
+        CFG,
+        truth_dir=small_world,
+        measured_weights="model/",
+    )
+    return out, metrics
+
+
+def test_every_model_is_scored_on_the_same_queries_and_written(evaluated):
+    out, metrics = evaluated
+    assert json.loads((out / METRICS_FILE).read_text()) == json.loads(json.dumps(metrics))
+    models = ("challenger", "champion", "popularity", "oracle")
+    scored = {metrics[m]["queries"] for m in models}  # queries with targets, every model
+    assert len(scored) == 1 and 0 < scored.pop() <= metrics["eval"]["queries"]
+    assert metrics["challenger"]["recall@50"] == 0.0  # no item of the tiny index is in the catalog
+    assert metrics["oracle"]["recall@50"] > metrics["challenger"]["recall@50"]
+    assert metrics["popularity"]["recall@50"] > 0.0
+    assert set(metrics["challenger"]["slices"]) >= {"warm_users", "cold_users"}
+    assert metrics["ann"]["kind"] == "brute_force"
+    same = metrics["differences"]["challenger-champion"]["recall@50"]
+    assert same == {"diff": 0.0, "ci": [0.0, 0.0]}  # the same model: paired difference 0
+    assert metrics["eval"]["measured_weights"] == "model/"
+    assert metrics["eval"]["bootstrap"]["samples"] == 200
+    assert "champion_excluded" not in metrics["eval"]
+
+
+def test_the_report_and_the_plot_are_written_next_to_the_metrics(evaluated):
+    out, metrics = evaluated
+    report = (out / REPORT_FILE).read_text()
+    assert report.startswith("# Evaluation") and f"![Recall@K]({PLOT_FILE})" in report
+    assert "| oracle |" in report and "| challenger-champion | recall@50 | +0.0000" in report
+    assert (out / PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
