@@ -16,3 +16,20 @@ def test_layers_import_one_way():
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "1 kept, 0 broken" in result.stdout
+
+
+def test_every_module_has_a_layer():
+    """A new module of `pipelines` must be placed in a layer, or the contract would not see it."""
+    import pkgutil
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layered = {
+        name.strip()
+        for contract in config["contracts"]
+        for layer in contract["layers"]
+        for name in layer.replace(":", "|").split("|")
+    }
+    modules = {f"pipelines.{m.name}" for m in pkgutil.iter_modules([str(ROOT / "pipelines")])}
+    assert modules - layered == set(), "modules of pipelines/ missing from the layer contract"
+    assert set(config["root_packages"]) - {"pipelines"} <= layered
