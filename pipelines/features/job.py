@@ -165,7 +165,7 @@ def write_manifest(
     catalog_summary: dict,
     extra: dict | None = None,
 ) -> dict:
-    """Combine the step summaries into `manifest.json` (counts, hashes, window, config).
+    """Combine the shard and catalog summaries into `manifest.json` (counts, hashes, window, config).
 
     The content hash of a split is the sha256 of its shard hashes in shard order, so two runs
     on the same input agree on it exactly.

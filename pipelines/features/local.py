@@ -1,7 +1,7 @@
 """The feature job in one process, without Beam: the reference the Beam job is measured against.
 
-It calls the same step functions as `beam_job.py` on the same snapshot files, shard by shard,
-and writes byte-identical outputs; only the distribution of work differs.
+It calls the same job functions (`job.py`) as `beam_job.py` on the same snapshot files, shard
+by shard, and writes byte-identical outputs; only the distribution of work differs.
 """
 
 from __future__ import annotations
