@@ -60,6 +60,16 @@ class TwoTowerModel(tfrs.models.Model):
         )
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """The loss of one training batch (`retrieval_loss` over the towers' vectors).
+
+        Args:
+            features: a `tfrs_models.data.train_dataset` batch (query features, `item_id`
+                `[batch]` positives, `weight` `[batch]`).
+            training: towers apply their training-only dropouts.
+
+        Returns:
+            Scalar float32 summed loss.
+        """
         query = self.query_tower(features, with_age=False, training=training)
         candidate_ids = features["item_id"]
         if self.cfg.mixed_negatives:
