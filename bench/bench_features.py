@@ -4,7 +4,7 @@ Runs on one snapshot of a synthetic preset (default `medium`), each engine in a 
 subprocess so peak memory is its own:
 
 - `history-only`: pandas/numpy point-in-time history building alone (sort, group boundaries,
-  history index matrix) -- the kernel of the job, no encoding or files; the issue's yardstick;
+  history index matrix) -- the kernel of the job, no encoding or files (the yardstick);
 - `reference`:    the whole job in one process without Beam (`pipelines.features.local`),
   same outputs byte for byte;
 - `beam`:         the Beam job (`pipelines.features.beam_job`).

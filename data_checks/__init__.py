@@ -1,1 +1,2 @@
-"""Data checks: Great Expectations suites for raw data and (later) features, plus their reports."""
+"""Data checks: Great Expectations suites for the raw source (`raw`) and checks of the feature
+job's output (`features`), with their reports in one shape (`report`)."""

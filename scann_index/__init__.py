@@ -1,1 +1,2 @@
-"""ScaNN index build, recall-targeted tuning, serialization and search (arrives with the index issue)."""
+"""ScaNN index over item embeddings: size-adaptive build, recall-targeted tuning, serialization
+and search (`scann_index.index`)."""
