@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import typing
 
 import apache_beam as beam
 import numpy as np
@@ -23,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from pipelines.config import BeamConfig, FeaturesConfig
+from pipelines.config import BeamConfig, EvalDesign, FeaturesConfig
 from pipelines.features import job, workers
 from pipelines.features.records import user_shard
 from pipelines.features.snapshot import EVENT_COLUMNS
@@ -301,7 +302,7 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--history-length", type=int, default=FeaturesConfig().history_length)
     parser.add_argument("--shards", type=int, default=FeaturesConfig().shards)
     parser.add_argument(
-        "--eval-design", choices=["auto", "temporal", "holdout"],
+        "--eval-design", choices=typing.get_args(EvalDesign),
         default=FeaturesConfig().eval_design, help="features.eval_design",
     )  # fmt: skip
     known, beam_args = parser.parse_known_args(argv)
