@@ -174,3 +174,12 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("reliability suite")
         for line in _TALLY.lines():
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def served_dir(tmp_path_factory) -> Path:
+    """A tiny hand-built served directory (`tests/tiny_served.py`; read-only: copy it to
+    change anything)."""
+    from tiny_served import build_served_dir
+
+    return build_served_dir(tmp_path_factory.mktemp("served") / "model")
