@@ -69,7 +69,7 @@ def validate_features(
     Returns:
         The `ValidationReport`; `report.success` says whether training may use the features.
     """
-    manifest = files.read_json(files.join(features_dir, "manifest.json"))
+    manifest = files.read_json(files.join(features_dir, schema.FEATURES_MANIFEST))
     cfg = cfg or FeaturesConfig(**manifest["config"])
     window = manifest["window_epoch_s"]
     design = manifest.get("split", {}).get("design", "temporal")
@@ -333,7 +333,7 @@ def _manifest_rules(cfg: FeaturesConfig, design: str) -> list[Rule]:
 def _locator(frames: dict[str, pd.DataFrame], features_dir: str):
     def locate(rule: Rule, index: list, failed: bool) -> tuple[str, tuple[str, ...]]:
         if rule.table == "manifest":
-            return str(files.join(features_dir, "manifest.json")), (
+            return str(files.join(features_dir, schema.FEATURES_MANIFEST)), (
                 _manifest_sample(frames["manifest"]) if failed else ()
             )
         frame = frames[rule.table]

@@ -28,6 +28,7 @@ import json
 from pathlib import Path
 
 from pipelines.errors import PipelineError
+from pipelines.schema import FEATURES_MANIFEST
 
 RUNS = "runs"
 LANDING = "landing"
@@ -49,7 +50,7 @@ def runs_dir(artifact_root: str | Path) -> Path:
 
 def features_manifest(features_dir: str | Path) -> Path:
     """The manifest of a feature job's output directory (window, counts, splits, hashes)."""
-    return Path(features_dir) / "manifest.json"
+    return Path(features_dir) / FEATURES_MANIFEST
 
 
 def landing_dir(artifact_root: str | Path, preset: str) -> Path:
@@ -69,6 +70,16 @@ class ModelLayout:
     @property
     def train_manifest(self) -> Path:
         return self.root / "train_manifest.json"
+
+    @property
+    def query_tower(self) -> Path:
+        """The query-tower SavedModel."""
+        return self.root / "query_tower"
+
+    @property
+    def logs(self) -> Path:
+        """TensorBoard logs (training only; not bundled)."""
+        return self.root / "logs"
 
     @property
     def item_embeddings(self) -> Path:

@@ -53,6 +53,7 @@ OOV_BUCKETS = "oov_buckets"
 """Manifest key: out-of-vocabulary buckets each id lookup adds after its vocabulary."""
 
 CUTS_FILE = "user_cuts.parquet"
+FEATURES_MANIFEST = "manifest.json"  # a feature run's window, counts, splits and file hashes
 _DEFAULT_CUT_KEY = b"default_cut"
 
 HOUR_SECONDS = 3_600

@@ -136,7 +136,7 @@ class ServingModel:
         from tfrs_models.export import load_query_tower
 
         self.directory = Path(directory)
-        if not (self.directory / "query_tower").is_dir():
+        if not ModelLayout(self.directory).query_tower.is_dir():
             raise PipelineError(f"{self.directory}: no query_tower/ SavedModel to serve")
         self.query_tower = load_query_tower(self.directory)
         self.index = ItemIndex.load(ModelLayout(self.directory).index, threads=threads)

@@ -49,7 +49,7 @@ class FeatureSet:
     @classmethod
     def load(cls, directory: str | Path) -> FeatureSet:
         directory = Path(directory)
-        manifest = json.loads((directory / "manifest.json").read_text())
+        manifest = json.loads((directory / schema.FEATURES_MANIFEST).read_text())
         vocab = {}
         for name in schema.VOCABULARIES:
             path = directory / schema.vocabulary_file(name)

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines import schema
+from pipelines.layout import ModelLayout
 from tfrs_models.data import FeatureSet
 
 QUERY_INPUTS = (
@@ -64,7 +65,8 @@ def export_model(model, features: FeatureSet, model_dir: str | Path) -> dict:
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     serving = QueryServing(model.query_tower, features.user_features)
-    saved = model_dir / "query_tower"
+    layout = ModelLayout(model_dir)
+    saved = layout.query_tower
     if saved.exists():
         shutil.rmtree(saved)
     tf.saved_model.save(
@@ -75,8 +77,8 @@ def export_model(model, features: FeatureSet, model_dir: str | Path) -> dict:
     vectors = np.concatenate([
         model.item_tower(tf.constant(item_ids[i : i + 4096])).numpy() for i in range(0, len(item_ids), 4096)
     ]).astype(np.float32)  # fmt: skip
-    np.save(model_dir / "item_embeddings.npy", vectors, allow_pickle=False)
-    (model_dir / "item_ids.txt").write_text("".join(f"{i}\n" for i in item_ids), encoding="utf-8")
+    np.save(layout.item_embeddings, vectors, allow_pickle=False)
+    layout.item_ids.write_text("".join(f"{i}\n" for i in item_ids), encoding="utf-8")
     np.savez(model_dir / "weights.npz", **{v.name: v.numpy() for v in model.variables})
     vocab_dir = model_dir / "vocab"
     vocab_dir.mkdir(exist_ok=True)
@@ -86,8 +88,8 @@ def export_model(model, features: FeatureSet, model_dir: str | Path) -> dict:
         )
     return {
         "query_tower": str(saved),
-        "item_embeddings": str(model_dir / "item_embeddings.npy"),
-        "item_ids": str(model_dir / "item_ids.txt"),
+        "item_embeddings": str(layout.item_embeddings),
+        "item_ids": str(layout.item_ids),
         "items": int(len(item_ids)),
         "embedding_dim": int(vectors.shape[1]),
     }
@@ -95,4 +97,6 @@ def export_model(model, features: FeatureSet, model_dir: str | Path) -> dict:
 
 def load_query_tower(model_dir: str | Path):
     """The exported serving function: call it with the signature's named tensors."""
-    return tf.saved_model.load(str(Path(model_dir) / "query_tower")).signatures["serving_default"]
+    return tf.saved_model.load(str(ModelLayout(model_dir).query_tower)).signatures[
+        "serving_default"
+    ]

@@ -39,6 +39,7 @@ import tensorflow as tf  # noqa: E402
 
 from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.errors import PipelineError  # noqa: E402
+from pipelines.layout import ModelLayout, features_manifest  # noqa: E402
 from tfrs_models.data import EXAMPLE_SPLITS, FeatureSet, kept_examples, train_dataset  # noqa: E402
 from tfrs_models.export import export_model  # noqa: E402
 from tfrs_models.model import TwoTowerModel  # noqa: E402
@@ -87,7 +88,7 @@ def checkpoint_inputs(
         shape the embedding tables, the training config without `RESUMABLE_FIELDS`, and the
         resolved warm-start directory (None without one).
     """
-    manifest = (Path(features.directory) / "manifest.json").read_bytes()
+    manifest = features_manifest(features.directory).read_bytes()
     inputs = {
         "features_manifest_sha256": hashlib.sha256(manifest).hexdigest(),
         "vocabulary_sizes": {name: len(values) for name, values in features.vocab.items()},
@@ -379,9 +380,13 @@ def train_model(
     model = build_model(features, cfg)
 
     validation = validation_queries(features, cfg.eval_sample, cfg.seed)
-    checkpoints = model_dir / "checkpoints"
+    checkpoints = ModelLayout(model_dir).checkpoints
     valid_cb = ValidationCallback(
-        validation, cfg.eval_k, cfg.early_stopping_patience, model_dir / "logs", checkpoints
+        validation,
+        cfg.eval_k,
+        cfg.early_stopping_patience,
+        ModelLayout(model_dir).logs,
+        checkpoints,
     )
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     checkpoint = tf.train.Checkpoint(
@@ -396,7 +401,7 @@ def train_model(
         checkpoint.restore(manager.latest_checkpoint)
         log.info("resuming from %s (epoch %d done)", manager.latest_checkpoint, int(epoch.numpy()))
     elif warm_start_from is not None:
-        previous = json.loads((Path(warm_start_from) / "train_manifest.json").read_text())
+        previous = json.loads(ModelLayout(warm_start_from).train_manifest.read_text())
         warm = warm_start(
             model,
             Path(features.directory) / "vocab",
@@ -408,7 +413,7 @@ def train_model(
     speed = Throughput(cfg.batch_size)
     callbacks = [
         speed, valid_cb, EpochCheckpoint(manager, epoch, valid_cb),
-        tf.keras.callbacks.TensorBoard(str(model_dir / "logs"), update_freq="epoch", profile_batch=0),
+        tf.keras.callbacks.TensorBoard(str(ModelLayout(model_dir).logs), update_freq="epoch", profile_batch=0),
     ]  # fmt: skip
     interactive = sys.stderr.isatty() if progress is None else progress
     start = time.perf_counter()
@@ -529,6 +534,6 @@ def run_final_fit(
 
 
 def _write_manifest(model_dir: Path, manifest: dict) -> None:
-    (model_dir / "train_manifest.json").write_text(
+    ModelLayout(model_dir).train_manifest.write_text(
         json.dumps(manifest, indent=2, default=str) + "\n"
     )

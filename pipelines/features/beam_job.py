@@ -31,7 +31,7 @@ from pipelines.features.snapshot import EVENT_COLUMNS
 from pipelines.features.split import SplitPlan, plan_split_from_snapshot
 from pipelines.features.window import FeatureWindow
 from pipelines.formats import files
-from pipelines.schema import USER_ID, UserCuts, epoch_seconds, user_feature
+from pipelines.schema import FEATURES_MANIFEST, USER_ID, UserCuts, epoch_seconds, user_feature
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def run_beam(
     )
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, raw_dir, out, plan.window, cfg, split_summary)
-    return files.read_json(files.join(out, "manifest.json"))
+    return files.read_json(files.join(out, FEATURES_MANIFEST))
 
 
 def run(argv: list[str] | None = None) -> dict:

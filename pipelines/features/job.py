@@ -207,5 +207,5 @@ def write_manifest(
         "shards": shards,
         **(extra or {}),
     }
-    files.write_json(files.join(out, "manifest.json"), manifest)
+    files.write_json(files.join(out, schema.FEATURES_MANIFEST), manifest)
     return manifest
