@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import sys
 import typing
 from collections.abc import Callable
@@ -16,6 +17,26 @@ from typing import Any
 
 from pipelines.config import FeatureEngine, FieldSpec, PipelineConfig, field_spec, load_config
 from pipelines.errors import ConfigError, UsageError
+
+
+def command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    help: str,
+) -> argparse.ArgumentParser:
+    """Add the subcommand `name` run by `handler`, with the flags every command takes
+    (`common`). Its `--help` description is the handler's docstring: what the command does
+    is written once, where it is done."""
+    parser = sub.add_parser(
+        name,
+        help=help,
+        description=inspect.getdoc(handler),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(parser)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def common(parser: argparse.ArgumentParser) -> None:

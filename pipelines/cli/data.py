@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pipelines.cli.common import (
-    common,
+    command,
     config_flags,
     engine_arg,
     load,
@@ -21,30 +21,22 @@ from pipelines.cli.common import (
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    gen = sub.add_parser(
-        "generate",
-        help="write the synthetic world (landing layout + ground truth)",
-        description="Simulate a synthetic world day by day and write interactions/dt=*/, "
-        "items.parquet, users.parquet and _truth/ (the true preference model). "
-        "Same preset, seed, days and start date give byte-identical files.",
+    gen = command(
+        sub, "generate", _generate, help="write the synthetic world (landing layout + ground truth)"
     )
-    common(gen)
     config_flags(
         gen, "synthetic.preset", "synthetic.seed", "synthetic.days", "synthetic.start_date"
     )
     gen.add_argument(
         "--out", type=Path, help="output directory (default: <artifact-root>/landing/<preset>)"
     )
-    gen.set_defaults(handler=_generate)
 
-    val = sub.add_parser(
+    val = command(
+        sub,
         "validate",
+        _validate,
         help="check a raw source against the data contract (Great Expectations)",
-        description="Read a source (format detected when --format is omitted), run the raw-data "
-        "suite, print each failed rule with file, column, counts and sample rows, and "
-        "save the HTML report. Exits 1 when any rule fails. Never modifies the input.",
     )
-    common(val)
     source_args(val)
     val.add_argument("--start", type=utc_timestamp, help="data interval start (ISO date/time, UTC)")
     val.add_argument("--end", type=utc_timestamp, help="data interval end, exclusive")
@@ -59,19 +51,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="where to save the report (default: <artifact-root>/runs/validate-<time>/raw_report)",
     )
     val.add_argument("--json", action="store_true", help="print the full report as JSON")
-    val.set_defaults(handler=_validate)
 
-    feat = sub.add_parser(
+    feat = command(
+        sub,
         "features",
+        _features,
         help="point-in-time features with Apache Beam (examples, eval queries, catalog, vocabularies)",
-        description="Snapshot a source into <run-dir>/raw, run the Beam feature job into "
-        "<run-dir>/features (train/eval TFRecords, catalog.parquet, vocab/*.tsv, manifest.json) "
-        "and check the output (leakage, split order, counts). Unknown flags go to Beam's "
-        "PipelineOptions untouched, e.g. --runner DataflowRunner --project P --region R "
-        "--temp_location gs://B/tmp, or --runner FlinkRunner --flink_master HOST:8081. "
-        "Default: DirectRunner, multi_processing, 2 workers. Exits 1 when the checks fail.",
     )
-    common(feat)
     source_args(feat)
     feat.add_argument(
         "--run-dir", type=Path, help="run directory (default: <artifact-root>/runs/features-<time>)"
@@ -86,10 +72,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
     config_flags(feat, "features.as_of", "features.history_length", "features.shards")
     engine_arg(feat)
-    feat.set_defaults(handler=_features)
 
 
 def _generate(args) -> int:
+    """Simulate a synthetic world day by day and write interactions/dt=*/, items.parquet,
+    users.parquet and _truth/ (the true preference model). Same preset, seed, days and start
+    date give byte-identical files.
+    """
     from pipelines.layout import landing_dir
     from pipelines.synthetic import generate
 
@@ -120,6 +109,11 @@ def _generate(args) -> int:
 
 
 def _validate(args) -> int:
+    """Read a source (format detected when --format is omitted), run the raw-data suite, print each
+    failed rule with file, column, counts and sample rows, and save the HTML report. Exits 1
+    when any rule fails. Never modifies the input; what passed is kept as a checksummed
+    snapshot in <artifact-root>/runs/validate-<time>/snapshot (the run's validate step).
+    """
     from pipelines.errors import DataValidationError
     from pipelines.layout import RunLayout
     from pipelines.steps.pipeline import new_run_id
@@ -145,6 +139,13 @@ def _validate(args) -> int:
 
 
 def _features(args) -> int:
+    """Snapshot a source into <run-dir>/raw, run the Beam feature job into <run-dir>/features
+    (train/eval TFRecords, catalog.parquet, vocab/*.tsv, manifest.json) and check the output
+    (leakage, split order, counts). Unknown flags go to Beam's PipelineOptions untouched, e.g.
+    --runner DataflowRunner --project P --region R --temp_location gs://B/tmp, or --runner
+    FlinkRunner --flink_master HOST:8081. Default: DirectRunner, multi_processing, 2 workers.
+    Exits 1 when the checks fail.
+    """
     from pipelines.errors import DataValidationError
     from pipelines.layout import RunLayout
     from pipelines.steps.features import run_features

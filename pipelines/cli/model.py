@@ -6,50 +6,35 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.cli.common import common, config_flags, load
+from pipelines.cli.common import command, config_flags, load
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    tr = sub.add_parser(
-        "train",
-        help="train the TFRS two-tower model on a feature run and export it",
-        description="Train the query and item towers with an in-batch softmax (temperature, "
-        "logQ correction, accidental-hit removal; optional mixed and hard negatives), checkpoint "
-        "every epoch (a rerun resumes), early-stop on exact Recall@K of eval queries, log to "
-        "TensorBoard (<model-dir>/logs) and export the query-tower SavedModel and the catalog's "
-        "item embeddings. Prints Recall@K against the popularity baseline.",
+    tr = command(
+        sub, "train", _train, help="train the TFRS two-tower model on a feature run and export it"
     )
-    common(tr)
     tr.add_argument("--features", type=Path, required=True, help="feature job output directory")
     tr.add_argument("--model-dir", type=Path, required=True, help="checkpoints, logs and export")
     tr.add_argument("--warm-start", type=Path, help="previous model directory to initialise from")
     tr.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --model-dir")
     config_flags(tr, "train.epochs", "train.batch_size", "train.learning_rate",
                  "train.embedding_dim", "train.temperature", "train.mixed_negatives")  # fmt: skip
-    tr.set_defaults(handler=_train)
 
-    idx = sub.add_parser(
+    idx = command(
+        sub,
         "index",
+        _index,
         help="build and tune the ScaNN index over a trained model's item embeddings",
-        description="Build exact search (small catalogs) or tree + asymmetric hashing + exact "
-        "reordering (large ones) over <run-dir>/model/item_embeddings.npy, tune leaves to "
-        "search / reorder depth on eval queries to the cheapest setting reaching the target "
-        "recall vs exact search, and write <run-dir>/model/index plus the serving state.",
     )
-    common(idx)
     idx.add_argument("--run-dir", type=Path, required=True, help="run with features/ and model/")
     config_flags(idx, "index.target_recall", "index.k")
-    idx.set_defaults(handler=_index)
 
-    ev = sub.add_parser(
+    ev = command(
+        sub,
         "evaluate",
+        _evaluate,
         help="evaluate challenger, champion and baselines on the eval period",
-        description="Answer every eval query through query tower -> index (seen items "
-        "excluded) for the run's model and the production bundle, plus popularity and, on "
-        "synthetic data, the oracle; write metrics.json, report.md and recall_at_k.png to "
-        "<run-dir>/evaluation, then apply the gate (gate.md).",
     )
-    common(ev)
     ev.add_argument(
         "--run-dir", type=Path, required=True, help="run with features/ and model/index"
     )
@@ -59,10 +44,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--source", type=Path, help="source with _truth/ for the oracle (synthetic data)"
     )
-    ev.set_defaults(handler=_evaluate)
 
 
 def _train(args) -> int:
+    """Train the query and item towers with an in-batch softmax (temperature, logQ correction,
+    accidental-hit removal; optional mixed and hard negatives), checkpoint every epoch (a rerun
+    resumes), early-stop on exact Recall@K of eval queries, log to TensorBoard
+    (<model-dir>/logs) and export the query-tower SavedModel and the catalog's item embeddings.
+    Prints Recall@K against the popularity baseline.
+    """
     cfg = load(args, train={
         "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
         "embedding_dim": args.embedding_dim, "temperature": args.temperature,
@@ -113,6 +103,11 @@ def _train(args) -> int:
 
 
 def _index(args) -> int:
+    """Build exact search (small catalogs) or tree + asymmetric hashing + exact reordering (large
+    ones) over <run-dir>/model/item_embeddings.npy, tune leaves to search / reorder depth on
+    eval queries to the cheapest setting reaching the target recall vs exact search, and write
+    <run-dir>/model/index plus the serving state.
+    """
     from pipelines.layout import RunLayout
     from pipelines.steps.index import build_index
 
@@ -127,6 +122,11 @@ def _index(args) -> int:
 
 
 def _evaluate(args) -> int:
+    """Answer every eval query through query tower -> index (seen items excluded) for the run's
+    model and the production bundle, plus popularity and, on synthetic data, the oracle; write
+    metrics.json, report.md and recall_at_k.png to <run-dir>/evaluation, then apply the gate
+    (gate.md).
+    """
     from pipelines.layout import RunLayout
     from pipelines.registry import Registry
     from pipelines.steps.evaluate import evaluate

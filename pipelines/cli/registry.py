@@ -7,61 +7,37 @@ import json
 import sys
 from pathlib import Path
 
-from pipelines.cli.common import common, load
+from pipelines.cli.common import command, load
 from pipelines.errors import UsageError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    pr = sub.add_parser(
+    pr = command(
+        sub,
         "promote",
+        _promote,
         help="promote a run's bundle (if its gate passes) or an existing bundle",
-        description="With --run-dir: apply the gate to the run's evaluation and, if it passes "
-        "(or --force), publish the bundle and swap the production pointer atomically. With "
-        "--bundle: point production at a bundle already in the registry.",
     )
-    common(pr)
     group = pr.add_mutually_exclusive_group(required=True)
     group.add_argument("--run-dir", type=Path, help="an evaluated run")
     group.add_argument("--bundle", help="bundle id in the registry")
     pr.add_argument("--force", action="store_true", help="promote even if gate rules fail")
-    pr.set_defaults(handler=_promote)
 
-    rb = sub.add_parser(
-        "rollback",
-        help="restore the previous production bundle",
-        description="Point production back at the bundle it served before the current one.",
-    )
-    common(rb)
-    rb.set_defaults(handler=_rollback)
+    command(sub, "rollback", _rollback, help="restore the previous production bundle")
 
     reg = sub.add_parser("registry", help="list bundles in the registry")
     reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
-    lst = reg_sub.add_parser("list", help="bundles, oldest first; * marks production")
-    common(lst)
+    lst = command(reg_sub, "list", _registry_list, help="bundles, oldest first; * marks production")
     lst.add_argument("--json", action="store_true", help="print JSON")
-    lst.set_defaults(handler=_registry_list)
-    gc = reg_sub.add_parser(
-        "gc",
-        help="remove debris of killed or failed publishes",
-        description="Remove temporary bundle copies, incomplete bundles and temporary pointers "
-        "left by killed or failed publishes. Never touches complete bundles, production or its "
-        "predecessor, or anything younger than --older-than (a publish in flight).",
-    )
-    common(gc)
+    gc = command(reg_sub, "gc", _registry_gc, help="remove debris of killed or failed publishes")
     gc.add_argument(
         "--older-than", type=float, default=3600.0, metavar="SECONDS",
         help="only debris untouched for this long (default 3600)",
     )  # fmt: skip
-    gc.set_defaults(handler=_registry_gc)
 
-    rec = sub.add_parser(
-        "recommend",
-        help="top-K recommendations from the production bundle",
-        description="Recommend for one user (--user) or a file of user ids, one per line "
-        "(--users FILE --out FILE: one JSON line per user, {user_id, source, items: "
-        "[{item_id, score}]}). Unknown users get the recent-popularity fallback.",
+    rec = command(
+        sub, "recommend", _recommend, help="top-K recommendations from the production bundle"
     )
-    common(rec)
     who = rec.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="one user id")
     who.add_argument("--users", type=Path, help="file with one user id per line")
@@ -77,10 +53,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     seen.add_argument("--include-seen", dest="exclude_seen", action="store_false")
     rec.add_argument("--bundle", help="bundle id (default: production)")
-    rec.set_defaults(handler=_recommend)
 
 
 def _promote(args) -> int:
+    """With --run-dir: apply the gate to the run's evaluation and, if it passes (or --force),
+    publish the bundle and swap the production pointer atomically. With --bundle: point
+    production at a bundle already in the registry.
+    """
     from pipelines.registry import Registry
 
     cfg = load(args, gate={"force_promote": args.force or None})
@@ -105,6 +84,7 @@ def _promote(args) -> int:
 
 
 def _rollback(args) -> int:
+    """Point production back at the bundle it served before the current one."""
     from pipelines.registry import Registry
 
     cfg = load(args)
@@ -114,6 +94,10 @@ def _rollback(args) -> int:
 
 
 def _registry_gc(args) -> int:
+    """Remove temporary bundle copies, incomplete bundles and temporary pointers left by killed or
+    failed publishes. Never touches complete bundles, production or its predecessor, or anything
+    younger than --older-than (a publish in flight).
+    """
     from pipelines.registry import Registry
 
     cfg = load(args)
@@ -145,6 +129,10 @@ def _registry_list(args) -> int:
 
 
 def _recommend(args) -> int:
+    """Recommend for one user (--user) or a file of user ids, one per line (--users FILE --out
+    FILE: one JSON line per user, {user_id, source, items: [{item_id, score}]}). Unknown users
+    get the recent-popularity fallback.
+    """
     from pipelines.recommend import Recommender
     from pipelines.registry import Registry
 

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli.common import common, config_flags, engine_arg, load, source_args
+from pipelines.cli.common import command, config_flags, engine_arg, load, source_args
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser(
-        "run",
-        help="all steps end to end in one process",
-        description="validate -> features -> train (warm start from production) -> index -> "
-        "evaluate -> gate -> promote, the same functions the Airflow DAG calls. Without "
-        "--source the synthetic preset is generated under <artifact-root>/landing.",
-    )
-    common(run)
+    run = command(sub, "run", _run, help="all steps end to end in one process")
     source_args(run)
     run.add_argument(
         "--run-id", help="run directory name (default: run-<UTC time to the µs>-<random>)"
@@ -28,10 +21,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="re-running a run id: ignore its training checkpoints (they are used only when "
         "made from the same features and config anyway)",
     )  # fmt: skip
-    run.set_defaults(handler=_run)
 
 
 def _run(args) -> int:
+    """validate -> features -> train (warm start from production) -> index -> evaluate -> gate ->
+    promote, the same functions the Airflow DAG calls. Without --source the synthetic preset is
+    generated under <artifact-root>/landing.
+    """
     from pipelines.errors import DataValidationError, PromotionConflict
     from pipelines.layout import RunLayout
     from pipelines.steps.pipeline import new_run_id, run_pipeline
