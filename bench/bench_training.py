@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from baselines import ID_ONLY_TRAIN, ease_scores  # noqa: E402
+from workspace import synthetic_workspace  # noqa: E402
 
 from pipelines.config import TrainConfig, load_config  # noqa: E402
 from pipelines.metrics import recall_at_k  # noqa: E402
@@ -154,18 +154,15 @@ def main() -> None:
     parser.add_argument("--work-dir", help="keep data and models here (default: a temp dir)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-training-"))
 
     from pipelines.layout import RunLayout
     from pipelines.schema import epoch_seconds
     from pipelines.sources import read_source
     from pipelines.steps.features import run_features
     from pipelines.steps.train import fit
-    from pipelines.synthetic import GroundTruth, generate
+    from pipelines.synthetic import GroundTruth
 
-    landing = work / "landing"
-    if not (landing / "items.parquet").exists():
-        generate(landing, preset=args.preset, seed=7)
+    work, landing = synthetic_workspace(args.work_dir, "bench-training-", args.preset)
     run = RunLayout(work / "run")
     if not run.features_manifest.exists():
         cfg = load_config(env={}, overrides={"data": {"source": str(landing)}})

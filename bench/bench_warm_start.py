@@ -13,19 +13,20 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
+from workspace import synthetic_workspace  # noqa: E402
 
 from pipelines.config import TrainConfig, load_config  # noqa: E402
 from pipelines.layout import RunLayout  # noqa: E402
 from pipelines.steps.features import run_features  # noqa: E402
 from pipelines.steps.train import fit  # noqa: E402
-from pipelines.synthetic import PRESETS, generate  # noqa: E402
+from pipelines.synthetic import PRESETS  # noqa: E402
 
 
 def main() -> None:
@@ -35,10 +36,7 @@ def main() -> None:
     parser.add_argument("--work-dir")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-warm-"))
-    landing = work / "landing"
-    if not (landing / "items.parquet").exists():
-        generate(landing, preset=args.preset, seed=7)
+    work, landing = synthetic_workspace(args.work_dir, "bench-warm-", args.preset)
     days = PRESETS[args.preset].days
     start = pd.Timestamp("2026-01-01", tz="UTC")
     day = lambda d: start + pd.Timedelta(days=d)  # noqa: E731
