@@ -1,7 +1,7 @@
 """Issue 13 cases that had no test of their own (or only a weak one), each named after the case.
 
-The rest of issue 13's cases are covered elsewhere (tests/pipelines/test_readers.py,
-tests/data_checks/test_raw_checks.py, tests/pipelines/test_registry.py, tests/reliability/*,
+The rest of issue 13's cases are covered elsewhere (tests/pipelines/sources/test_readers.py,
+tests/data_checks/test_raw_checks.py, tests/pipelines/registry/test_registry.py, tests/reliability/*,
 tests/docker, tests/tfrs_models); these fill the gaps: the run's own promotion is a
 compare-and-swap against the champion it was gated on, `run_pipeline` holds the artifact root's
 lock, a features retry after a late write reads only the validated snapshot, the CLI's exit

@@ -108,7 +108,7 @@ def test_killed_writer_never_leaves_a_broken_production_pointer(tmp_path):
     """SIGKILL a promote loop at random moments: production always resolves to a whole bundle."""
     root, staging = tmp_path / "artifacts", tmp_path / "staging"
     script = _WRITER.format(
-        repo=str(Path(__file__).parents[2]), root=str(root), staging=str(staging)
+        repo=str(Path(__file__).parents[3]), root=str(root), staging=str(staging)
     )
     rng = random.Random(0)
     checked = 0
