@@ -82,15 +82,7 @@ def _generate(args) -> int:
     from pipelines.layout import landing_dir
     from pipelines.synthetic import generate
 
-    cfg = load(
-        args,
-        synthetic={
-            "preset": args.preset,
-            "seed": args.seed,
-            "days": args.days,
-            "start_date": args.start_date,
-        },
-    )
+    cfg = load(args)
     syn = cfg.synthetic
     out = args.out or landing_dir(cfg.data.artifact_root, syn.preset)
     summary = generate(
@@ -151,14 +143,7 @@ def _features(args) -> int:
     from pipelines.steps.features import run_features
     from pipelines.steps.pipeline import new_run_id
 
-    cfg = load_with_source(
-        args,
-        features={
-            "history_length": args.history_length,
-            "shards": args.shards,
-            "as_of": args.as_of,
-        },
-    )
+    cfg = load_with_source(args)
     if args.run_dir:
         layout = RunLayout(args.run_dir)
     else:

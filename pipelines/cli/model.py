@@ -53,11 +53,7 @@ def _train(args) -> int:
     (<model-dir>/logs) and export the query-tower SavedModel and the catalog's item embeddings.
     Prints Recall@K against the popularity baseline.
     """
-    cfg = load(args, train={
-        "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-        "embedding_dim": args.embedding_dim, "temperature": args.temperature,
-        "mixed_negatives": args.mixed_negatives,
-    })  # fmt: skip
+    cfg = load(args)
     from pipelines.layout import features_manifest
 
     if not features_manifest(args.features).is_file():
@@ -111,7 +107,7 @@ def _index(args) -> int:
     from pipelines.layout import RunLayout
     from pipelines.steps.index import build_index
 
-    cfg = load(args, index={"target_recall": args.target_recall, "k": args.k})
+    cfg = load(args)
     out = build_index(cfg, RunLayout(args.run_dir))
     print(
         f"index written to {out['index_dir']} ({out['kind']}): recall@{cfg.index.k} vs exact "

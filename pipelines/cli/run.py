@@ -32,14 +32,7 @@ def _run(args) -> int:
     from pipelines.layout import RunLayout
     from pipelines.steps.pipeline import new_run_id, run_pipeline
 
-    cfg = load(
-        args,
-        data={"source": str(args.source) if args.source else None, "format": args.format},
-        synthetic={"preset": args.preset},
-        features={"as_of": args.as_of},
-        train={"epochs": args.epochs},
-        gate={"force_promote": args.force_promote, "dry_run": args.dry_run},
-    )
+    cfg = load(args, data={"source": str(args.source) if args.source else None})
     run_id = args.run_id or new_run_id()
     try:
         summary = run_pipeline(cfg, run_id, engine=args.engine, resume=not args.no_resume)
