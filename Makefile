@@ -98,10 +98,11 @@ airflow: setup
 secrets:
 	bash docker/init-secrets.sh docker/.env
 
-## lint: ruff
+## lint: ruff, and the layer contract (`lint-imports`; make test runs it too)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 ## lock: re-resolve requirements.in into requirements.lock (needs the package index)
 lock:
