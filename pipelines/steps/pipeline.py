@@ -12,6 +12,7 @@ from pipelines.config import PipelineConfig
 from pipelines.errors import PipelineError
 from pipelines.faults import kill_point
 from pipelines.layout import ModelLayout, RunLayout, RunSummary, landing_dir
+from pipelines.locks import LockHeld, exclusive_lock
 from pipelines.steps.evaluate import evaluate
 from pipelines.steps.features import build_features
 from pipelines.steps.gate import gate
@@ -110,32 +111,22 @@ def run_lock(artifact_root: str | Path, run_id: str):
     Raises:
         PipelineError: another run holds the lock.
     """
-    import fcntl
     import os
 
     root = Path(artifact_root)
     root.mkdir(parents=True, exist_ok=True)
     path = root / ".run.lock"
-    with open(path, "a+", encoding="utf-8") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another run"
+    with contextlib.ExitStack() as held:
+        try:  # only the lock's own refusal is "in use", not a LockHeld raised by the run
+            held.enter_context(
+                exclusive_lock(path, f"run {run_id} (pid {os.getpid()})", wait=False)
+            )
+        except LockHeld as exc:
             raise PipelineError(
-                f"{root} is in use by {holder}: one run at a time per artifact root "
-                f"(lock {path}); wait for it to finish or use another --artifact-root"
+                f"{root} is in use by {exc.holder or 'another run'}: one run at a time per "
+                f"artifact root (lock {path}); wait for it to finish or use another --artifact-root"
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"run {run_id} (pid {os.getpid()})\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            f.seek(0)
-            f.truncate()
-            fcntl.flock(f, fcntl.LOCK_UN)
+        yield
 
 
 def with_source(cfg: PipelineConfig) -> PipelineConfig:
