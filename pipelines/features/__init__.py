@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import typing
 
 import pandas as pd
 
-from pipelines.config import PipelineConfig
+from pipelines.config import FeatureEngine, PipelineConfig
 from pipelines.contract import RawSnapshot
 from pipelines.errors import ConfigError
 from pipelines.features.window import FeatureWindow, resolve_window
@@ -22,7 +23,7 @@ from pipelines.layout import RunLayout
 from pipelines.schema import epoch_seconds, utc_timestamp
 
 log = logging.getLogger(__name__)
-ENGINES = ("beam", "local")
+ENGINES = typing.get_args(FeatureEngine)  # the feature job's runners, as the config spells them
 
 
 @dataclasses.dataclass
