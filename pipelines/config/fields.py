@@ -56,6 +56,8 @@ class FieldSpec:
         description: what the field means.
         title: a short label (the field's `title`, else its name in words).
         section: the trigger-form section the field appears in; None = not on the form.
+        name: the field's Param and CLI flag name: its name inside its section (`"epochs"`)
+            unless it declares one (`promotion.mode` is `promotion_mode`).
     """
 
     path: str
@@ -67,11 +69,7 @@ class FieldSpec:
     description: str | None
     title: str
     section: str | None
-
-    @property
-    def name(self) -> str:
-        """The field's name inside its section (`"epochs"`)."""
-        return self.path.rpartition(".")[2]
+    name: str
 
     def allowed(self) -> str | None:
         """The allowed values in words (`"1 <= x <= 1000"`, `"'adam' | 'sgd'"`), or None."""
@@ -136,6 +134,7 @@ def field_spec(path: str, model: type[BaseModel] | None = None) -> FieldSpec:
         description=info.description,
         title=info.title or name.replace("_", " ").capitalize(),
         section=extra.get("section"),
+        name=extra.get("name", name),
     )
 
 

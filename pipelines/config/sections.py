@@ -17,6 +17,7 @@ Weighting = Literal["none", "weight", "threshold"]
 Optimizer = Literal["adam", "adagrad", "sgd"]
 DirectRunningMode = Literal["in_memory", "multi_threading", "multi_processing"]
 FeatureEngine = Literal["beam", "local"]  # the feature job's runner: Beam or the reference
+PromotionMode = Literal["auto", "approve", "approve_if_marginal"]
 
 
 def _form(section: str, title: str | None = None) -> dict[str, Any]:
@@ -450,6 +451,26 @@ class GateConfig(_Section):
     )
 
 
+class PromotionConfig(_Section):
+    """Who decides a promotion the gate allows: the gate alone, or a person as well."""
+
+    mode: PromotionMode = Field(
+        "auto",
+        description=(
+            "'auto': promote when the gate passes; 'approve': always ask a person (Airflow's "
+            "Required actions); 'approve_if_marginal': ask when a model comparison is inside "
+            "its confidence interval or force_promote was requested."
+        ),
+        json_schema_extra={"section": "Gate", "name": "promotion_mode"},
+    )
+    approval_timeout_hours: float = Field(
+        24.0,
+        gt=0.0,
+        le=168.0,
+        description="Hours to wait for an approval; no answer = rejected, production unchanged.",
+    )
+
+
 class RegistryConfig(_Section):
     """The bundle registry under `<artifact_root>/registry` (pipelines.registry)."""
 
@@ -477,4 +498,5 @@ class PipelineConfig(_Section):
     index: IndexConfig = IndexConfig()
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
+    promotion: PromotionConfig = PromotionConfig()
     registry: RegistryConfig = RegistryConfig()

@@ -28,9 +28,10 @@ def flattened(prop: dict) -> tuple[set[str], dict]:
 
 
 def on_form() -> dict[str, tuple[str, str]]:
-    """Every config field pydantic's schema shows with a form section: name -> (section, field)."""
+    """Every config field pydantic's schema shows with a form section: Param name (the field's
+    declared `name`, else its own) -> (section, field)."""
     return {
-        field: (section, field)
+        prop.get("name", field): (section, field)
         for section, ref in SCHEMA["properties"].items()
         for field, prop in SCHEMA["$defs"][ref["$ref"].rpartition("/")[2]]["properties"].items()
         if "section" in prop
