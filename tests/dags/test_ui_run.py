@@ -4,18 +4,12 @@ authenticated REST API v2 with custom Params, then the DAG's page in headless Ch
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import time
-import urllib.request
+import urllib.error
 from pathlib import Path
 
 import pytest
-from airflow_support import REPO, airflow_env
+from airflow_support import REPO, call, chromium, wait_for
 
 from pipelines import orchestration as orch
 
@@ -25,99 +19,8 @@ DAG_ID = "two_tower_retrain"
 SCREENSHOT = REPO / ".airflow" / "ui-test-dag-run.png"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(method: str, url: str, token: str | None = None, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        url,
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json",
-                 **({"Authorization": f"Bearer {token}"} if token else {})},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
-
-def wait_for(what: str, check, timeout: float, every: float = 2.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as exc:  # noqa: BLE001 - not up yet
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
-
-
-@pytest.fixture(scope="module")
-def airflow_services(small_world, tmp_path_factory):
-    if not shutil.which("chromium") or not shutil.which("chromedriver"):
-        pytest.fail("Debian's chromium and chromium-driver are required (make test installs them)")
-    root = tmp_path_factory.mktemp("ui")
-    shutil.copytree(small_world, root / "data" / "world")
-    port = free_port()
-    password = secrets.token_urlsafe(12)
-    (root / "passwords.json").write_text(json.dumps({"admin": password}))
-    env = airflow_env(
-        root / "airflow",
-        TTR_DATA_ROOT=str(root / "data"),
-        TTR_DATA__ARTIFACT_ROOT=str(root / "artifacts"),
-        # The run that unpausing schedules trains with the deployment config: keep it short.
-        TTR_TRAIN__EPOCHS="2",
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
-        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-        AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="5",
-    )
-    subprocess.run(
-        ["airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
-    )
-    logs = root / "logs"
-    logs.mkdir()
-    procs = []
-    for name, cmd in (
-        ("api-server", ["airflow", "api-server", "--port", str(port), "--host", "127.0.0.1"]),
-        ("scheduler", ["airflow", "scheduler"]),
-        ("dag-processor", ["airflow", "dag-processor"]),
-    ):
-        out = (logs / f"{name}.log").open("w")
-        procs.append(
-            subprocess.Popen(
-                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for("the API server", lambda: call("GET", f"{base}/api/v2/monitor/health"), 180)
-        yield base, password, root
-    finally:
-        for proc in procs:  # each service and the workers it spawned
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-
-def test_trigger_through_rest_api_then_see_the_run_in_the_ui(airflow_services):
-    base, password, root = airflow_services
-    token = call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})[
-        "access_token"
-    ]
+def test_trigger_through_rest_api_then_see_the_run_in_the_ui(airflow_stack):
+    base, root, token = airflow_stack.base, airflow_stack.root, airflow_stack.token()
     with pytest.raises(urllib.error.HTTPError) as denied:
         call("GET", f"{base}/api/v2/dags/{DAG_ID}")  # no token: refused
     assert denied.value.code in (401, 403)
@@ -148,24 +51,11 @@ def test_trigger_through_rest_api_then_see_the_run_in_the_ui(airflow_services):
     )
     assert manifest["config"]["train"]["embedding_dim"] == 32  # the Params reached the run
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1500,1000",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = chromium(token, base)
     try:
-        driver.get(f"{base}/")
-        driver.add_cookie({"name": "_token", "value": token, "path": "/"})
         driver.get(f"{base}/dags/{DAG_ID}/runs/{run_id}")
         WebDriverWait(driver, 60).until(
             lambda d: run_id in d.find_element(By.TAG_NAME, "body").text
@@ -183,11 +73,8 @@ def test_trigger_through_rest_api_then_see_the_run_in_the_ui(airflow_services):
     assert Path(SCREENSHOT).stat().st_size > 10_000
 
 
-def test_backfill_of_a_past_range_runs_once_per_interval(airflow_services):
-    base, password, root = airflow_services
-    token = call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})[
-        "access_token"
-    ]
+def test_backfill_of_a_past_range_runs_once_per_interval(airflow_stack):
+    base, root, token = airflow_stack.base, airflow_stack.root, airflow_stack.token()
     wait_for(
         "the DAG to be parsed", lambda: call("GET", f"{base}/api/v2/dags/{DAG_ID}", token), 240
     )
