@@ -1,6 +1,16 @@
 """Airflow 3 DAG `two_tower_retrain`: validate -> features -> train -> index -> evaluate -> gate
--> promote -> publish, every `TTR_SCHEDULE_HOURS` hours (1-24, default 24) or when the landing
-asset gets a new partition.
+-> approve_promotion -> promote -> publish, every `TTR_SCHEDULE_HOURS` hours (1-24, default 24)
+or when the landing asset `two_tower_landing` gets a new partition (`two-tower data land`).
+
+Scheduling: the timer fires on the UTC hour grid (cron `0 */H * * *`: every H hours from
+00:00 UTC; when H does not divide 24 the day's last gap is shorter). Unpausing the DAG does not
+start a run for the period already under way: the first timer run is the next grid time.
+Timer and landing runs use the deployment's configured source (`TTR_DATA__SOURCE` or the YAML's
+`data.source`; none = the synthetic preset); a manual run may pick another on the form.
+
+Promotion: `promotion_mode` auto (the gate decides), approve (a person approves every
+promotion in Airflow's Required actions) or approve_if_marginal (a person decides forced
+promotions and comparisons the gate cannot decide); reject or no answer = production unchanged.
 
 Tasks call the library steps in `pipelines.steps` with the run's config (deployment YAML / env,
 then the trigger form's Params) and pass only small references (paths, ids) through XCom.
@@ -20,11 +30,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import (
     Asset,
     AssetOrTimeSchedule,
     BaseNotifier,
-    DeltaTriggerTimetable,
+    CronTriggerTimetable,
     Param,
     dag,
     get_current_context,
@@ -39,6 +50,9 @@ log = logging.getLogger(__name__)
 
 DAG_ID = "two_tower_retrain"
 SETTINGS = DeploymentSettings.from_env()  # the only read of the deployment's environment
+DEPLOYMENT = SETTINGS.load_config()  # the config of timer and landing runs
+SCHEDULE = f"0 */{SETTINGS.schedule_hours} * * *" if SETTINGS.schedule_hours < 24 else "0 0 * * *"
+SCHEDULED_SOURCE = DEPLOYMENT.data.source or f"the synthetic '{DEPLOYMENT.synthetic.preset}' preset"
 
 LANDING = Asset(name="two_tower_landing", uri=f"file://{SETTINGS.data_root}/landing")
 PRODUCTION = Asset(name="production_bundle", uri="two-tower://registry/production")
@@ -81,9 +95,57 @@ def _context():
     context = get_current_context()
     run = context["dag_run"]
     as_of = (run.data_interval_end or run.logical_date) if run.run_type == "backfill" else None
-    cfg = with_source(orch.config_from_params(dict(context["params"]), SETTINGS, as_of=as_of))
+    params = {k: v for k, v in context["params"].items() if k not in APPROVAL_PARAMS}
+    cfg = with_source(orch.config_from_params(params, SETTINGS, as_of=as_of))
     run_id = orch.safe_run_id(context["run_id"])
     return cfg, RunLayout.for_run(cfg.data.artifact_root, run_id), run_id
+
+
+APPROVAL_PARAMS = ("reason",)  # the approval form's own fields, not pipeline Params
+
+
+class PromotionApproval(ApprovalOperator):
+    """Waits in Airflow's Required actions for a person to approve or reject the promotion, when
+    the gate asked for one (`pipelines.orchestration.approval`); skipped otherwise.
+
+    The request shows why a person is asked, the gate table, metrics with intervals, slices and
+    report links. Approve lets `promote` run; reject, or no answer before
+    `promotion.approval_timeout_hours` (the "Reject" default), skips it. The answer (who, what,
+    why) is kept in the run's `evaluation/approval.json`.
+    """
+
+    def execute(self, context):
+        from pipelines.orchestration.approval import approval_body
+
+        ref = context["ti"].xcom_pull(task_ids="gate")
+        if not ref["approval"]:
+            raise AirflowSkipException(f"no approval needed: {ref['decision']}")
+        cfg, layout, _ = _context()
+        self.subject = f"Promote the model of run {context['run_id']}? Gate: {ref['decision']}"
+        self.body = approval_body(layout, ref["approval"], _report_links(layout))
+        self.response_timeout = dt.timedelta(hours=cfg.promotion.approval_timeout_hours)
+        return super().execute(context)
+
+    def execute_complete(self, context, event):
+        from pipelines.orchestration.approval import ApprovalAnswer
+
+        result = super().execute_complete(context, event)  # a rejection skips `promote`
+        _, layout, _ = _context()
+        ref = context["ti"].xcom_pull(task_ids="gate")
+        answer = ApprovalAnswer.from_response(dict(result), ref["approval"])
+        answer.write(layout)
+        log.info("approval: %s", answer.line())
+        return result
+
+
+def _report_links(layout) -> dict[str, str]:
+    """Links to the run's reports, served by the Two-tower plugin."""
+    from pipelines.orchestration.links import run_url
+
+    return {name: run_url(layout.run_id, path) for name, path in (
+        ("evaluation report", "evaluation/report.md"), ("recall plot", "evaluation/recall_at_k.png"),
+        ("gate report", "evaluation/gate.md"), ("data docs", "raw_report/"),
+    )}  # fmt: skip
 
 
 _RETRY = {
@@ -96,12 +158,16 @@ _RETRY = {
 
 @dag(
     dag_id=DAG_ID,
-    description="Retrain, index, evaluate, gate and promote the two-tower retrieval model",
+    description=(
+        f"Retrain, gate and promote the two-tower model: every {SETTINGS.schedule_hours} h "
+        f"(UTC, {SCHEDULE}) or when a partition lands; scheduled runs read {SCHEDULED_SOURCE}"
+    ),
+    # No start date and run_immediately off: unpausing waits for the next grid time instead of
+    # launching a full retrain for the period already under way.
     schedule=AssetOrTimeSchedule(
-        timetable=DeltaTriggerTimetable(dt.timedelta(hours=SETTINGS.schedule_hours)),
+        timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC", run_immediately=False),
         assets=[LANDING],
     ),
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args={
@@ -109,9 +175,11 @@ _RETRY = {
         "execution_timeout": dt.timedelta(hours=1),
         "on_failure_callback": [TaskFailureNotifier()],
     },
-    params={name: Param(**spec) for name, spec in orch.param_specs(SETTINGS.load_config()).items()},
+    params={name: Param(**spec) for name, spec in orch.param_specs(DEPLOYMENT).items()},
     tags=["two-tower", "retrieval"],
-    doc_md=__doc__,
+    doc_md=f"{__doc__}\n**This deployment**: timer `{SCHEDULE}` (UTC); timer and landing runs "
+    f"read {SCHEDULED_SOURCE}; artifacts under `{DEPLOYMENT.data.artifact_root}`; promotion "
+    f"mode `{DEPLOYMENT.promotion.mode}`.\n",
 )
 def two_tower_retrain():
     @task(execution_timeout=dt.timedelta(minutes=30))
@@ -193,29 +261,48 @@ def two_tower_retrain():
 
     @task
     def gate(ref: dict) -> dict:
+        """The promotion rules on the run's evaluation: logs and returns the rule table, and
+        whether a person must approve (`promotion_mode`)."""
         import json
 
+        from pipelines.orchestration.approval import approval_request
         from pipelines.steps.gate import gate as decide
 
         cfg, layout, run_id = _context()
         decision = decide(cfg, layout)
-        if not decision["promote"] and not cfg.gate.dry_run:
+        table = layout.gate_md.read_text()
+        ask = approval_request(cfg, decision)
+        log.info("gate: %s%s\n%s", decision["decision"],
+                 f"; approval required: {ask}" if ask else "", table)  # fmt: skip
+        if not decision["promote"] and not ask and not cfg.gate.dry_run:
             metrics = json.loads(layout.metrics.read_text())
             _alert(orch.gate_alert(DAG_ID, run_id, decision, metrics))
-        return {**ref, "decision": decision["decision"], "promote": decision["promote"]}
+        return {**ref, "decision": decision["decision"], "promote": decision["promote"] or bool(ask),
+                "approval": ask, "gate_table": table}  # fmt: skip
 
-    @task(outlets=[PRODUCTION])
+    @task(outlets=[PRODUCTION], trigger_rule="none_failed")
     def promote(ref: dict) -> dict:
-        """Publish + atomic pointer swap; a rejected challenger ends as 'skipped promotion'."""
+        """Publish + atomic pointer swap; a rejected challenger ends as 'skipped promotion'.
+
+        Runs after `approve_promotion` approved, or was skipped because nobody had to."""
         import json
 
         from pipelines.errors import PromotionConflict
+        from pipelines.orchestration.approval import ApprovalAnswer
         from pipelines.steps.promote import promote as publish
 
         cfg, layout, run_id = _context()
         if not ref["promote"]:
             raise AirflowSkipException(f"skipped promotion: {ref['decision']}")
         decision = json.loads(layout.gate_json.read_text())
+        if ref["approval"]:
+            answer = ApprovalAnswer.read(layout)
+            if answer is None or not answer.approved:  # (a rejection skips this task already)
+                raise AirflowSkipException(
+                    f"not approved: {answer.line() if answer else 'no answer'}"
+                )
+            decision = {**decision, "promote": True, "approval": answer.line(),
+                        "decision": f"{decision['decision']}; {answer.line()}"}  # fmt: skip
         try:  # compare-and-swap: production must still be the champion this run was gated on
             out = publish(cfg, layout, decision, run_id, ref["champion"])
         except PromotionConflict as exc:
@@ -228,13 +315,21 @@ def two_tower_retrain():
     def publish(ref: dict) -> dict:
         """Write the run's summary.json; log where the reports are and what production serves."""
         from pipelines.layout import RunSummary
+        from pipelines.orchestration.approval import ApprovalAnswer
         from pipelines.registry import Registry
 
-        cfg, layout, _ = _context()
-        production = Registry(cfg.data.artifact_root).production()
+        cfg, layout, run_id = _context()
+        registry = Registry(cfg.data.artifact_root)
+        production = registry.production()
+        # Promoted = production now serves this run's bundle (approval and races included).
+        promoted = production not in (None, ref["champion"]) and (
+            registry.manifest(production).get("run_id") == run_id
+        )
+        answer = ApprovalAnswer.read(layout) if ref["approval"] else None
+        decision = f"{ref['decision']}; {answer.line()}" if answer else ref["decision"]
         summary = RunSummary.of(
-            layout, champion=ref["champion"], decision=ref["decision"],
-            promoted=ref["promote"], production_bundle=production,
+            layout, champion=ref["champion"], decision=decision,
+            promoted=promoted, production_bundle=production,
         )  # fmt: skip
         summary.write(layout)
         log.info("gate report:\n%s", layout.gate_md.read_text())
@@ -242,9 +337,16 @@ def two_tower_retrain():
         return summary.to_dict()
 
     checked = gate(evaluate(build_index(train(validate_features(features(validate_raw()))))))
+    approval = PromotionApproval(
+        task_id="approve_promotion",
+        subject="Promote the retrained two-tower model?",
+        defaults="Reject",  # no answer before the timeout = production unchanged
+        params={"reason": Param("", type="string", title="Reason",
+                                description="Why: kept in the run note and the run's approval")},
+    )  # fmt: skip
     promoted = promote(checked)
     done = publish(checked)
-    promoted >> done
+    checked >> approval >> promoted >> done
 
 
 two_tower_retrain()

@@ -45,6 +45,9 @@ class Rule:
     threshold: str
     measured: str
     passed: bool
+    # The threshold lies inside the rule's confidence interval: the data cannot tell pass from
+    # fail (`promotion.mode` approve_if_marginal asks a person). False without intervals.
+    marginal: bool = False
 
 
 @dataclasses.dataclass
@@ -216,7 +219,7 @@ def _beats_popularity(
     threshold = (
         f"lower {boot.confidence:.0%} bound of {primary} - popularity x {scale:.2f} > 0 ({needed})"
     )
-    return Rule("beats_popularity", threshold, measured, low > 0)
+    return Rule("beats_popularity", threshold, measured, low > 0, marginal=low <= 0 <= high)
 
 
 def _no_regression(metrics: dict, cfg: GateConfig, primary: str, boot: _Bootstrap | None) -> Rule:
@@ -251,7 +254,9 @@ def _no_regression(metrics: dict, cfg: GateConfig, primary: str, boot: _Bootstra
         f"lower {boot.confidence:.0%} bound of {primary} - champion >= "
         f"-{cfg.max_regression:.2f} x champion {champ:.4f} = {tolerated:+.4f}"
     )
-    return Rule("no_regression", threshold, measured, low >= tolerated)
+    return Rule(
+        "no_regression", threshold, measured, low >= tolerated, marginal=low < tolerated <= high
+    )
 
 
 def _basis(metrics: dict, primary: str, boot: _Bootstrap | None) -> str:

@@ -41,6 +41,7 @@ REPORT_FILE = "report.md"
 PLOT_FILE = "recall_at_k.png"
 GATE_JSON = "gate.json"
 GATE_MD = "gate.md"
+APPROVAL_JSON = "approval.json"  # a person's answer to the approval request (orchestration)
 
 
 def runs_dir(artifact_root: str | Path) -> Path:
@@ -195,6 +196,10 @@ class RunLayout:
     @property
     def gate_md(self) -> Path:
         return self.evaluation / GATE_MD
+
+    @property
+    def approval(self) -> Path:
+        return self.evaluation / APPROVAL_JSON
 
     @property
     def bundle(self) -> Path:

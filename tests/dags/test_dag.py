@@ -19,6 +19,20 @@ _PARSE = """
 import sys, json
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
+
+
+def timer(dag):
+    # When the scheduler's timetable first runs the DAG if it is unpaused now (no runs yet).
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import TimeRestriction
+
+    core = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    restriction = TimeRestriction(earliest=core.start_date, latest=None, catchup=False)
+    info = core.timetable.next_dagrun_info(last_automated_data_interval=None,
+                                           restriction=restriction)
+    return {"summary": core.timetable.summary, "first_run_after": info.run_after.isoformat()}
+
+
 dag = bag.dags.get("two_tower_retrain")
 heavy = sorted(m for m in ("tensorflow", "apache_beam", "scann", "tensorflow_recommenders")
                if m in sys.modules)
@@ -29,7 +43,10 @@ print(json.dumps({
     "max_active_runs": dag.max_active_runs if dag else None,
     "catchup": dag.catchup if dag else None,
     "params": sorted(dag.params.keys()) if dag else None,
-    "timeout": {t.task_id: t.execution_timeout.total_seconds() for t in dag.tasks} if dag else None,
+    "timeout": {t.task_id: t.execution_timeout and t.execution_timeout.total_seconds()
+                for t in dag.tasks} if dag else None,
+    "description": dag.description if dag else None,
+    "timer": timer(dag) if dag else None,
     "retries": {t.task_id: t.retries for t in dag.tasks} if dag else None,
 }))
 """
@@ -50,11 +67,27 @@ def test_dag_parses_without_errors_or_heavy_imports(tmp_path):
     assert info["errors"] == {}
     assert info["heavy"] == []
     assert info["tasks"] == ["validate_raw", "features", "validate_features", "train",
-                             "build_index", "evaluate", "gate", "promote", "publish"]  # fmt: skip
+                             "build_index", "evaluate", "gate", "approve_promotion", "promote",
+                             "publish"]  # fmt: skip
     assert info["max_active_runs"] == 1 and info["catchup"] is False
     assert set(info["params"]) == set(orch.param_specs(load_config(env={})))
-    assert all(seconds > 0 for seconds in info["timeout"].values())
+    # Every task is bounded; the approval waits for a person up to promotion.approval_timeout_hours
+    # (its response timeout, set when it runs) instead.
+    timeouts = dict(info["timeout"])
+    assert timeouts.pop("approve_promotion") is None
+    assert all(seconds > 0 for seconds in timeouts.values())
     assert info["retries"]["train"] == 2 and info["retries"]["validate_raw"] == 0
+
+
+def test_the_timer_is_described_and_unpausing_waits_for_the_next_grid_time(tmp_path):
+    before = dt.datetime.now(dt.UTC)
+    info = parse(tmp_path, TTR_SCHEDULE_HOURS="6", TTR_DATA__SOURCE=str(tmp_path / "events"))
+    assert info["timer"]["summary"] == "Asset or 0 */6 * * *"
+    assert "every 6 h" in info["description"] and str(tmp_path / "events") in info["description"]
+    first = dt.datetime.fromisoformat(info["timer"]["first_run_after"])
+    # Not a run for the period already under way: the next 6-hour mark, in the future.
+    assert before < first <= before + dt.timedelta(hours=6)
+    assert first.minute == 0 and first.hour % 6 == 0
 
 
 def test_schedule_outside_1_to_24_hours_is_an_import_error(tmp_path):
