@@ -79,18 +79,25 @@ run-cli: setup
 	$(PY) -m pipelines run --preset $(PRESET) --artifact-root $(ARTIFACTS)
 
 ## airflow: the Airflow UI on http://127.0.0.1:8080 with our DAGs (standalone, SQLite), bound to
-##          loopback only (AIRFLOW_BIND=0.0.0.0 to expose it). Runs under umask 077, so
-##          airflow.db and the admin password file are 0600; the JWT secret, API secret key and
-##          Fernet key are generated once into .airflow/secrets.env (0600) and reused
+##          loopback only (AIRFLOW_BIND=0.0.0.0 to expose it); `make airflow AIRFLOW_PORT=8090`
+##          moves it, and the tasks' Execution API URL and the UI's base URL follow the port
+##          (without them tasks on another port cannot report back and show empty logs).
+##          Runs under umask 077, so airflow.db and the admin password file are 0600; the JWT
+##          secret, API secret key and Fernet key are generated once into .airflow/secrets.env
+##          (0600) and reused
 AIRFLOW_BIND ?= 127.0.0.1
 AIRFLOW_PORT ?= 8080
+# Where tasks and links reach the API server: loopback when it listens on every interface.
+AIRFLOW_URL = http://$(if $(filter 0.0.0.0,$(AIRFLOW_BIND)),127.0.0.1,$(AIRFLOW_BIND)):$(AIRFLOW_PORT)
 AIRFLOW_SECRETS := .airflow/secrets.env
 airflow: setup
 	@mkdir -p data && (umask 077; mkdir -p .airflow) && chmod -R go-rwx .airflow
 	@[ -e $(AIRFLOW_SECRETS) ] || bash docker/init-secrets.sh --local $(AIRFLOW_SECRETS)
-	@echo "Airflow UI: http://$(AIRFLOW_BIND):$(AIRFLOW_PORT)  (user admin; password in .airflow/simple_auth_manager_passwords.json.generated)"
+	@echo "Airflow UI: $(AIRFLOW_URL)  (user admin; password in .airflow/simple_auth_manager_passwords.json.generated)"
 	umask 077; set -a; . ./$(AIRFLOW_SECRETS); set +a; \
-	  $(AIRFLOW_ENV) AIRFLOW__API__HOST=$(AIRFLOW_BIND) AIRFLOW__API__PORT=$(AIRFLOW_PORT) airflow standalone
+	  $(AIRFLOW_ENV) AIRFLOW__API__HOST=$(AIRFLOW_BIND) AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	  AIRFLOW__API__BASE_URL=$(AIRFLOW_URL) \
+	  AIRFLOW__CORE__EXECUTION_API_SERVER_URL=$(AIRFLOW_URL)/execution/ airflow standalone
 
 ## secrets: generate docker/.env (0600) with this install's secrets for docker/compose.yaml
 ##          (refuses to overwrite an existing one)

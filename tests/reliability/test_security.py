@@ -75,6 +75,11 @@ def test_make_airflow_binds_loopback_with_private_files_and_own_secrets(tally):
     # Overridable on purpose, for someone who wants the UI on the network.
     exposed = " ".join(make_airflow_recipe(AIRFLOW_BIND="0.0.0.0", AIRFLOW_PORT="9090"))
     assert "AIRFLOW__API__HOST=0.0.0.0 AIRFLOW__API__PORT=9090" in exposed
+    # Tasks reach the Execution API, and links the UI, on the port it really serves.
+    assert "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:9090/execution/" in exposed
+    assert "AIRFLOW__API__BASE_URL=http://127.0.0.1:9090" in exposed
+    moved = " ".join(make_airflow_recipe(AIRFLOW_PORT="8091"))
+    assert "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:8091/execution/" in moved
 
 
 def _free_port() -> int:
