@@ -58,29 +58,62 @@ LANDING = Asset(name="two_tower_landing", uri=f"file://{SETTINGS.data_root}/land
 PRODUCTION = Asset(name="production_bundle", uri="two-tower://registry/production")
 
 
-def _alert(payload: dict) -> None:
+def _alert_connection():
+    """The alert connection `two_tower_alerts`, or None (alerts are then only logged)."""
     from airflow.sdk import BaseHook
 
     try:
-        conn = BaseHook.get_connection(orch.ALERT_CONNECTION)
+        return BaseHook.get_connection(orch.ALERT_CONNECTION)
     except Exception:  # noqa: BLE001 - no connection configured: log only
-        conn = None
-    orch.send_alert(payload, orch.webhook_url_from_connection(conn))
+        return None
+
+
+def _alert(payload: dict, task_try: str | None = None) -> None:
+    """Post `payload` unless it repeats an open incident inside the quiet period
+    (`TTR_ALERT_QUIET_MINUTES`); `task_try` marks the task try it stands for."""
+    from pipelines.orchestration import alerts
+
+    root = SETTINGS.load_config().data.artifact_root
+    alerts.raise_alert(payload, _alert_connection(), root, task_try)
 
 
 class TaskFailureNotifier(BaseNotifier):
-    """Posts a task-failure alert (Slack-compatible JSON) to the alerts webhook."""
+    """Posts a task-failure alert, unless the task already raised the incident's alert (a failed
+    data check alerts once, with its rules, not a second time as a task failure)."""
 
     template_fields = ()
 
     def notify(self, context):
+        from pipelines.orchestration import alerts
+
         ti = context["ti"]
+        key = alerts.task_try(ti.run_id, ti.task_id, ti.try_number)
+        if alerts.alerted_already(ti.dag_id, SETTINGS.load_config().data.artifact_root, key):
+            log.info("task %s failed; its alert was already posted", ti.task_id)
+            return
         error = context.get("exception")
         _alert(
-            orch.task_failure_alert(
-                ti.dag_id, ti.run_id, ti.task_id, repr(error), getattr(ti, "log_url", None)
-            )
-        )
+            alerts.task_failure_alert(
+                ti.dag_id, ti.run_id, ti.task_id, f"{type(error).__name__}: {error}",
+                getattr(ti, "log_url", None),
+                error_type=type(error).__name__,
+                links=alerts.run_links(orch.safe_run_id(ti.run_id)),
+            ),
+            key,
+        )  # fmt: skip
+
+
+def _resolved(context) -> None:
+    """DAG success callback: close the DAG's open failure incidents with one "resolved" message.
+
+    Runs in the DAG processor (or in `airflow dags test`), which reaches the alert connection."""
+    from pipelines.orchestration import alerts
+
+    run_id = context["run_id"]
+    alerts.resolve_incidents(
+        DAG_ID, run_id, _alert_connection(), SETTINGS.load_config().data.artifact_root,
+        links=alerts.run_links(orch.safe_run_id(run_id)),
+    )  # fmt: skip
 
 
 def _context():
@@ -90,8 +123,10 @@ def _context():
     logical date here), so it never trains on, warm-starts from or is judged against later data.
     """
     from pipelines.layout import RunLayout
+    from pipelines.orchestration.logs import route_library_output
     from pipelines.steps.pipeline import with_source
 
+    route_library_output()  # library stderr at its true level, not all at ERROR
     context = get_current_context()
     run = context["dag_run"]
     as_of = (run.data_interval_end or run.logical_date) if run.run_type == "backfill" else None
@@ -175,6 +210,7 @@ _RETRY = {
         "execution_timeout": dt.timedelta(hours=1),
         "on_failure_callback": [TaskFailureNotifier()],
     },
+    on_success_callback=_resolved,  # closes open failure incidents: one "resolved" alert
     params={name: Param(**spec) for name, spec in orch.param_specs(DEPLOYMENT).items()},
     tags=["two-tower", "retrieval"],
     doc_md=f"{__doc__}\n**This deployment**: timer `{SCHEDULE}` (UTC); timer and landing runs "
@@ -195,12 +231,19 @@ def two_tower_retrain():
         try:
             out = check(cfg, layout)
         except DataValidationError as exc:
-            report = exc.report
-            _alert(orch.data_check_alert(DAG_ID, run_id, {
+            from pathlib import Path
+
+            from pipelines.orchestration import alerts
+
+            report, ti = exc.report, get_current_context()["ti"]
+            docs = Path(report.html_path or layout.raw_report).relative_to(layout.run_dir)
+            _alert(alerts.data_check_alert(ti.dag_id, ti.run_id, {
                 "failed": [f"{f.table}.{f.column or '*'}: {f.rule} ({f.failed} rows) in {f.file}"
                            for f in report.failures],
+                "rules": [f"{f.table}.{f.column or '*'}: {f.rule}" for f in report.failures],
                 "html": report.html_path, "report_dir": str(layout.raw_report),
-            }))  # fmt: skip
+            }, links=alerts.run_links(run_id, {"data docs": str(docs)})),
+                alerts.task_try(ti.run_id, ti.task_id, ti.try_number))  # fmt: skip
             raise AirflowFailException(str(exc)) from None
         return {
             "run_dir": str(layout.run_dir),
@@ -250,6 +293,9 @@ def two_tower_retrain():
 
     @task(**_RETRY)
     def evaluate(ref: dict) -> dict:
+        import json
+
+        from pipelines.orchestration.approval import headline, metrics_markdown
         from pipelines.registry import Registry
         from pipelines.steps.evaluate import evaluate as run_evaluation
 
@@ -257,7 +303,11 @@ def two_tower_retrain():
         registry = Registry(cfg.data.artifact_root)
         champion = registry.production()
         out = run_evaluation(cfg, layout, registry.production_dir() if champion else None)
-        return {**ref, "champion": champion, "metrics": out["metrics"], "report": out["report"]}
+        metrics, primary = json.loads(layout.metrics.read_text()), cfg.eval.primary_metric
+        log.info("evaluation against champion %s:\n%s", champion or "(none)",
+                 metrics_markdown(metrics, primary))  # fmt: skip
+        return {**ref, "champion": champion, "metrics": out["metrics"], "report": out["report"],
+                "headline": headline(metrics, primary)}  # fmt: skip
 
     @task
     def gate(ref: dict) -> dict:
@@ -275,8 +325,20 @@ def two_tower_retrain():
         log.info("gate: %s%s\n%s", decision["decision"],
                  f"; approval required: {ask}" if ask else "", table)  # fmt: skip
         if not decision["promote"] and not ask and not cfg.gate.dry_run:
+            from pipelines.orchestration import alerts
+
             metrics = json.loads(layout.metrics.read_text())
-            _alert(orch.gate_alert(DAG_ID, run_id, decision, metrics))
+            real_run_id = get_current_context()["run_id"]
+            links = alerts.run_links(run_id) | _report_links(layout)
+            _alert(alerts.gate_alert(DAG_ID, real_run_id, decision, metrics, links=links))
+        elif decision["promote"]:  # the gate passes again: a rejection incident is over
+            from pipelines.orchestration import alerts
+
+            alerts.resolve_incidents(
+                DAG_ID, get_current_context()["run_id"], _alert_connection(),
+                cfg.data.artifact_root, kinds=[alerts.GATE_KIND],
+                cause="its challenger passes the gate", links=_report_links(layout),
+            )  # fmt: skip
         return {**ref, "decision": decision["decision"], "promote": decision["promote"] or bool(ask),
                 "approval": ask, "gate_table": table}  # fmt: skip
 

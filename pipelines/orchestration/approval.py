@@ -57,10 +57,28 @@ def approval_body(layout: RunLayout, asked_because: str, links: dict[str, str]) 
         or json.loads(layout.gate_json.read_text())["primary_metric"]
     )
     lines = [f"**Asked because** {asked_because}.", "", layout.gate_md.read_text().strip(), ""]
-    lines += _metrics_table(metrics, primary) + [""] + _slices_table(metrics, primary)
+    lines += [metrics_markdown(metrics, primary)]
     if links:
         lines += ["", "Reports: " + " · ".join(f"[{name}]({url})" for name, url in links.items())]
     return "\n".join(lines) + "\n"
+
+
+def metrics_markdown(metrics: dict, primary: str) -> str:
+    """The headline metrics of every model with their intervals, then the slices (markdown)."""
+    return "\n".join(_metrics_table(metrics, primary) + [""] + _slices_table(metrics, primary))
+
+
+def headline(metrics: dict, primary: str) -> dict:
+    """The primary metric of each model with its interval, and the differences' intervals."""
+    out = {
+        model: {primary: metrics[model][primary], "ci": metrics[model].get("ci", {}).get(primary)}
+        for model in ("challenger", "champion", "popularity", "oracle")
+        if model in metrics and primary in metrics[model]
+    }
+    for pair, values in metrics.get("differences", {}).items():
+        if primary in values:
+            out[pair] = values[primary]
+    return out
 
 
 def _metrics_table(metrics: dict, primary: str) -> list[str]:
