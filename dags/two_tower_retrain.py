@@ -197,10 +197,11 @@ _RETRY = {
         f"Retrain, gate and promote the two-tower model: every {SETTINGS.schedule_hours} h "
         f"(UTC, {SCHEDULE}) or when a partition lands; scheduled runs read {SCHEDULED_SOURCE}"
     ),
-    # No start date and run_immediately off: unpausing waits for the next grid time instead of
-    # launching a full retrain for the period already under way.
+    # No start date and a zero run_immediately window: unpausing waits for the next grid time
+    # instead of launching a full retrain for the period under way. (`False` would still run
+    # the last grid time when it passed less than a tenth of the interval ago.)
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC", run_immediately=False),
+        timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC", run_immediately=dt.timedelta(0)),
         assets=[LANDING],
     ),
     catchup=False,
