@@ -332,11 +332,14 @@ def overview_page(data: dict) -> HTMLResponse:
         status = "<p>No production bundle yet.</p>"
     if data["rollback_to"]:
         status += (
-            "<form class='rollback' method='post' action='api/rollback' "
-            "onsubmit=\"return confirm('Roll production back?')\">"
+            # No confirm() dialog: the UI's iframe sandbox has no allow-modals (it would
+            # silently cancel); a required checkbox asks instead.
+            "<form class='rollback' method='post' action='api/rollback'>"
             f"<b>Roll back</b> production to <code>{esc(data['rollback_to'])}</code> (the bundle "
             "it served before). Reason: <input type='text' name='reason' required "
-            "placeholder='why (recorded in the registry history)'> <button type='submit'>Roll "
+            "placeholder='why (recorded in the registry history)'><br><label><input "
+            "type='checkbox' name='confirm' required> production will serve "
+            f"<code>{esc(data['rollback_to'])}</code></label> <button type='submit'>Roll "
             "back</button><br><span class='muted'>Needs permission to edit runs of the "
             "two_tower_retrain DAG (Airflow role User, Op or Admin).</span></form>"
         )

@@ -108,6 +108,7 @@ def test_overview_shows_production_bundles_history_and_runs(client, root):
         assert f"href='runs/{run}/'" in text
     assert "0.4100" in text and "0.4300" in text  # headline metric of each run
     assert f"Roll back</b> production to <code>{first}</code>" in text
+    assert "name='confirm' required" in text  # no confirm() dialog: the UI's iframe blocks it
     assert text.count("<td>promote</td>") == 2  # the history rows
     assert "files/evaluation/report.md'>Evaluation report" in text
 
