@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.errors import PipelineError
 from pipelines.layout import RunLayout, RunSummary, runs_dir
+from pipelines.orchestration.approval import ApprovalAnswer
 from pipelines.orchestration.events import (
     emit_production_event,
     headline_metrics,
@@ -100,6 +101,7 @@ def report_links(layout: RunLayout) -> dict[str, str]:
         "Raw-data checks (Data Docs)": layout.raw_report / "index.html",
         "Feature checks (Data Docs)": layout.features_report / "index.html",
         "Raw-data check summary": layout.raw_report / "summary.txt",
+        "approval.json": layout.approval,
         "metrics.json": layout.metrics,
         "gate.json": layout.gate_json,
         "summary.json": layout.summary,
@@ -120,6 +122,10 @@ def run_info(layout: RunLayout) -> dict:
         except PipelineError:
             summary = None
     gate = _json(layout.gate_json) or {}
+    try:
+        approval = ApprovalAnswer.read(layout)
+    except (OSError, ValueError, TypeError):  # unreadable: shown as no answer
+        approval = None
     return {
         "run": layout.run_id,
         "finished_at": _mtime(layout.summary) if layout.summary.is_file() else None,
@@ -128,6 +134,7 @@ def run_info(layout: RunLayout) -> dict:
         "champion": (summary or {}).get("champion"),
         "production_bundle": (summary or {}).get("production_bundle"),
         "headline": headline(_json(layout.metrics)),
+        "approval": approval.line() if approval else None,
         "rules": gate.get("rules", []),
         "failed_rules": [r["name"] for r in gate.get("rules", []) if not r.get("passed")],
         "reports": report_links(layout),
@@ -368,10 +375,13 @@ def overview_page(data: dict) -> HTMLResponse:
         head = r["headline"] or {}
         decision = esc(str(r["decision"] or "–"))
         badge = "ok" if r["promoted"] else "no" if r["decision"] else ""
+        approval = f"<br><span class='muted'>{esc(r['approval'])}</span>" if r["approval"] else ""
         run_rows.append(
             f"<tr><td>{_run_link(r['run'], '')}</td><td>{esc(r['finished_at'] or '')}</td>"
             f"<td><span class='badge {badge}'>{decision}</span>"
-            f"{' promoted' if r['promoted'] else ''}</td>{_metric_cell(r['headline'])}"
+            f"{' promoted' if r['promoted'] else ''}"
+            f"{approval}"
+            f"</td>{_metric_cell(r['headline'])}"
             f"<td class='num'>{_num(head.get('ndcg@10'))}</td>"
             f"<td class='num'>{_num(head.get('popularity'))}</td>"
             f"<td>{esc(', '.join(r['failed_rules'])) or '–'}</td>"
@@ -405,6 +415,7 @@ def run_page(info: dict) -> HTMLResponse:
     head = info["headline"] or {}
     facts = [
         ("decision", info["decision"]),
+        ("approval", info["approval"]),
         ("promoted", info["promoted"]),
         ("gated against champion", info["champion"]),
         ("production after the run", info["production_bundle"]),

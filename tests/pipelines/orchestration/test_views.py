@@ -250,3 +250,16 @@ def test_run_url_under_airflow_base_url(monkeypatch):
     assert (
         run_url("r 1", "raw_report/index.html") == base + "runs/r%201/files/raw_report/index.html"
     )
+
+
+def test_a_persons_approval_answer_is_shown(client, root):
+    from pipelines.orchestration.approval import REJECT, ApprovalAnswer
+
+    run = list(RUNS)[1]
+    answer = ApprovalAnswer(chosen=REJECT, user="alice", reason="<i>slices</i> look off",
+                            at="2026-01-02T01:00:00+00:00", asked_because="promotion.mode is approve")  # fmt: skip
+    answer.write(RunLayout.for_run(root, run))
+    line = "rejected by alice: &lt;i&gt;slices&lt;/i&gt; look off"
+    assert line in client.get(f"/runs/{run}/").text
+    assert line in client.get("/").text
+    assert "href='files/evaluation/approval.json'" in client.get(f"/runs/{run}/").text
