@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import annotated_types
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from pipelines.config.sections import PipelineConfig
+from pipelines.config.sections import FORM_SECTIONS, PipelineConfig
 from pipelines.errors import ConfigError
 
 
@@ -139,13 +139,16 @@ def field_spec(path: str, model: type[BaseModel] | None = None) -> FieldSpec:
 
 
 def form_fields() -> list[FieldSpec]:
-    """The fields on the DAG's trigger form (those declared with a section), in config order."""
-    return [
+    """The fields on the DAG's trigger form (those declared with a section), section by section
+    in `FORM_SECTIONS` order (the form shows a section where its first field is), config order
+    within a section."""
+    fields = [
         spec
         for section, info in PipelineConfig.model_fields.items()
         for field in info.annotation.model_fields
         if (spec := field_spec(f"{section}.{field}")).section is not None
     ]
+    return sorted(fields, key=lambda spec: FORM_SECTIONS.index(spec.section))
 
 
 def _field_info(path: str, model: type[BaseModel]):

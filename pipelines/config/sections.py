@@ -20,9 +20,23 @@ FeatureEngine = Literal["beam", "local"]  # the feature job's runner: Beam or th
 PromotionMode = Literal["auto", "approve", "approve_if_marginal"]
 
 
-def _form(section: str, title: str | None = None) -> dict[str, Any]:
-    """`Field` keywords that put a field on the DAG's trigger form, in the named section."""
-    return {"json_schema_extra": {"section": section}, **({"title": title} if title else {})}
+# The trigger form's sections, in the order the form shows them.
+FORM_SECTIONS = ("Data", "Training", "Gate and promotion", "Safety")
+
+
+def _form(section: str, title: str, name: str | None = None) -> dict[str, Any]:
+    """`Field` keywords that put a field on the DAG's trigger form.
+
+    Args:
+        section: one of `FORM_SECTIONS`.
+        title: the label a person reads (with the unit when the value has one).
+        name: the Param and CLI flag name when not the field's own (`promotion.mode` is
+            `promotion_mode`: `mode` alone says nothing among the other Params and flags).
+    """
+    if section not in FORM_SECTIONS:
+        raise ValueError(f"form section {section!r} is not one of {FORM_SECTIONS}")
+    extra = {"section": section, **({"name": name} if name else {})}
+    return {"json_schema_extra": extra, "title": title}
 
 
 class _Section(BaseModel):
@@ -33,10 +47,17 @@ class DataConfig(_Section):
     """Where the input lives and where artifacts go."""
 
     source: str | None = Field(
-        None, description="Directory (or fsspec URL) of the raw data.", **_form("Data")
+        None,
+        description="Directory (or fsspec URL) of the raw data; unset = the embedded synthetic "
+        "world (synthetic.preset).",
+        **_form("Data", "Data source"),
     )
     format: SourceFormat = Field(
-        "auto", description="Source format; 'auto' detects it.", **_form("Data")
+        "auto",
+        description="How the source's files are laid out: 'contract' = this pipeline's "
+        "interactions/items/users tables; 'ml-100k', 'ml-1m', 'ml-latest' = a MovieLens "
+        "download as published; 'auto' detects which from the files.",
+        **_form("Data", "Source format"),
     )
     artifact_root: str = Field("artifacts", description="Root for runs/ and registry/.")
 
@@ -45,7 +66,10 @@ class SyntheticConfig(_Section):
     """The embedded synthetic world (see pipelines.synthetic)."""
 
     preset: Preset = Field(
-        "small", description="Synthetic world size (used only without a source).", **_form("Data")
+        "small",
+        description="Size of the embedded synthetic world (users, items, days); used only when "
+        "the run has no source at all.",
+        **_form("Data", "Synthetic world size"),
     )
     seed: int = Field(7, ge=0, le=2**32 - 1, description="Random seed of the synthetic world.")
     days: int | None = Field(None, ge=1, le=730, description="Days to simulate; None = preset's.")
@@ -103,24 +127,26 @@ class FeaturesConfig(_Section):
     )
     as_of: dt.datetime | None = Field(
         None,
-        **_form("Time window", title="As of"),
+        **_form("Data", "As of (UTC)"),
         description="Point in time the run sees (naive = UTC): interactions at or after it and "
         "items created at or after it are left out, so the window ends there. Backfill runs set "
-        "it to their logical date; None = everything in the source.",
+        "it to their logical date; empty = everything in the source.",
     )
     window_days: int | None = Field(
         None,
         ge=1,
         le=3650,
-        description="Training window ending at the data's end; None = all data.",
-        **_form("Time window"),
+        description="Days of data used for training, ending at the data's end (or at as_of); "
+        "empty = all the data.",
+        **_form("Data", "Training window (days)"),
     )
     eval_days: int | None = Field(
         None,
         ge=1,
         le=365,
-        description="Eval period length in days; None = use eval_fraction.",
-        **_form("Time window"),
+        description="Days at the end of the window held out as the evaluation period; empty = "
+        "the period holding the last eval_fraction (10%) of events.",
+        **_form("Data", "Eval period (days)"),
     )
     eval_fraction: float = Field(
         0.1,
@@ -185,10 +211,10 @@ class TrainConfig(_Section):
         128,
         ge=4,
         le=1024,
-        description="Output dimension of both towers (128 with 512 hidden units vs 64/256 on "
-        "medium: Recall@100 within run-to-run noise, cold-item recall higher in both runs, same "
-        "training speed; index vectors twice as large).",
-        **_form("Training"),
+        description="Dimensions of the user and item vectors both towers output; the index "
+        "grows in proportion. (128 vs 64/256 on medium: Recall@100 within run-to-run noise, "
+        "cold-item recall higher, same training speed.)",
+        **_form("Training", "Embedding size (dimensions)"),
     )
     id_embedding_dim: int = Field(64, ge=4, le=1024, description="User/item id embedding size.")
     hidden_units: int = Field(512, ge=8, le=8192, description="Width of each tower's MLP layer.")
@@ -274,21 +300,28 @@ class TrainConfig(_Section):
     )
     optimizer: Optimizer = "adam"
     learning_rate: float = Field(
-        0.003, gt=0.0, le=10.0, description="Step size of the optimizer.", **_form("Training")
+        0.003,
+        gt=0.0,
+        le=10.0,
+        description="Step size of the optimizer (Adam by default); larger learns faster but "
+        "less stably.",
+        **_form("Training", "Learning rate"),
     )
     batch_size: int = Field(
         1024,
         ge=2,
         le=1_000_000,
-        description="Training batch size (= in-batch negatives + 1).",
-        **_form("Training"),
+        description="Training examples per step; every other example's item in the batch is a "
+        "negative for this one (in-batch negatives = batch size - 1).",
+        **_form("Training", "Batch size (examples)"),
     )
     epochs: int = Field(
         30,
         ge=1,
         le=1000,
-        description="Most epochs; early stopping on validation usually ends it.",
-        **_form("Training"),
+        description="Most passes over the training data; early stopping on the validation "
+        "queries usually ends training sooner.",
+        **_form("Training", "Max epochs"),
     )
     shuffle_buffer: int = Field(
         20_000, ge=1, le=10_000_000, description="Records; train files are already mixed."
@@ -422,32 +455,44 @@ class GateConfig(_Section):
         0.05,
         ge=-1.0,
         le=100.0,
-        description="Challenger primary metric must be >= popularity's x (1 + this).",
-        **_form("Gate"),
+        description="Fraction by which the new model must beat the popularity baseline on the "
+        "gated metric (eval.primary_metric, by default recall@100 on the eval queries): "
+        "new >= popularity x (1 + this); 0.05 = 5% better.",
+        **_form("Gate and promotion", "Min lift over popularity (fraction)"),
     )
     max_regression: float = Field(
         0.02,
         ge=0.0,
         le=1.0,
-        description="Challenger may be at most this fraction below the champion.",
-        **_form("Gate"),
+        description="Fraction by which the new model may fall below the production model on the "
+        "gated metric (eval.primary_metric, by default recall@100 on the eval queries): "
+        "new >= production x (1 - this); 0.02 = up to 2% worse, 0 = no worse.",
+        **_form("Gate and promotion", "Max regression vs production (fraction)"),
     )
     min_ann_recall: float = Field(
         0.9,
         ge=0.0,
         le=1.0,
-        description="Index recall vs exact search on the eval queries.",
-        **_form("Gate", title="Min ANN recall"),
+        description="Fraction of the exact top-k (k = index.k, 100 by default) the ScaNN index "
+        "must return on the eval queries; 0.9 = 90%.",
+        **_form("Gate and promotion", "Min index recall (fraction)"),
     )
     max_latency_p99_ms: float = Field(
         50.0, gt=0.0, description="Single-query search latency budget (p99, ms)."
     )
     max_index_mb: float = Field(2048.0, gt=0.0, description="Index size on disk budget (MB).")
     force_promote: bool = Field(
-        False, description="Promote even if rules fail (recorded).", **_form("Gate")
+        False,
+        description="DANGEROUS: promotes the new model whatever the gate says, failed rules "
+        "included; the override is recorded in the gate report and the registry history. Use "
+        "only to restore service (production is broken and this model is known to be better).",
+        **_form("Safety", "Force promote (dangerous)"),
     )
     dry_run: bool = Field(
-        False, description="Run every step but leave production alone.", **_form("Gate")
+        False,
+        description="Run every step, the gate included, but never promote: production stays "
+        "as it is.",
+        **_form("Safety", "Dry run (production untouched)"),
     )
 
 
@@ -461,7 +506,7 @@ class PromotionConfig(_Section):
             "Required actions); 'approve_if_marginal': ask when a model comparison is inside "
             "its confidence interval or force_promote was requested."
         ),
-        json_schema_extra={"section": "Gate", "name": "promotion_mode"},
+        **_form("Gate and promotion", "Promotion decision", name="promotion_mode"),
     )
     approval_timeout_hours: float = Field(
         24.0,

@@ -2,8 +2,10 @@
 
 Every Param is a config field declared with a form section (`pipelines.config.form_fields`):
 its type, bounds, choices, title and description are the field's, so the form and the config
-cannot disagree. The config validates again when a task builds it (a value sent by API past the
-form is still refused), and the `source` Param is confined to the deployment's data root.
+cannot disagree. Airflow refuses a value outside a Param's schema when the run is triggered
+(REST API: HTTP 400 naming the Param); the config validates again when a task builds it, and
+`source`, a choice among the directories under the deployment's data root, is confined to that
+root again at run time.
 """
 
 from __future__ import annotations
@@ -38,47 +40,143 @@ _STRING_FORMATS = {
 }
 
 
+# What the Airflow 3.3 trigger form does with a Param's JSON schema (`airflow/ui`, FlexibleForm):
+# `minimum` / `maximum` become the number widget's min/max, which clamps an out-of-range entry
+# on blur without a word (epochs 0 -> 1, max_regression 5 -> 1); a `type` without "null" marks
+# the field required (an asterisk), a boolean's switch included. The REST API validates every
+# Param's whole schema with jsonschema when a run is triggered (`SerializedDAG.create_dagrun`:
+# HTTP 400 "Invalid input for param <name>: ..."), `allOf` included, which the form does not
+# read. So a field's bounds, and a boolean's type, sit in `allOf`: the form keeps what was typed,
+# the description states the range, and the trigger refuses a value outside it.
+_FORM_HIDDEN = "allOf"
+
+
 def param_schema(spec: FieldSpec) -> dict[str, Any]:
     """A config field as a Param's JSON schema (type, bounds, enum, format, title, section).
 
-    Optional fields also take null ("empty": the deployment's value applies).
+    Optional fields also take null ("empty": the deployment's value applies). The bounds, and a
+    boolean's type, are under `allOf` (see above); the description ends with the allowed range.
     """
     json_type = _JSON_TYPES[spec.value_type]
+    types = ["null", json_type] if spec.optional else json_type
+    checks = {_BOUND_KEYWORDS[bound]: value for bound, value in spec.bounds.items()}
+    if json_type == "boolean":
+        checks = {"type": types, **checks}
     schema: dict[str, Any] = {
-        "type": ["null", json_type] if spec.optional else json_type,
+        **({} if json_type == "boolean" else {"type": types}),
         "title": spec.title,
-        "description": spec.description,
+        "description": _description(spec),
         "section": spec.section,
         **_STRING_FORMATS.get(spec.value_type, {}),
-        **{_BOUND_KEYWORDS[bound]: value for bound, value in spec.bounds.items()},
     }
+    if checks:
+        schema[_FORM_HIDDEN] = [checks]
     if spec.choices is not None:
         schema["enum"] = [None, *spec.choices] if spec.optional else list(spec.choices)
     return schema
 
 
-_FORM = {spec.name: spec for spec in form_fields()}  # Param name = field name, unique on the form
+def _description(spec: FieldSpec) -> str:
+    """The field's description, then its range: the form shows it under the field."""
+    text = spec.description or spec.title
+    if spec.bounds:
+        text += f" Allowed: {spec.allowed()}; a value outside is refused when the run is triggered."
+    return text
+
+
+def flat_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A Param's schema with its `allOf` checks merged in: what the trigger validates."""
+    flat = {key: value for key, value in schema.items() if key != _FORM_HIDDEN}
+    for checks in schema.get(_FORM_HIDDEN, []):
+        flat.update(checks)
+    return flat
+
+
+_FORM = {spec.name: spec for spec in form_fields()}  # Param name -> field, in form order
 # Param name -> (config section, field) for every Param but `source`.
 PARAM_FIELDS: dict[str, tuple[str, str]] = {
     name: tuple(spec.path.split(".")) for name, spec in _FORM.items() if name != SOURCE
 }
 _SCHEMAS = {name: param_schema(spec) for name, spec in _FORM.items()}
-_SCHEMAS[SOURCE]["description"] = (
-    "Directory of the raw data, relative to the data root (TTR_DATA_ROOT); empty = the "
-    "deployment's source, else the embedded synthetic world. Absolute paths, URLs and '..' are "
-    "refused."
-)
+
+# The source list: directories down to this depth under the data root, at most this many.
+SOURCE_DEPTH = 3
+MAX_SOURCE_CHOICES = 500
 
 
-def param_specs(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
-    """Typed Param definitions (JSON schema keywords plus a default) for the trigger form.
+def source_choices(root: Path) -> list[str]:
+    """The directories under the data root a run may read, relative to it, sorted.
+
+    Hidden entries (`.name`) are left out, and so is whatever lies outside the root once
+    symlinks are followed (`resolve_source` would refuse it). A directory holding files is a
+    source: its own subdirectories (a contract source's `interactions/` partitions) are not
+    listed; a directory of directories only (`movielens/`) is looked into, down to
+    `SOURCE_DEPTH` levels. At most `MAX_SOURCE_CHOICES`, the first in sorted order.
+    """
+    root = root.resolve()
+    found: list[str] = []
+
+    def visit(directory: Path, depth: int) -> None:
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError:  # unreadable: nothing to offer from it
+            return
+        if directory != root and any(entry.is_file() for entry in entries):
+            return
+        for entry in entries:
+            if len(found) >= MAX_SOURCE_CHOICES:
+                return
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            resolved = entry.resolve()
+            if resolved != root and root not in resolved.parents:
+                continue
+            found.append(str(entry.relative_to(root)))
+            if depth < SOURCE_DEPTH:
+                visit(entry, depth + 1)
+
+    if root.is_dir():
+        visit(root, 1)
+    return sorted(found)
+
+
+def _source_schema(cfg: PipelineConfig, root: Path | None) -> dict[str, Any]:
+    """The `source` Param: empty (the deployment's source) or a directory under the data root."""
+    configured = (
+        f"this deployment's source {cfg.data.source} (config data.source / TTR_DATA__SOURCE)"
+        if cfg.data.source
+        else f"the synthetic '{cfg.synthetic.preset}' world, as no data.source / "
+        "TTR_DATA__SOURCE is configured"
+    )
+    if root is None:
+        return {
+            "description": f"Directory of the raw data, relative to the data root "
+            f"(TTR_DATA_ROOT); empty = {configured}. Absolute paths, URLs and '..' are refused.",
+        }
+    choices = source_choices(root)
+    return {
+        "enum": [None, *choices],
+        "values_display": {"null": "(empty: the deployment's source)"},
+        "description": f"A directory under the data root {root.resolve()} (TTR_DATA_ROOT); "
+        f"empty = {configured}. The list is read when the DAG file is parsed: a new directory "
+        "appears after the next parse (a few minutes at most).",
+    }
+
+
+def param_specs(cfg: PipelineConfig, data_root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Typed Param definitions (JSON schema keywords plus a default) for the trigger form, in
+    form order (section by section).
 
     Args:
         cfg: the deployment's config; its values are the defaults, so a run nobody edited the
             form for runs the deployment's config. `source` defaults to empty.
+        data_root: the deployment's data root: `source` becomes a choice among the directories
+            under it (`source_choices`), so the trigger refuses any other. None (no deployment,
+            e.g. a unit test) leaves `source` a free path, confined to the root at run time only.
     """
     values = cfg.model_dump(mode="json")
     specs = {name: {**schema, "default": None} for name, schema in _SCHEMAS.items()}
+    specs[SOURCE].update(_source_schema(cfg, data_root))
     for name, (section, field) in PARAM_FIELDS.items():
         specs[name]["default"] = values[section][field]
     return specs
@@ -155,7 +253,7 @@ def _check_param_types(params: dict[str, Any]) -> None:
         ConfigError: naming the Param, the types allowed and the type given.
     """
     for name, value in params.items():
-        schema = _SCHEMAS[name]
+        schema = flat_schema(_SCHEMAS[name])
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         if not any(_is_json_type(value, t) for t in types):
             raise ConfigError(
