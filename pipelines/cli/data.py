@@ -1,5 +1,5 @@
-"""Data commands: `generate` (the synthetic world), `validate` (raw-data checks) and
-`features` (the point-in-time feature job)."""
+"""Data commands: `generate` (the synthetic world), `land` (one day into a source, announced to
+Airflow), `validate` (raw-data checks) and `features` (the point-in-time feature job)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pipelines.cli.common import (
     source_args,
     utc_timestamp,
 )
+from pipelines.cli.registry import event_flag
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     gen.add_argument(
         "--out", type=Path, help="output directory (default: <artifact-root>/landing/<preset>)"
     )
+
+    land = command(
+        sub, "land", _land, help="land one day's interactions in a source (and tell Airflow)"
+    )
+    land.add_argument(
+        "path", type=Path, help="a *.parquet / *.csv file, or a directory of them (dt=YYYY-MM-DD/)"
+    )
+    land.add_argument(
+        "--dt", help="the partition's day, YYYY-MM-DD (default: from PATH's dt= directory)"
+    )
+    land.add_argument(
+        "--source",
+        help="source directory relative to the data root (default: data.source of the config)",
+    )
+    land.add_argument(
+        "--data-root", type=Path, help="the data root (default: TTR_DATA_ROOT, else ./data)"
+    )
+    event_flag(land)
 
     val = command(
         sub,
@@ -97,6 +116,53 @@ def _generate(args) -> int:
         f"wrote {summary.events:,} events, {summary.users:,} users, {summary.items:,} items "
         f"in {summary.partitions} daily partitions to {summary.out}"
     )
+    return 0
+
+
+def _land(args) -> int:
+    """Copy one day of interactions (a file, or a dt=YYYY-MM-DD directory of *.parquet / *.csv)
+    into <source>/interactions/dt=YYYY-MM-DD/ of a contract source under the data root. The
+    partition appears whole or not at all (copied aside, then renamed into place); its header
+    must name user_id, item_id and timestamp and it must hold rows. A landed day is never
+    replaced: the same files again change nothing, different ones are refused (exit 2).
+
+    Then, when this environment names an Airflow deployment (AIRFLOW_HOME or
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN; --no-airflow-event skips it), records a
+    `two_tower_landing` asset event with extra {partition, source, rows, path, user}. The
+    `two_tower_retrain` DAG is scheduled on that asset (or its timer): if the DAG is unpaused,
+    Airflow queues one asset-triggered run (events arriving before that run is created make
+    one run), which reads the deployment's configured source (TTR_DATA__SOURCE or data.source,
+    as the DAG's description says), validates it and retrains; a paused DAG records the event
+    and starts nothing. Landing into a source other than the configured one is allowed and
+    said: that run will not read it.
+    """
+    from pipelines.config import DeploymentSettings
+    from pipelines.errors import UsageError
+    from pipelines.orchestration import events
+    from pipelines.orchestration.params import resolve_source
+    from pipelines.registry import os_user
+    from pipelines.sources.landing import land_partition
+
+    cfg = load(args)
+    root = (args.data_root or DeploymentSettings.from_env().data_root).resolve()
+    if args.source:
+        source = Path(resolve_source(args.source, root))
+    elif cfg.data.source:
+        source = Path(cfg.data.source).resolve()
+    else:
+        raise UsageError("give --source DIR (relative to the data root) or set data.source")
+    landed = land_partition(source, args.path, args.dt)
+    verb = "already landed (same files)" if landed.already else "landed"
+    print(f"{verb}: dt={landed.partition}, {landed.rows:,} rows, {len(landed.files)} file(s) "
+          f"-> {landed.path}")  # fmt: skip
+    configured = Path(cfg.data.source).resolve() if cfg.data.source else None
+    if configured != source:
+        reads = configured or f"the synthetic '{cfg.synthetic.preset}' preset"
+        print(f"note: with this config, timer and landing runs read {reads}, not {source}")
+    name = str(source.relative_to(root)) if root in source.parents else str(source)
+    extra = {"rows": landed.rows, "path": str(landed.path), "user": os_user()}
+    if args.airflow_event and events.emit_landing_event(landed.partition, name, extra):
+        print(f"recorded in Airflow: {events.LANDING_ASSET} asset event")
     return 0
 
 

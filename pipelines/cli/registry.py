@@ -22,8 +22,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--run-dir", type=Path, help="an evaluated run")
     group.add_argument("--bundle", help="bundle id in the registry")
     pr.add_argument("--force", action="store_true", help="promote even if gate rules fail")
+    pr.add_argument(
+        "--reason", help="with --bundle: why (recorded in the registry history and the event)"
+    )
+    event_flag(pr)
 
-    command(sub, "rollback", _rollback, help="restore the previous production bundle")
+    rb = command(sub, "rollback", _rollback, help="restore the previous production bundle")
+    rb.add_argument("--reason", help="why (recorded in the registry history and the event)")
+    event_flag(rb)
 
     reg = sub.add_parser("registry", help="list bundles in the registry")
     reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
@@ -55,42 +61,93 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--bundle", help="bundle id (default: production)")
 
 
+def event_flag(parser: argparse.ArgumentParser) -> None:
+    """`--no-airflow-event`: do not record the command's Airflow asset event."""
+    parser.add_argument(
+        "--airflow-event",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record an Airflow asset event when AIRFLOW_HOME or "
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN names a deployment (default: yes)",
+    )
+
+
 def _promote(args) -> int:
     """With --run-dir: apply the gate to the run's evaluation and, if it passes (or --force),
     publish the bundle and swap the production pointer atomically. With --bundle: point
     production at a bundle already in the registry.
+
+    The registry history records the change with the OS account as its user (`os:<login>`).
+    When this environment names an Airflow deployment (AIRFLOW_HOME or
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN), a `production_bundle` asset event follows the swap
+    (extra: action, bundle_id, previous, user, decision, headline metrics), so the asset's
+    history in Airflow is production's history; --no-airflow-event skips it.
     """
-    from pipelines.registry import Registry
+    import json
+
+    from pipelines.orchestration import events
+    from pipelines.registry import Registry, os_user
 
     cfg = load(args, gate={"force_promote": args.force or None})
     registry = Registry(cfg.data.artifact_root)
+    user = os_user()
     if args.bundle:
-        pointer = registry.promote(args.bundle, reason="manual promote")
+        before = registry.production()
+        pointer = registry.promote(args.bundle, reason=args.reason or "manual promote", actor=user)
+        if pointer["bundle_id"] == before:
+            print(f"production is already {before}; nothing changed")
+            return 0
         print(f"production -> {pointer['bundle_id']} (was {pointer['previous']})")
+        _emit(args, events.pointer_event_extra(registry, pointer))
         return 0
+    if args.reason:
+        raise UsageError("--reason goes with --bundle; a run's promotion records its gate decision")
     from pipelines.layout import RunLayout
     from pipelines.steps.gate import gate
     from pipelines.steps.promote import promote
 
     layout = RunLayout(args.run_dir)
     decision = gate(cfg, layout)
-    out = promote(cfg, layout, decision, layout.run_id, registry.production())
+    champion = registry.production()
+    out = promote(cfg, layout, decision, layout.run_id, champion)
     print(layout.gate_md.read_text())
-    if out["promoted"]:
-        print(f"production -> {out['bundle_id']}")
-        return 0
-    print("not promoted; production unchanged")
-    return 1
+    if not out["promoted"]:
+        print("not promoted; production unchanged")
+        return 1
+    print(f"production -> {out['bundle_id']}")
+    if out["bundle_id"] != champion:
+        _emit(args, events.production_event_extra(
+            action="promote", bundle_id=out["bundle_id"], previous=champion, user=user,
+            decision=out["decision"],
+            metrics=json.loads(layout.metrics.read_text()),
+        ))  # fmt: skip
+    return 0
 
 
 def _rollback(args) -> int:
-    """Point production back at the bundle it served before the current one."""
-    from pipelines.registry import Registry
+    """Point production back at the bundle it served before the current one.
+
+    Recorded in the registry history with the OS account as its user (`os:<login>`) and, when
+    this environment names an Airflow deployment, as a `production_bundle` asset event (see
+    `promote`).
+    """
+    from pipelines.orchestration import events
+    from pipelines.registry import Registry, os_user
 
     cfg = load(args)
-    pointer = Registry(cfg.data.artifact_root).rollback()
-    print(f"production -> {pointer['bundle_id']} (rolled back)")
+    registry = Registry(cfg.data.artifact_root)
+    pointer = registry.rollback(reason=args.reason or "rollback", actor=os_user())
+    print(f"production -> {pointer['bundle_id']} (rolled back from {pointer['from']})")
+    _emit(args, events.pointer_event_extra(registry, pointer))
     return 0
+
+
+def _emit(args, extra: dict) -> None:
+    """The `production_bundle` asset event of a change already made (never fails the command)."""
+    from pipelines.orchestration import events
+
+    if args.airflow_event and events.emit_production_event(extra):
+        print(f"recorded in Airflow: {events.PRODUCTION_ASSET} asset event")
 
 
 def _registry_gc(args) -> int:

@@ -7,8 +7,9 @@ Under `<artifact_root>/registry/` (a local path or any fsspec URL; `layout` name
                               manifest.json (config, data window, metrics, gate, code version,
                               parent bundle, content hash)
     production.json           the pointer: {"bundle_id", "previous", "chain", "seq", "event",
-                              "promoted_at", "reason"}; `chain` lists the bundles rollback
-                              restores, newest first
+                              "promoted_at", "reason", "user", "airflow_run_id"}; `chain`
+                              lists the bundles rollback restores, newest first; `user` is
+                              who changed it (`os:<login>` from the CLI)
     history.jsonl             one line per promotion / rollback (the pointer's own record)
     .lock                     exclusive lock for promote, rollback, prune and gc (local disks)
 
@@ -32,13 +33,20 @@ from pipelines.registry.layout import (
     check_bundle_id,
 )
 from pipelines.registry.pointer import CHAIN_LIMIT
-from pipelines.registry.registry import FAULT_POINTS, UNCHECKED, Registry
+from pipelines.registry.registry import (
+    FAULT_POINTS,
+    OS_USER_PREFIX,
+    UNCHECKED,
+    Registry,
+    os_user,
+)
 from pipelines.registry.version import code_version
 
 __all__ = [
     "CHAIN_LIMIT",
     "FAULT_POINTS",
     "MANIFEST",
+    "OS_USER_PREFIX",
     "TMP_BUNDLE",
     "TMP_POINTER",
     "UNCHECKED",
@@ -49,5 +57,6 @@ __all__ = [
     "check_bundle_id",
     "code_version",
     "content_hash",
+    "os_user",
     "verify_bundle_dir",
 ]

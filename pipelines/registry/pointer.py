@@ -1,12 +1,16 @@
 """The production pointer (`production.json`) and its history (`history.jsonl`).
 
-The pointer is `{"event", "bundle_id", "previous", "chain", "seq", "promoted_at", "reason"}`
-(plus `"from"` after a rollback): `chain` lists the bundles rollback restores, newest first,
-and `seq` numbers the pointer's versions. It is replaced in one step (`os.replace` locally, a
-single-object write elsewhere). Every version gets one history line; the line is appended
-after the swap, so a writer killed in between leaves a pointer whose `seq` the history lacks:
-`history()` shows it meanwhile and the next commit appends it. Callers hold the registry lock
-around `commit`.
+The pointer is `{"event", "bundle_id", "previous", "chain", "seq", "promoted_at", "reason",
+"user", "airflow_run_id"}` (plus `"from"` after a rollback): `chain` lists the bundles rollback
+restores, newest first, and `seq` numbers the pointer's versions; `user` is who made the change
+(an Airflow user's name, or `os:<login>` for the account that ran the CLI; None for the DAG's
+own promotions unless it names one) and `airflow_run_id` the Airflow DAG run that made it, as
+Airflow spells it (None outside Airflow); older pointers and history lines lack these two.
+
+The pointer is replaced in one step (`os.replace` locally, a single-object write elsewhere).
+Every version gets one history line; the line is appended after the swap, so a writer killed
+in between leaves a pointer whose `seq` the history lacks: `history()` shows it meanwhile and
+the next commit appends it. Callers hold the registry lock around `commit`.
 """
 
 from __future__ import annotations
@@ -82,7 +86,15 @@ class ProductionPointer:
         return entries
 
     def commit(
-        self, event: str, bundle_id: str, chain: list[str], reason: str, current: dict | None
+        self,
+        event: str,
+        bundle_id: str,
+        chain: list[str],
+        reason: str,
+        current: dict | None,
+        *,
+        user: str | None = None,
+        airflow_run_id: str | None = None,
     ) -> dict:
         """Swap in a new pointer and append its history line (the caller holds the lock).
 
@@ -92,6 +104,8 @@ class ProductionPointer:
             chain: what rollback restores after this, newest first.
             reason: recorded in the pointer and the history.
             current: the pointer being replaced (None: no production yet).
+            user: who made the change (recorded).
+            airflow_run_id: the Airflow DAG run that made it (recorded).
 
         Returns:
             The new pointer.
@@ -109,6 +123,8 @@ class ProductionPointer:
             "seq": max(seqs, default=0) + 1,
             "promoted_at": _now(),
             "reason": reason,
+            "user": user,
+            "airflow_run_id": airflow_run_id,
         }
         if event == "rollback":
             pointer["from"] = current["bundle_id"]

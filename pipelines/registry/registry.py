@@ -50,6 +50,20 @@ class _Unchecked:
 
 UNCHECKED = _Unchecked()  # `promote(expected=UNCHECKED)`: swap whatever production is
 
+OS_USER_PREFIX = "os:"  # marks a `user` taken from the operating system, not from Airflow
+
+
+def os_user() -> str:
+    """The account running this process as a history `user`: `os:<login>` (`os:uid-<n>` when the
+    login has no name, e.g. an arbitrary uid in a container), so a CLI change is never mistaken
+    for one an Airflow user made through the UI."""
+    import getpass
+
+    try:
+        return OS_USER_PREFIX + getpass.getuser()
+    except (KeyError, OSError):  # no LOGNAME/USER and no passwd entry for the uid
+        return f"{OS_USER_PREFIX}uid-{os.getuid()}"
+
 
 class Registry:
     """Bundles and the production pointer under `<artifact_root>/registry`.
@@ -151,7 +165,15 @@ class Registry:
         bundle_id = self.production()
         return self.fetch(bundle_id, cache_dir) if bundle_id else None
 
-    def promote(self, bundle_id: str, reason: str = "", expected=UNCHECKED) -> dict:
+    def promote(
+        self,
+        bundle_id: str,
+        reason: str = "",
+        expected=UNCHECKED,
+        *,
+        actor: str | None = None,
+        airflow_run_id: str | None = None,
+    ) -> dict:
         """Point production at a complete, intact bundle (atomic) and log it.
 
         Args:
@@ -159,6 +181,9 @@ class Registry:
             reason: recorded in the pointer and the history.
             expected: compare-and-swap: the bundle id production must still name at swap time
                 (None: no production yet); by default production is replaced whatever it is.
+            actor: who promotes, recorded as the pointer's and the history line's `user`
+                (an Airflow user's name; `os_user()` from the CLI).
+            airflow_run_id: the Airflow DAG run promoting, as Airflow spells it (recorded).
 
         Returns:
             The new pointer (unchanged if `bundle_id` already is production).
@@ -189,12 +214,23 @@ class Registry:
                 )  # fmt: skip
             self._check_intact(bundle_id, "promoting")
             chain = [current_id, *self._pointer.chain(current)][:CHAIN_LIMIT] if current else []
-            pointer = self._pointer.commit("promote", bundle_id, chain, reason, current)
+            pointer = self._pointer.commit(
+                "promote", bundle_id, chain, reason, current,
+                user=actor, airflow_run_id=airflow_run_id,
+            )  # fmt: skip
         log.info("registry: production -> %s (was %s)", bundle_id, current_id)
         return pointer
 
-    def rollback(self, reason: str = "rollback") -> dict:
+    def rollback(self, reason: str = "rollback", *, actor: str | None = None) -> dict:
         """Restore the bundle production pointed to before the current one.
+
+        Args:
+            reason: recorded in the pointer and the history.
+            actor: who rolls back, recorded as `user` (an Airflow user's name; `os_user()`
+                from the CLI).
+
+        Returns:
+            The new pointer; its `from` is the bundle that was production until now.
 
         Raises:
             PipelineError: nothing to roll back to, or that bundle is gone (pruned).
@@ -216,7 +252,9 @@ class Registry:
                     "`two-tower promote --bundle ID`"
                 )
             self._check_intact(target, "restoring")
-            pointer = self._pointer.commit("rollback", target, chain[1:], reason, current)
+            pointer = self._pointer.commit(
+                "rollback", target, chain[1:], reason, current, user=actor
+            )
         log.info("registry: rolled back %s -> %s", current["bundle_id"], target)
         return pointer
 

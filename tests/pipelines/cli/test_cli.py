@@ -21,8 +21,8 @@ def run(*args, cwd=None, env=None):
     )  # fmt: skip
 
 
-STEPS = ["generate", "validate", "features", "train", "index", "evaluate", "promote", "rollback",
-         "registry", "recommend", "run"]  # fmt: skip
+STEPS = ["generate", "land", "validate", "features", "train", "index", "evaluate", "promote",
+         "rollback", "registry", "recommend", "run"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", STEPS)

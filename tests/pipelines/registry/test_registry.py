@@ -73,6 +73,35 @@ def test_promote_rollback_and_history(registry, tmp_path):
     assert registry.production() == ids[0]
 
 
+def test_history_records_who_and_which_airflow_run(registry, tmp_path):
+    a, b = (registry.publish(make_bundle(tmp_path, p), {"created_at": p}) for p in "ab")
+    registry.promote(
+        a, reason="run r1: promote", airflow_run_id="manual__2026-11-25T10:00:00+00:00"
+    )
+    registry.promote(b, reason="hotfix", actor="os:alice")
+    pointer = registry.rollback(reason="b is worse on tail items", actor="op")
+    assert (pointer["user"], pointer["from"], pointer["airflow_run_id"]) == ("op", b, None)
+    assert registry.pointer()["user"] == "op"
+    who = [(e["event"], e["bundle_id"], e["user"], e["airflow_run_id"], e["reason"])
+           for e in registry.history()]  # fmt: skip
+    assert who == [
+        ("promote", a, None, "manual__2026-11-25T10:00:00+00:00", "run r1: promote"),
+        ("promote", b, "os:alice", None, "hotfix"),
+        ("rollback", a, "op", None, "b is worse on tail items"),
+    ]
+
+
+def test_os_user_is_marked_as_such(monkeypatch):
+    from pipelines.registry import OS_USER_PREFIX, os_user
+
+    monkeypatch.setenv("LOGNAME", "alice")
+    assert os_user() == f"{OS_USER_PREFIX}alice" == "os:alice"
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("pwd.getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+    assert os_user() == f"os:uid-{os.getuid()}"
+
+
 def test_prune_keeps_the_newest_and_never_production(registry, tmp_path):
     ids = [
         registry.publish(make_bundle(tmp_path, p), {"created_at": str(i)})
