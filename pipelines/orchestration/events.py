@@ -217,7 +217,9 @@ def _emit(asset_name: str, extra: dict) -> bool:
             return False
         event = _register(asset_name, extra)
     except Exception as exc:  # noqa: BLE001 - the change is made; the event is a record of it
-        log.warning("could not record the %s asset event: %s", asset_name, exc, exc_info=True)
+        log.warning("could not record the %s asset event: %s: %s", asset_name,
+                    type(exc).__name__, exc)  # fmt: skip
+        log.debug("the %s asset event failed", asset_name, exc_info=True)
         return False
     if event is None:
         return False

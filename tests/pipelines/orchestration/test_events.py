@@ -153,6 +153,17 @@ def test_an_airflow_home_without_a_metadata_db_is_not_created(tmp_path):
     assert not (home / "airflow.db").exists()
 
 
+def test_a_database_that_refuses_is_logged_not_raised(tmp_path):
+    home = tmp_path / "airflow"
+    home.mkdir()
+    (home / "airflow.db").touch()  # a DB file, but never migrated
+    env = _clean_env(HOME=str(tmp_path), AIRFLOW_HOME=str(home))
+    result, log = emit("production", {"action": "promote"}, env)
+    assert result["ok"] is False
+    assert "could not record the production_bundle asset event: OperationalError" in log
+    assert "Traceback" not in log  # a warning, not a crash
+
+
 # ---- a real Airflow metadata DB: migrated, the DAG parsed (its assets registered) ----
 
 
