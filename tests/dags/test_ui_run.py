@@ -19,6 +19,19 @@ DAG_ID = "two_tower_retrain"
 SCREENSHOT = REPO / ".airflow" / "ui-test-dag-run.png"
 
 
+def error_lines(files: list[Path]) -> list[str]:
+    """`task attempt: line` of every ERROR/CRITICAL record in the task log files (JSON lines,
+    each with a "level"), which must include those of the tasks running GX, Beam and TF."""
+    tasks = {f.parent.name.removeprefix("task_id=") for f in files}
+    assert tasks >= {"validate_raw", "features", "train", "build_index", "evaluate"}, files
+    bad = []
+    for f in files:
+        for line in f.read_text().splitlines():
+            if json.loads(line)["level"] in ("error", "critical"):
+                bad.append(f"{f.parent.name.removeprefix('task_id=')} {f.stem}: {line[:400]}")
+    return bad
+
+
 def test_trigger_through_rest_api_then_see_the_run_in_the_ui(airflow_stack):
     base, root, token = airflow_stack.base, airflow_stack.root, airflow_stack.token()
     with pytest.raises(urllib.error.HTTPError) as denied:
@@ -50,6 +63,7 @@ def test_trigger_through_rest_api_then_see_the_run_in_the_ui(airflow_stack):
         ).read_text()
     )
     assert manifest["config"]["train"]["embedding_dim"] == 32  # the Params reached the run
+    assert error_lines(airflow_stack.task_log_files(run_id)) == []  # a green run cries no wolf
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
