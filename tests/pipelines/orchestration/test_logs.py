@@ -99,6 +99,7 @@ route_library_output()  # idempotent: a second call changes nothing
 for text in LINES:
     os.write(2, text.encode())  # C level, as TensorFlow's and absl's loggers write
 print("WARNING:py:from python", file=sys.stderr)
+warnings.warn("use the new api", UserWarning)  # Python's own format, on sys.stderr
 sys.stderr.flush()
 subprocess.run([sys.executable, "-c", "import sys; print(" + repr(BEAM_CHILD) + ", file=sys.stderr)"],
                check=True)  # a child (a Beam worker) inherits the routed fd 2
@@ -119,7 +120,8 @@ os.write(2, b"W0000 00:00:2.0 1 last.cc:1] last words, no newline")  # the exit 
 """
 
 
-def run_task(tmp_path, mode="ok", many=2000) -> list[dict]:
+def run_task(tmp_path, mode="ok", many=2000) -> tuple[str, list[dict]]:
+    """(what reached the old fd 2, the records logged) of one run of SCRIPT."""
     records = tmp_path / "records.jsonl"
     lines = [PLAIN, TF_INFO, TF_CUINIT, TF_WARNING, TF_ERROR, ABSL_INFO, ABSL_WARNING, BEAM_INFO,
              BEAM_WARNING, PY_WARNING]  # fmt: skip
@@ -156,6 +158,8 @@ def test_every_line_on_fd2_is_logged_once_at_its_level_and_none_is_lost_at_exit(
     assert of(PY_WARNING) == "warning"
     assert of(PLAIN) == "info"
     assert of("WARNING:py:from python") == "warning"
+    (warned,) = [r for r in stderr if "UserWarning: use the new api" in r["event"]]
+    assert warned["level"] == "warning"
     # A multi-line message is one record, at the level of its first line.
     (cpu,) = [r for r in stderr if "cpu_feature_guard" in r["event"]]
     assert cpu["event"] == TF_INFO.strip()
