@@ -158,8 +158,8 @@ def _source_schema(cfg: PipelineConfig, root: Path | None) -> dict[str, Any]:
         "enum": [None, *choices],
         "values_display": {"null": "(empty: the deployment's source)"},
         "description": f"A directory under the data root {root.resolve()} (TTR_DATA_ROOT); "
-        f"empty = {configured}. The list is read when the DAG file is parsed: a new directory "
-        "appears after the next parse (a few minutes at most).",
+        f"empty = {configured}. The list is read each time the DAG file is parsed ([dag_processor] "
+        "min_file_process_interval, 30 s by default): a new directory appears after that.",
     }
 
 
