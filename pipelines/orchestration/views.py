@@ -30,7 +30,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.errors import PipelineError
-from pipelines.layout import RunLayout, RunSummary, runs_dir
+from pipelines.layout import PLOT_FILE, RunLayout, RunSummary, runs_dir
 from pipelines.orchestration.approval import ApprovalAnswer
 from pipelines.orchestration.events import (
     emit_production_event,
@@ -96,7 +96,7 @@ def report_links(layout: RunLayout) -> dict[str, str]:
     """The run's report files that exist: label -> path relative to the run directory."""
     candidates = {
         "Evaluation report": layout.report,
-        "Recall@K plot": layout.evaluation / "recall_at_k.png",
+        "Recall@K plot": layout.evaluation / PLOT_FILE,
         "Gate report": layout.gate_md,
         "Raw-data checks (Data Docs)": layout.raw_report / "index.html",
         "Feature checks (Data Docs)": layout.features_report / "index.html",
@@ -254,16 +254,16 @@ def _table(headers: list[str], rows: list[str]) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows) or '<tr><td colspan=99>none</td></tr>'}</table>"
 
 
-def _run_link(run: str | None, prefix: str, known: bool = True) -> str:
+def _run_link(run: str | None, known: bool = True) -> str:
+    """A link from the overview to a run's page (plain text when `known` is False)."""
     if not run:
         return "–"
-    return (
-        f"<a href='{prefix}runs/{esc(quote(run, safe=''))}/'>{esc(run)}</a>" if known else esc(run)
-    )
+    return f"<a href='runs/{esc(quote(run, safe=''))}/'>{esc(run)}</a>" if known else esc(run)
 
 
-def _report_links(run: str, reports: dict[str, str], prefix: str) -> str:
-    base = f"{prefix}runs/{esc(quote(run, safe=''))}/files/"
+def _report_links(run: str, reports: dict[str, str]) -> str:
+    """Links from the overview to a run's human-readable reports (not its JSON files)."""
+    base = f"runs/{esc(quote(run, safe=''))}/files/"
     return " · ".join(
         f"<a href='{base}{esc(quote(path))}'>{esc(label)}</a>"
         for label, path in reports.items()
@@ -358,7 +358,7 @@ def overview_page(data: dict) -> HTMLResponse:
         bundle_rows.append(
             f"<tr class='{'prod' if b['production'] else ''}'><td><code>{esc(b['bundle_id'])}</code>"
             f"{serving}</td>"
-            f"<td>{esc(b['created_at'] or '')}</td><td>{_run_link(b.get('run_id'), '', b['run_page'])}</td>"
+            f"<td>{esc(b['created_at'] or '')}</td><td>{_run_link(b.get('run_id'), b['run_page'])}</td>"
             f"{_metric_cell(b['headline'])}<td>{esc(promoted.get('promoted_at', '–'))}</td>"
             f"<td>{esc(by) or '–'}</td><td>{esc(promoted.get('reason', ''))}</td></tr>"
         )
@@ -377,7 +377,7 @@ def overview_page(data: dict) -> HTMLResponse:
         badge = "ok" if r["promoted"] else "no" if r["decision"] else ""
         approval = f"<br><span class='muted'>{esc(r['approval'])}</span>" if r["approval"] else ""
         run_rows.append(
-            f"<tr><td>{_run_link(r['run'], '')}</td><td>{esc(r['finished_at'] or '')}</td>"
+            f"<tr><td>{_run_link(r['run'])}</td><td>{esc(r['finished_at'] or '')}</td>"
             f"<td><span class='badge {badge}'>{decision}</span>"
             f"{' promoted' if r['promoted'] else ''}"
             f"{approval}"
@@ -385,13 +385,13 @@ def overview_page(data: dict) -> HTMLResponse:
             f"<td class='num'>{_num(head.get('ndcg@10'))}</td>"
             f"<td class='num'>{_num(head.get('popularity'))}</td>"
             f"<td>{esc(', '.join(r['failed_rules'])) or '–'}</td>"
-            f"<td>{_report_links(r['run'], r['reports'], '')}</td></tr>"
+            f"<td>{_report_links(r['run'], r['reports'])}</td></tr>"
         )
     metric = next((r["headline"]["metric"] for r in data["runs"] if r["headline"]), "recall@100")
     latest = data["runs"][-1] if data["runs"] else None
     latest_links = (
-        f"<p>Latest run {_run_link(latest['run'], '')}: "
-        f"{_report_links(latest['run'], latest['reports'], '') or 'no reports'}</p>"
+        f"<p>Latest run {_run_link(latest['run'])}: "
+        f"{_report_links(latest['run'], latest['reports']) or 'no reports'}</p>"
         if latest
         else ""
     )

@@ -19,6 +19,7 @@ import pytest
 from airflow_support import REPO, call, wait_for
 
 from pipelines.layout import RunLayout, RunSummary
+from pipelines.orchestration import safe_run_id
 from pipelines.registry import Registry
 
 RUNS = ("manual__2026-01-01T00_00_00_00_00", "scheduled__2026-01-02T00_00_00_00_00")
@@ -98,7 +99,7 @@ def production_events(stack) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_plugin_registered(airflow_stack):
+def test_plugin_registered(airflow_stack, production):
     [plugin] = [
         p for p in airflow_stack.api("GET", "/plugins")["plugins"] if p["name"] == "two_tower"
     ]
@@ -110,6 +111,29 @@ def test_plugin_registered(airflow_stack):
         "two-tower",
     )
     assert plugin["global_operator_extra_links"]
+
+
+@pytest.mark.slow
+def test_task_instances_link_their_report(airflow_stack, production):
+    """The API server computes the global extra link of every task instance of the DAG
+    (`@task` ones included): a run triggered while the DAG is paused has its task instances but
+    never starts; it is deleted afterwards and the pause state restored."""
+    dag = f"/dags/{airflow_stack.DAG_ID}"
+    paused = airflow_stack.api("GET", dag)["is_paused"]
+    airflow_stack.api("PATCH", dag, {"is_paused": True})
+    run_id = airflow_stack.trigger({})
+    try:
+        runs = f"{dag}/dagRuns/{run_id}/taskInstances"
+        links = airflow_stack.api("GET", f"{runs}/evaluate/links")["extra_links"]
+        safe = safe_run_id(run_id)  # the run directory's name
+        assert links["Two-tower run report"] == (
+            f"{airflow_stack.base}/two-tower/runs/{safe}/files/evaluation/report.md"
+        )
+        links = airflow_stack.api("GET", f"{runs}/train/links")["extra_links"]
+        assert links["Two-tower run report"] == f"{airflow_stack.base}/two-tower/runs/{safe}/"
+    finally:
+        airflow_stack.api("DELETE", f"{dag}/dagRuns/{run_id}")
+        airflow_stack.api("PATCH", dag, {"is_paused": paused})
 
 
 @pytest.mark.slow
