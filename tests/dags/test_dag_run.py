@@ -1,4 +1,5 @@
-"""`airflow dags test` of the real DAG: a good run promotes; a bad partition alerts and stops."""
+"""`airflow dags test` of the real DAG: a good run promotes; a bad partition alerts once and
+stops; the next good run resolves the incident."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def deployment(small_world, tmp_path_factory):
         TTR_DATA_ROOT=str(data),
         TTR_DATA__ARTIFACT_ROOT=str(root / "artifacts"),
         AIRFLOW_CONN_TWO_TOWER_ALERTS=json.dumps({"conn_type": "http", "host": hook.url}),
+        TTR_ALERT_QUIET_MINUTES="360",
     )
     migrate = subprocess.run(
         ["airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
@@ -49,14 +51,18 @@ def dags_test(env, conf: dict):
     )  # fmt: skip
 
 
-def test_good_run_promotes_then_bad_partition_alerts_and_leaves_production(deployment):
+def test_good_run_promotes_then_bad_partition_alerts_once_and_recovery_resolves(deployment):
+    """One alert per incident: a failed data check posts one alert (not also a task-failure
+    alert), an identical failure inside the quiet period posts none, the next green run posts
+    one "resolved"; production is untouched by the bad runs."""
     root, env, hook = deployment
-    good = dags_test(env, {"source": "good", "epochs": 2})
+    good = dags_test(env, {"source": "good", "epochs": 1})
     assert good.returncode == 0, (good.stdout + good.stderr)[-4000:]
     assert (
         "DagRun Finished" in good.stdout + good.stderr
         and "state=success" in good.stdout + good.stderr
     )
+    assert hook.received == []  # a green run with nothing open alerts nobody
     registry = Registry(root / "artifacts")
     production = registry.production()
     assert production is not None and registry.verify(production)
@@ -65,21 +71,39 @@ def test_good_run_promotes_then_bad_partition_alerts_and_leaves_production(deplo
     [summary] = list((root / "artifacts" / "runs").glob("*/summary.json"))
     assert json.loads(summary.read_text())["production_bundle"] == production
 
-    bad = dags_test(env, {"source": "bad", "epochs": 2})
+    bad = dags_test(env, {"source": "bad", "epochs": 1})
     log = bad.stdout + bad.stderr
     assert "validate_raw" in log and "state=failed" in log
-    alerts = [a for a in hook.received if a["kind"] == "data_check_failure"]
-    assert alerts, hook.received
-    alert = alerts[0]
+    [alert] = hook.received  # the data check's alert; the task-failure alert is not repeated
+    assert alert["kind"] == "data_check_failure", hook.received
     assert alert["severity"] == "high" and "raw data checks FAILED" in alert["text"]
     assert any("user_id must not be null" in f for f in alert["failed_expectations"])
     assert alert["report"].endswith(".html")
-    failures = [a for a in hook.received if a["kind"] == "task_failure"]
-    assert [a["task_id"] for a in failures] == ["validate_raw"]  # the task-failure notifier
-    assert "user_id must not be null" in failures[0]["attachments"][0]["text"]
+    run_dir = next(p.name for p in (root / "artifacts" / "runs").iterdir()
+                   if p.name != summary.parent.name)  # fmt: skip
+    docs = alert["links"]["data docs"]
+    assert docs.endswith(f"/two-tower/runs/{run_dir}/files/raw_report/index.html"), docs
+    assert f"<{docs}|data docs>" in alert["attachments"][0]["text"]
+    assert (root / "artifacts" / "runs" / run_dir / "raw_report" / "index.html").is_file()
+
+    again = dags_test(env, {"source": "bad", "epochs": 1})
+    assert "state=failed" in again.stdout + again.stderr
+    assert len(hook.received) == 1, hook.received[1:]  # same rules inside the quiet period
+    [incident] = json.loads((root / "artifacts" / "alerts" / "incidents.json").read_text()).values()
+    assert incident["kind"] == "data_check_failure" and incident["suppressed"] == 1
+
     assert (root / "artifacts" / "registry" / "production.json").read_bytes() == pointer
     assert registry.production() == production and registry.verify(production)
     assert registry.manifest(production)["content_hash"] == content
+
+    # dry_run: the recovery run decides nothing, so no gate alert can join the "resolved" one
+    recovered = dags_test(env, {"source": "good", "epochs": 1, "dry_run": True})
+    assert recovered.returncode == 0, (recovered.stdout + recovered.stderr)[-4000:]
+    assert "state=success" in recovered.stdout + recovered.stderr
+    [resolved] = hook.received[1:]
+    assert resolved["kind"] == "resolved" and "resolved" in resolved["text"], hook.received[1:]
+    assert "raw data checks FAILED" in resolved["attachments"][0]["text"]
+    assert json.loads((root / "artifacts" / "alerts" / "incidents.json").read_text()) == {}
 
 
 def test_simulation_replays_days_through_the_dag(tmp_path):
