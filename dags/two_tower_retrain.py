@@ -1,6 +1,6 @@
 """Airflow 3 DAG `two_tower_retrain`: validate -> features -> train -> index -> evaluate -> gate
 -> approve_promotion -> promote -> publish, every `TTR_SCHEDULE_HOURS` hours (1-24, default 24)
-or when the landing asset `two_tower_landing` gets a new partition (`two-tower data land`).
+or when the landing asset `two_tower_landing` gets a new partition (`two-tower land`).
 
 Scheduling: the timer fires on the UTC hour grid (cron `0 */H * * *`: every H hours from
 00:00 UTC; when H does not divide 24 the day's last gap is shorter). Unpausing the DAG does not
@@ -212,7 +212,10 @@ _RETRY = {
         "on_failure_callback": [TaskFailureNotifier()],
     },
     on_success_callback=_resolved,  # closes open failure incidents: one "resolved" alert
-    params={name: Param(**spec) for name, spec in orch.param_specs(DEPLOYMENT).items()},
+    params={
+        name: Param(**spec)
+        for name, spec in orch.param_specs(DEPLOYMENT, SETTINGS.data_root).items()
+    },
     tags=["two-tower", "retrieval"],
     doc_md=f"{__doc__}\n**This deployment**: timer `{SCHEDULE}` (UTC); timer and landing runs "
     f"read {SCHEDULED_SOURCE}; artifacts under `{DEPLOYMENT.data.artifact_root}`; promotion "
@@ -352,6 +355,7 @@ def two_tower_retrain():
 
         from pipelines.errors import PromotionConflict
         from pipelines.orchestration.approval import ApprovalAnswer
+        from pipelines.orchestration.events import production_event_extra
         from pipelines.steps.promote import promote as publish
 
         cfg, layout, run_id = _context()
@@ -366,12 +370,20 @@ def two_tower_retrain():
                 )
             decision = {**decision, "promote": True, "approval": answer.line(),
                         "decision": f"{decision['decision']}; {answer.line()}"}  # fmt: skip
+        context = get_current_context()
+        airflow_run_id = context["run_id"]
+        # Who promotes: the approver, else the person who triggered the run (None: the timer).
+        actor = answer.user if ref["approval"] else context["dag_run"].triggering_user_name
         try:  # compare-and-swap: production must still be the champion this run was gated on
-            out = publish(cfg, layout, decision, run_id, ref["champion"])
+            out = publish(cfg, layout, decision, run_id, ref["champion"],
+                          actor=actor, airflow_run_id=airflow_run_id)  # fmt: skip
         except PromotionConflict as exc:
             raise AirflowFailException(str(exc)) from None
-        events = get_current_context()["outlet_events"]
-        events[PRODUCTION].extra = {"bundle_id": out["bundle_id"], "run_id": run_id}
+        context["outlet_events"][PRODUCTION].extra = production_event_extra(
+            action="promote", bundle_id=out["bundle_id"], previous=ref["champion"],
+            airflow_run_id=airflow_run_id, user=actor, decision=decision["decision"],
+            metrics=json.loads(layout.metrics.read_text()),
+        )  # fmt: skip
         return {**ref, "bundle_id": out["bundle_id"]}
 
     @task(trigger_rule="none_failed")

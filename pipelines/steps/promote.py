@@ -16,6 +16,9 @@ def promote(
     decision: dict,
     run_id: str,
     champion_id: str | None,
+    *,
+    actor: str | None = None,
+    airflow_run_id: str | None = None,
 ) -> dict:
     """Publish the staged bundle and swap the production pointer, if the gate said so.
 
@@ -23,6 +26,8 @@ def promote(
         decision: the gate's decision (`gate`).
         champion_id: the production bundle the run was gated against: the swap happens only if
             production still names it.
+        actor: who promotes (an approver, or the user running the CLI), kept in the history.
+        airflow_run_id: the Airflow run promoting, as Airflow names it, kept in the history.
 
     Returns:
         `promoted`, `decision`, `bundle_id` (None when not promoted) and the `pruned` bundles.
@@ -64,8 +69,9 @@ def promote(
     # Compare-and-swap: the bundle replaces production only if production is still the
     # champion this run was evaluated and gated against (else PromotionConflict).
     registry.promote(
-        bundle_id, reason=f"run {run_id}: {decision['decision']}", expected=champion_id
-    )
+        bundle_id, reason=f"run {run_id}: {decision['decision']}", expected=champion_id,
+        actor=actor, airflow_run_id=airflow_run_id,
+    )  # fmt: skip
     pruned = registry.prune(cfg.registry.keep_bundles)
     return {
         "promoted": True,
