@@ -416,6 +416,10 @@ def two_tower_retrain():
         task_id="approve_promotion",
         subject="Promote the retrained two-tower model?",
         defaults="Reject",  # no answer before the timeout = production unchanged
+        # The wait is bounded by response_timeout (the run's approval_timeout_hours, set when it
+        # runs), not by the DAG's default execution_timeout.
+        execution_timeout=None,
+        response_timeout=dt.timedelta(hours=DEPLOYMENT.promotion.approval_timeout_hours),
         params={"reason": Param("", type="string", title="Reason",
                                 description="Why: kept in the run note and the run's approval")},
     )  # fmt: skip
