@@ -109,7 +109,7 @@ def _promote(args) -> int:
     layout = RunLayout(args.run_dir)
     decision = gate(cfg, layout)
     champion = registry.production()
-    out = promote(cfg, layout, decision, layout.run_id, champion)
+    out = promote(cfg, layout, decision, layout.run_id, champion, actor=user)
     print(layout.gate_md.read_text())
     if not out["promoted"]:
         print("not promoted; production unchanged")

@@ -92,8 +92,9 @@ def test_promote_run_dir_emits_the_gate_decision_and_the_runs_metrics(
     }))  # fmt: skip
     layout.gate_md.write_text("# Gate: promote\n")
 
-    def promote(cfg, layout, decision, run_id, champion_id):
-        registry.promote(challenger, reason=f"run {run_id}: promote", expected=champion_id)
+    def promote(cfg, layout, decision, run_id, champion_id, *, actor=None, airflow_run_id=None):
+        registry.promote(challenger, reason=f"run {run_id}: promote", expected=champion_id,
+                         actor=actor, airflow_run_id=airflow_run_id)  # fmt: skip
         return {"promoted": True, "decision": "promote", "bundle_id": challenger}
 
     monkeypatch.setattr("pipelines.steps.gate.gate", lambda cfg, layout: {"promote": True})
@@ -110,4 +111,5 @@ def test_promote_run_dir_emits_the_gate_decision_and_the_runs_metrics(
         "ci": [0.38, 0.42],
         "champion": 0.3,
     }
+    assert registry.pointer()["user"] == "os:alice"  # the history names who ran the CLI
     assert main([*args, "--reason", "x"]) == 2  # a run's promotion records its gate decision
