@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.errors import PipelineError
@@ -534,13 +535,15 @@ def create_app(
         if origin and urlsplit(origin).netloc != request.headers.get("host"):
             raise HTTPException(403, "cross-origin rollback refused")
         reason = await _rollback_reason(request)
-        root = artifact_root()
-        registry = Registry(root)
+        registry = Registry(artifact_root())
+        # The registry lock, its I/O and the event's DB write block: off the event loop.
         try:
-            pointer = registry.rollback(reason=reason, actor=user)
+            pointer = await run_in_threadpool(registry.rollback, reason=reason, actor=user)
         except PipelineError as exc:  # nothing to restore, or it is gone or damaged
             raise HTTPException(409, str(exc)) from None
-        emitted = emit_production_event(pointer_event_extra(registry, pointer))
+        emitted = await run_in_threadpool(
+            lambda: emit_production_event(pointer_event_extra(registry, pointer))
+        )
         if request.headers.get("content-type", "").startswith("application/json"):
             return JSONResponse({"production": pointer, "event_emitted": emitted})
         return RedirectResponse("../#history", status_code=303)
