@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 import pytest
-from airflow_support import Hook, airflow_env
+from airflow_support import Hook, airflow_env, wait_for
 
 from pipelines.registry import Registry
 
@@ -128,3 +128,42 @@ def test_simulation_replays_days_through_the_dag(tmp_path):
     assert all(r["decision"].startswith(("promote", "reject")) for r in rows)
     assert "| 2026-01-14 |" in result.stdout
     assert (tmp_path / "data" / "simulation" / "simulation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_in_a_deployment_the_dag_processor_posts_resolved(airflow_stack):
+    """Under a real scheduler the DAG's success callback runs in the DAG processor, not in a
+    task: it still reaches the alert connection and the incident book, and closes the incident
+    a failed data check opened with one "resolved" alert."""
+    stack = airflow_stack
+    stack.dag_ready()
+    bad = stack.root / "data" / "alerts_bad"
+    shutil.copytree(stack.root / "data" / "world", bad)
+    part = sorted((bad / "interactions").rglob("*.parquet"))[-1]
+    frame = pd.read_parquet(part)
+    frame.loc[frame.index[:3], "user_id"] = None
+    frame.to_parquet(part)
+
+    # The form offers the new directory once the DAG processor has parsed the file again.
+    failed = wait_for(
+        "the form to offer alerts_bad",
+        lambda: stack.trigger({"source": "alerts_bad", "epochs": 1}),
+        timeout=180,
+        every=5,
+    )
+    assert stack.wait_until(failed) == "failed"
+    mine = [a for a in stack.hook.received if a.get("run_id") == failed]
+    assert [a["kind"] for a in mine] in (["data_check_failure"], []), mine  # [] = a quiet repeat
+    book = json.loads((stack.artifacts / "alerts" / "incidents.json").read_text())
+    assert any(failed in i["runs"] for i in book.values() if i["kind"] == "data_check_failure")
+
+    green = stack.trigger({"source": "world", "epochs": 1, "dry_run": True})
+    assert stack.wait_until(green, timeout=1500) == "success"
+    resolved = wait_for(
+        "the resolved alert",
+        lambda: [a for a in stack.hook.received if a.get("run_id") == green],
+        timeout=120,
+    )
+    assert [a["kind"] for a in resolved] == ["resolved"], resolved
+    assert "raw data checks FAILED" in resolved[0]["attachments"][0]["text"]
+    book = json.loads((stack.artifacts / "alerts" / "incidents.json").read_text())
+    assert not any(i["kind"] in ("data_check_failure", "task_failure") for i in book.values())
