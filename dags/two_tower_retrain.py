@@ -22,7 +22,10 @@ Deployment settings (environment; read once, into `SETTINGS`, when the file is p
     TTR_DATA_ROOT             the only directory the `source` Param may point into
     TTR_CONFIG                optional YAML with the pipeline config
     TTR_SCHEDULE_HOURS        1..24 (default 24)
-Alerts go to the HTTP Connection `two_tower_alerts` (a Slack-compatible webhook URL).
+Alerts go to the Connection `two_tower_alerts` (http: a Slack-compatible JSON webhook;
+slackwebhook / slack: the Slack provider's notifiers), one per incident: repeats inside
+`TTR_ALERT_QUIET_MINUTES` (default 360) are only logged, and the next successful run posts
+"resolved" (`pipelines.orchestration.alerts`). On-call guide: docs/operating.md.
 """
 
 from __future__ import annotations
