@@ -18,8 +18,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines.layout import LANDING, PLOT_FILE, RunLayout, RunSummary
-from pipelines.orchestration.approval import ApprovalAnswer
+from pipelines.layout import LANDING, RunLayout, RunSummary
+from pipelines.orchestration.approval import TIMEOUT, ApprovalAnswer
 from pipelines.orchestration.links import run_url
 
 # `dag_run_note.content` is a String(1000) column (enforced by PostgreSQL and MySQL).
@@ -69,32 +69,37 @@ def run_note(
     """
     layout = RunLayout(Path(run_dir))
     if state == "success":
-        headline, details = _success(layout)
+        headline, details, evidence = _success(layout, message)
     else:
-        headline, details = _failure(layout, failed_tasks, message)
+        headline, details, evidence = _failure(layout, failed_tasks, message)
     details += _provenance(layout, run_type, triggered_by)
-    return _fit(headline, details, _links(layout))
+    return _fit(headline, details + evidence, _links(layout))
 
 
-def _success(layout: RunLayout) -> tuple[str, list[str]]:
-    """Headline and details of a run that ended green: promoted, rejected or a dry run."""
+def _success(layout: RunLayout, message: str | None) -> tuple[str, list[str], list[str]]:
+    """Headline, details and evidence (each failed rule's measurement) of a run that ended
+    green: promoted, rejected or a dry run."""
     try:
         summary = RunSummary.read(layout)
     except Exception as exc:  # noqa: BLE001 - a note explains, it never raises
-        return "succeeded, but its summary is unreadable", [f"- {exc}"]
+        why = f" ({message})" if message and message != "success" else ""
+        return f"succeeded without a readable run summary{why}", [f"- {exc}"], []
     gate = _read_json(layout.gate_json) or {}
     metrics = _read_json(layout.metrics) or {}
     primary = gate.get("primary_metric") or metrics.get("eval", {}).get("primary_metric")
     measured = _metric_line(metrics, primary) if primary else None
-    failed = [r["name"] for r in gate.get("rules", []) if not r.get("passed")]
+    rules = gate.get("rules") or []
+    failed = [r["name"] for r in rules if not r.get("passed")]
     answer = ApprovalAnswer.read(layout)
-    # summary.decision also carries the approval answer, said on its own line here
-    details = [f"- gate: {gate.get('decision', summary.decision)}" + _rules_line(gate)]
+    details = [_production_line(summary)]
     if answer is not None:
         details.append(f"- approval: {answer.line()}")
-        if answer.asked_because and answer.chosen != "timeout":
+        if answer.asked_because and answer.chosen != TIMEOUT:
             details.append(f"- asked because {answer.asked_because}")
-    details.append(_production_line(summary))
+    # summary.decision also carries the approval answer, said on its own line above
+    passed = f" (all {len(rules)} rules passed)" if rules and not failed else ""
+    details.append(f"- gate: {gate.get('decision', summary.decision)}{passed}")
+    evidence = [f"- ✗ {r['name']}: {r.get('measured', '')}" for r in rules if not r.get("passed")]
 
     if summary.promoted:
         bundle = _short(summary.production_bundle)
@@ -106,41 +111,46 @@ def _success(layout: RunLayout) -> tuple[str, list[str]]:
         if answer is not None and answer.approved:
             notes.append(f"approved by {answer.user}")
         suffix = f" ({'; '.join(notes)})" if notes else ""
-        return f"promoted {bundle} {measured or ''}".rstrip() + suffix, details
-    if answer is not None and not answer.approved:
-        if answer.chosen == "timeout":
-            return "not promoted: no approval answer before the timeout", details
-        why = f": {answer.reason}" if answer.reason else ""
-        return f"rejected by {answer.user}{why}", details
-    in_brackets = f" ({measured})" if measured else ""
-    if summary.decision.startswith("dry run"):
-        return f"{summary.decision}{in_brackets}", details
-    if failed:
-        return f"rejected: {', '.join(failed)}{in_brackets}", details
-    return f"not promoted (gate: {summary.decision}){in_brackets}", details
+        headline = f"promoted {bundle} {measured or ''}".rstrip() + suffix
+    elif answer is not None and answer.chosen == TIMEOUT:
+        headline = "not promoted: no approval answer before the timeout"
+    elif answer is not None and not answer.approved:
+        headline = f"rejected by {answer.user}" + (f": {answer.reason}" if answer.reason else "")
+    else:
+        in_brackets = f" ({measured})" if measured else ""
+        if summary.decision.startswith("dry run"):
+            headline = f"{summary.decision}{in_brackets}"
+        elif failed:
+            headline = f"rejected: {', '.join(failed)}{in_brackets}"
+        else:
+            headline = f"not promoted (gate: {summary.decision}){in_brackets}"
+    return headline, details, evidence
 
 
 def _failure(
     layout: RunLayout, failed_tasks: Sequence[str], message: str | None
-) -> tuple[str, list[str]]:
-    """Headline and details of a failed run: the data check that failed, else the task."""
+) -> tuple[str, list[str], list[str]]:
+    """Headline, details and evidence (each failed data rule) of a failed run: the data check
+    that failed, else the task."""
     for report_dir, what in ((layout.raw_report, "data check"),
                              (layout.features_report, "feature check")):  # fmt: skip
         report = _read_json(report_dir / VALIDATION_JSON)
         if report and report.get("success") is False:
             failures = [r for r in report.get("results", []) if not r.get("success")]
             rules = f"{len(failures)} rule{'s' if len(failures) != 1 else ''}"
-            details = [_failure_line(r) for r in failures]
-            details.append("- production unchanged (the run stopped before promotion)")
-            return f"{what} failed: {rules} in {_locations(failures)}", details
+            return (
+                f"{what} failed: {rules} in {_locations(failures)}",
+                ["- production unchanged (the run stopped before promotion)"],
+                [_failure_line(r) for r in failures],
+            )
     tasks = ", ".join(failed_tasks)
     why = _MESSAGES.get(message or "", message)
     details = [f"- failed task{'s' if len(failed_tasks) > 1 else ''}: {tasks or 'none'}"]
     if why:
         details.append(f"- Airflow: {why}")
     if not failed_tasks:
-        return f"failed ({why})" if why else "failed", details
-    return f"failed in {tasks}", details
+        return f"failed ({why})" if why else "failed", details, []
+    return f"failed in {tasks}", details, []
 
 
 def _provenance(layout: RunLayout, run_type: str | None, triggered_by: str | None) -> list[str]:
@@ -170,13 +180,12 @@ def _source(layout: RunLayout) -> str | None:
 
 
 def _links(layout: RunLayout) -> str:
-    """Markdown links to the run's reports that exist, in the Two-tower view."""
+    """Markdown links to the run's page in the Two-tower view (every report, the plot and the
+    feature checks included) and to the reports on-call opens first, when they exist."""
     files = [
         ("evaluation", layout.report),
-        ("plot", layout.evaluation / PLOT_FILE),
         ("gate", layout.gate_md),
         ("data checks", layout.raw_report / "index.html"),
-        ("feature checks", layout.features_report / "index.html"),
     ]
     name = layout.run_id
     links = [f"[run]({run_url(name)})"]
@@ -220,16 +229,6 @@ def _metric_name(metric: str) -> str:
     """'recall@100' -> 'R@100'."""
     name, at, k = metric.partition("@")
     return f"{_METRIC_NAMES.get(name, name)}{at}{k}"
-
-
-def _rules_line(gate: dict) -> str:
-    rules = gate.get("rules") or []
-    failed = [r for r in rules if not r.get("passed")]
-    if not rules:
-        return ""
-    if not failed:
-        return f" (all {len(rules)} rules passed)"
-    return "; " + "; ".join(f"{r['name']} failed: {r.get('measured', '')}" for r in failed)
 
 
 def _production_line(summary: RunSummary) -> str:

@@ -92,10 +92,14 @@ def test_gate_rejection_names_the_failed_rules_and_what_they_measured(tmp_path):
     assert lines[0] == (
         "rejected: beats_popularity, no_regression (R@100 0.412 ± 0.010 vs champion 0.405)"
     )
-    assert lines[2] == (
-        "- gate: reject (failed: beats_popularity, no_regression); "
-        "beats_popularity failed: m-beats_popularity; no_regression failed: m-no_regression"
-    )
+    assert lines[2:4] == [
+        "- production unchanged: 0a1b…",
+        "- gate: reject (failed: beats_popularity, no_regression)",
+    ]
+    assert lines[-4:-2] == [  # each failed rule's measurement, last: dropped first when long
+        "- ✗ beats_popularity: m-beats_popularity",
+        "- ✗ no_regression: m-no_regression",
+    ]
     assert "- production unchanged: 0a1b…" in lines
     assert "- started by the timer" in lines
 
@@ -197,8 +201,10 @@ def test_success_without_summary_says_so_instead_of_raising(tmp_path):
     layout = _run(tmp_path)
     layout.summary.write_text("{not json")
     assert run_note(layout.run_dir, "success").startswith(
-        "succeeded, but its summary is unreadable\n"
+        "succeeded without a readable run summary\n"
     )
+    marked = run_note(tmp_path / "none", "success", message="state manually set to `success`")
+    assert marked.startswith("succeeded without a readable run summary (state manually set to ")
 
 
 @pytest.mark.parametrize("failures", [40, 400])
@@ -215,4 +221,9 @@ def test_note_fits_the_note_column(tmp_path, failures):
         f"data check failed: {failures} rules in dt=2026-01-01, dt=2026-01-02, dt=2026-01-03 "
         "and 25 more"
     )
-    assert "- … (more in the reports)" in note and note.splitlines()[-1].startswith("reports: ")
+    lines = note.splitlines()
+    assert lines[2:4] == [  # what the run did and read survive; the rule lines are cut
+        "- production unchanged (the run stopped before promotion)",
+        "- source: `/data/bad`",
+    ]
+    assert "- … (more in the reports)" in lines and lines[-1].startswith("reports: ")
