@@ -167,13 +167,15 @@ class PromotionApproval(ApprovalOperator):
     def execute_complete(self, context, event):
         from pipelines.orchestration.approval import ApprovalAnswer
 
-        result = super().execute_complete(context, event)  # a rejection skips `promote`
-        _, layout, _ = _context()
-        ref = context["ti"].xcom_pull(task_ids="gate")
-        answer = ApprovalAnswer.from_response(dict(result), ref["approval"])
-        answer.write(layout)
-        log.info("approval: %s", answer.line())
-        return result
+        # Kept first: on "Reject" the operator skips `promote` by raising, so nothing after
+        # super() would run. A timeout resumes with the "Reject" default and no user.
+        if "error" not in event:
+            _, layout, _ = _context()
+            ref = context["ti"].xcom_pull(task_ids="gate")
+            answer = ApprovalAnswer.from_response(event, ref["approval"])
+            answer.write(layout)
+            log.info("approval: %s", answer.line())
+        return super().execute_complete(context, event)
 
 
 def _report_links(layout) -> dict[str, str]:
@@ -182,7 +184,7 @@ def _report_links(layout) -> dict[str, str]:
 
     return {name: run_url(layout.run_id, path) for name, path in (
         ("evaluation report", "evaluation/report.md"), ("recall plot", "evaluation/recall_at_k.png"),
-        ("gate report", "evaluation/gate.md"), ("data docs", "raw_report/"),
+        ("gate report", "evaluation/gate.md"), ("data docs", "raw_report/index.html"),
     )}  # fmt: skip
 
 
