@@ -222,3 +222,16 @@ def chromium(token: str, base: str):
     driver.get(f"{base}/")
     driver.add_cookie({"name": "_token", "value": token, "path": "/"})
     return driver
+
+
+def run_notes(home: Path) -> list[tuple[str, str, str | None]]:
+    """(run id, state, note) of every two_tower_retrain run in the SQLite metadata DB under
+    `home`, oldest first (what the UI shows as each run's note)."""
+    import sqlite3
+
+    with sqlite3.connect(home / "airflow.db") as db:
+        return db.execute(
+            "SELECT r.run_id, r.state, n.content FROM dag_run r "
+            "LEFT JOIN dag_run_note n ON n.dag_run_id = r.id "
+            "WHERE r.dag_id = 'two_tower_retrain' ORDER BY r.id"
+        ).fetchall()

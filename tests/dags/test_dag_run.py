@@ -1,17 +1,20 @@
 """`airflow dags test` of the real DAG: a good run promotes; a bad partition alerts once and
-stops; the next good run resolves the incident."""
+stops; the next good run resolves the incident. Each run's note (the listener plugin) states
+its outcome."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from airflow_support import Hook, airflow_env, wait_for
+from airflow_support import Hook, airflow_env, run_notes, wait_for
 
+from pipelines.orchestration import safe_run_id
 from pipelines.registry import Registry
 
 pytestmark = pytest.mark.slow
@@ -70,6 +73,14 @@ def test_good_run_promotes_then_bad_partition_alerts_once_and_recovery_resolves(
     content = registry.manifest(production)["content_hash"]
     [summary] = list((root / "artifacts" / "runs").glob("*/summary.json"))
     assert json.loads(summary.read_text())["production_bundle"] == production
+    [(run_id, state, note)] = run_notes(root / "airflow")
+    lines = note.splitlines()
+    assert re.fullmatch(
+        rf"promoted {production[:4]}… R@100 0\.\d{{3}} ± 0\.\d{{3}} vs no champion", lines[0]
+    ), note
+    assert f"- production: {production[:4]}… (was none)" in lines
+    assert f"- source: `{root / 'data' / 'good'}`" in lines
+    assert f"/two-tower/runs/{safe_run_id(run_id)}/files/evaluation/gate.md)" in lines[-1]
 
     bad = dags_test(env, {"source": "bad", "epochs": 1})
     log = bad.stdout + bad.stderr
@@ -85,6 +96,16 @@ def test_good_run_promotes_then_bad_partition_alerts_once_and_recovery_resolves(
     assert docs.endswith(f"/two-tower/runs/{run_dir}/files/raw_report/index.html"), docs
     assert f"<{docs}|data docs>" in alert["attachments"][0]["text"]
     assert (root / "artifacts" / "runs" / run_dir / "raw_report" / "index.html").is_file()
+    [_, (_, state, note)] = run_notes(root / "airflow")
+    lines = note.splitlines()
+    partition = sorted((root / "data" / "bad" / "interactions").rglob("*.parquet"))[-1].parent.name
+    assert state == "failed" and lines[0] == f"data check failed: 1 rule in {partition}", note
+    assert any(
+        line.startswith("- ✗ interactions.user_id: user_id must not be null — 3 of ")
+        for line in lines
+    ), note
+    assert "- production unchanged (the run stopped before promotion)" in lines
+    assert f"- source: `{root / 'data' / 'bad'}`" in lines
 
     again = dags_test(env, {"source": "bad", "epochs": 1})
     assert "state=failed" in again.stdout + again.stderr
@@ -158,6 +179,17 @@ def test_in_a_deployment_the_dag_processor_posts_resolved(airflow_stack):
 
     green = stack.trigger({"source": "world", "epochs": 1, "dry_run": True})
     assert stack.wait_until(green, timeout=1500) == "success"
+    # The scheduler's listener noted the outcome, the source and who started the run.
+    lines = stack.run(green)["note"].splitlines()
+    assert re.fullmatch(
+        r"dry run: would (promote|reject) \(R@100 0\.\d{3} ± 0\.\d{3} vs (champion 0\.\d{3}|"
+        r"no champion)\)",
+        lines[0],
+    ), lines
+    assert f"- source: `{stack.root / 'data' / 'world'}`" in lines
+    assert "- started by a manual trigger (admin)" in lines
+    link = f"[gate]({stack.base}/two-tower/runs/{safe_run_id(green)}/files/evaluation/gate.md)"
+    assert link in lines[-1]
     resolved = wait_for(
         "the resolved alert",
         lambda: [a for a in stack.hook.received if a.get("run_id") == green],
