@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 
 def join(base: str, *parts: str) -> str:
@@ -53,3 +54,12 @@ def makedirs(path: str) -> None:
             FileSystems.mkdirs(path)
         except OSError:
             pass  # created concurrently by another worker
+
+
+def fsync_local(path: str | os.PathLike) -> None:
+    """Flush a local file or directory to disk (a directory: its new entries and renames)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -15,6 +15,8 @@ from pathlib import Path
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from pipelines.formats.files import fsync_local
+
 
 class RegistryFiles:
     """An fsspec filesystem and whether it is the local disk.
@@ -43,11 +45,7 @@ class RegistryFiles:
     @staticmethod
     def fsync_dir(path: str) -> None:
         """Make renames and new entries in a local directory durable."""
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_local(path)
 
     def last_modified(self, path: str) -> float:
         """Newest modification time under `path` (a file or a directory tree), epoch seconds.

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from pipelines.contract import INTERACTION_REQUIRED, PARTITION_PATTERN
 from pipelines.errors import SourceError
+from pipelines.formats.files import fsync_local
 from pipelines.sources import detect_format
 from pipelines.sources.normalize import canonical_names
 
@@ -85,8 +86,8 @@ def land_partition(source: str | Path, path: str | Path, day: str | None = None)
         staged.mkdir(parents=True)
         for file in files:
             shutil.copyfile(file, staged / file.name)
-            _fsync(staged / file.name)
-        _fsync(staged)
+            fsync_local(staged / file.name)
+        fsync_local(staged)
         interactions.mkdir(exist_ok=True)
         try:
             os.rename(staged, target)  # replaces nothing but an empty directory
@@ -96,7 +97,7 @@ def land_partition(source: str | Path, path: str | Path, day: str | None = None)
             if _same_partition(target, files):  # a concurrent landing of the same files
                 return Landed(day, target, names, rows, already=True)
             raise _different(target) from None
-        _fsync(interactions)
+        fsync_local(interactions)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return Landed(day, target, names, rows, already=False)
@@ -216,11 +217,3 @@ def _sha256(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
