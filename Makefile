@@ -39,7 +39,7 @@ browser:
 
 ## test: the whole suite, slow tests included (CI runs exactly this)
 test: setup browser
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=20
 
 ## test-fast: skip tests marked slow
 test-fast: setup
