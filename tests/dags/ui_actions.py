@@ -93,6 +93,15 @@ def respond(
     return _body(driver)
 
 
+# The element and its ancestors fully opaque, no animation running inside it.
+_SETTLED = """
+const el = arguments[0];
+for (let e = el; e; e = e.parentElement)
+  if (getComputedStyle(e).opacity !== "1") return false;
+return el.getAnimations({subtree: true}).every(a => a.playState !== "running");
+"""
+
+
 def run_note_text(driver, base: str, dag_id: str, run_id: str, *, shot: Path | None = None) -> str:
     """The DAG run note as the run's page renders it: the header shows its first line only, the
     note button opens the "Dag Run Note" dialog with the whole markdown rendered; `shot`
@@ -111,6 +120,7 @@ def run_note_text(driver, base: str, dag_id: str, run_id: str, *, shot: Path | N
             None,
         )
     )  # fmt: skip
-    if shot is not None:
+    if shot is not None:  # after the dialog's fade-in, or the page shows through it
+        _wait(driver, 10).until(lambda d: d.execute_script(_SETTLED, dialog))
         screenshot(driver, shot)
     return dialog.text.removeprefix("Dag Run Note").removesuffix("Edit").strip()
