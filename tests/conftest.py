@@ -183,3 +183,21 @@ def served_dir(tmp_path_factory) -> Path:
     from tiny_served import build_served_dir
 
     return build_served_dir(tmp_path_factory.mktemp("served") / "model")
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(small_world, tmp_path_factory):
+    """One real Airflow deployment (API server, scheduler, DAG processor) shared by the UI and
+    REST tests of a session (`tests/dags/airflow_support.AirflowStack`): starting one costs about
+    a minute. Only tests under tests/dags use it, and they put airflow_support on the path."""
+    import shutil
+
+    from airflow_support import AirflowStack
+
+    if not shutil.which("chromium") or not shutil.which("chromedriver"):
+        pytest.fail("Debian's chromium and chromium-driver are required (make test installs them)")
+    stack = AirflowStack(tmp_path_factory.mktemp("airflow-stack"), small_world)
+    try:
+        yield stack
+    finally:
+        stack.close()
