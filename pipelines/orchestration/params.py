@@ -105,14 +105,19 @@ MAX_SOURCE_CHOICES = 500
 
 
 def source_choices(root: Path) -> list[str]:
-    """The directories under the data root a run may read, relative to it, sorted.
+    """The sources under the data root a run may read, relative to it, sorted.
 
-    Hidden entries (`.name`) are left out, and so is whatever lies outside the root once
-    symlinks are followed (`resolve_source` would refuse it). A directory holding files is a
-    source: its own subdirectories (a contract source's `interactions/` partitions) are not
-    listed; a directory of directories only (`movielens/`) is looked into, down to
-    `SOURCE_DEPTH` levels. At most `MAX_SOURCE_CHOICES`, the first in sorted order.
+    A source is a directory whose format `pipelines.sources.detect_format` recognises (a
+    contract source's `interactions`, MovieLens' `u.data` / `ratings.*`); it is offered and
+    not looked into (its `interactions/` partitions are not sources). Other directories
+    (`movielens/`, a simulation's output beside its `landing/` source) are looked into, down to
+    `SOURCE_DEPTH` levels. Hidden entries (`.name`) are left out, and so is whatever lies
+    outside the root once symlinks are followed (`resolve_source` would refuse it). At most
+    `MAX_SOURCE_CHOICES`, the first in sorted order.
     """
+    from pipelines.errors import SourceError
+    from pipelines.sources import detect_format
+
     root = root.resolve()
     found: list[str] = []
 
@@ -120,8 +125,6 @@ def source_choices(root: Path) -> list[str]:
         try:
             entries = sorted(directory.iterdir())
         except OSError:  # unreadable: nothing to offer from it
-            return
-        if directory != root and any(entry.is_file() for entry in entries):
             return
         for entry in entries:
             if len(found) >= MAX_SOURCE_CHOICES:
@@ -131,9 +134,13 @@ def source_choices(root: Path) -> list[str]:
             resolved = entry.resolve()
             if resolved != root and root not in resolved.parents:
                 continue
-            found.append(str(entry.relative_to(root)))
-            if depth < SOURCE_DEPTH:
-                visit(entry, depth + 1)
+            try:
+                detect_format(entry)
+            except SourceError:  # not a source itself: maybe a group of them
+                if depth < SOURCE_DEPTH:
+                    visit(entry, depth + 1)
+            else:
+                found.append(str(entry.relative_to(root)))
 
     if root.is_dir():
         visit(root, 1)
@@ -157,9 +164,10 @@ def _source_schema(cfg: PipelineConfig, root: Path | None) -> dict[str, Any]:
     return {
         "enum": [None, *choices],
         "values_display": {"null": "(empty: the deployment's source)"},
-        "description": f"A directory under the data root {root.resolve()} (TTR_DATA_ROOT); "
+        "description": f"A source under the data root {root.resolve()} (TTR_DATA_ROOT): a "
+        "directory holding interactions or a MovieLens dump; "
         f"empty = {configured}. The list is read each time the DAG file is parsed ([dag_processor] "
-        "min_file_process_interval, 30 s by default): a new directory appears after that.",
+        "min_file_process_interval, 30 s by default): a new source appears after that.",
     }
 
 

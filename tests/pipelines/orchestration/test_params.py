@@ -155,12 +155,16 @@ def test_the_cli_help_reads_the_same_descriptions():
 
 @pytest.fixture
 def data_root(tmp_path):
-    """A data root: two sources, a group of sources, a hidden dir and a symlink out of it."""
+    """A data root: sources, a group of sources, a source beside files, an empty and a hidden
+    dir, a symlink out of it."""
     root = tmp_path / "data"
     (root / "world" / "interactions" / "dt=2026-01-01").mkdir(parents=True)
     (root / "world" / "items.parquet").write_bytes(b"")
     (root / "movielens" / "ml-100k").mkdir(parents=True)
     (root / "movielens" / "ml-100k" / "u.data").write_text("")
+    (root / "simulation" / "landing" / "interactions").mkdir(parents=True)  # a source in
+    (root / "simulation" / "simulation.json").write_text("{}")  # a directory of outputs
+    (root / "empty").mkdir()  # nothing a reader could read
     (root / ".cache" / "x").mkdir(parents=True)
     (root / "README").write_text("")
     os.symlink(tmp_path, root / "outside")
@@ -168,9 +172,10 @@ def data_root(tmp_path):
 
 
 def test_source_is_a_choice_among_the_directories_under_the_data_root(data_root):
-    assert source_choices(data_root) == ["movielens", "movielens/ml-100k", "world"]
+    sources = ["movielens/ml-100k", "simulation/landing", "world"]
+    assert source_choices(data_root) == sources
     spec = orch.param_specs(load_config(env={}), data_root)["source"]
-    assert spec["enum"] == [None, "movielens", "movielens/ml-100k", "world"]
+    assert spec["enum"] == [None, *sources]
     assert spec["default"] is None and not ui_required(spec)
     assert "TTR_DATA__SOURCE" in spec["description"] and "synthetic 'small'" in spec["description"]
     assert "parsed" in spec["description"]
