@@ -235,3 +235,16 @@ def run_notes(home: Path) -> list[tuple[str, str, str | None]]:
             "LEFT JOIN dag_run_note n ON n.dag_run_id = r.id "
             "WHERE r.dag_id = 'two_tower_retrain' ORDER BY r.id"
         ).fetchall()
+
+
+def error_lines(files: list[Path]) -> list[str]:
+    """`task attempt: line` of every ERROR/CRITICAL record in the task log files (JSON lines,
+    each with a "level"), which must include those of the tasks running GX, Beam and TF."""
+    tasks = {f.parent.name.removeprefix("task_id=") for f in files}
+    assert tasks >= {"validate_raw", "features", "train", "build_index", "evaluate"}, files
+    bad = []
+    for f in files:
+        for line in f.read_text().splitlines():
+            if json.loads(line)["level"] in ("error", "critical"):
+                bad.append(f"{f.parent.name.removeprefix('task_id=')} {f.stem}: {line[:400]}")
+    return bad

@@ -49,8 +49,22 @@ def finished_run(root: Path, run: str, value: float) -> dict:
 @pytest.fixture(scope="module")
 def production(airflow_stack, served_dir, tmp_path_factory):
     """Bundles A and B in the stack's registry, promoted A, B, A; the DAG (and so the
-    `production_bundle` asset) parsed."""
+    `production_bundle` asset) parsed. Afterwards the registry is put back as it was and the
+    fake runs removed: later DAG runs on the shared stack must not warm-start from a bundle
+    that no training made."""
     root = airflow_stack.artifacts
+    kept = tmp_path_factory.mktemp("registry-before") / "registry"
+    if (root / "registry").exists():
+        shutil.copytree(root / "registry", kept)
+    yield _publish_fakes(root, served_dir, tmp_path_factory, airflow_stack)
+    shutil.rmtree(root / "registry", ignore_errors=True)
+    if kept.exists():
+        shutil.copytree(kept, root / "registry")
+    for run in RUNS:
+        shutil.rmtree(RunLayout.for_run(root, run).run_dir, ignore_errors=True)
+
+
+def _publish_fakes(root: Path, served_dir: Path, tmp_path_factory, airflow_stack) -> list[str]:
     registry = Registry(root)
     bundles = []
     for run, value in zip(RUNS, (0.412, 0.437), strict=True):

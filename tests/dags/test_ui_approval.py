@@ -1,7 +1,9 @@
 """Approval before promotion, by a person in the Airflow UI, against a real API server +
 scheduler: a run with `promotion_mode=approve` waits in "Required actions"; approved there, it
 promotes its bundle; a second one, rejected there, leaves production as it was; both run notes
-say who decided and why. Screenshots of the approval form and a run note go to docs/images/."""
+say who decided and why. The approved run is also the suite's green run through the REST API
+with custom Params: they reach the bundle, its task logs have no ERROR line, and its page shows
+in Chromium. Screenshots of the approval form, the run and its note go to docs/images/."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import json
 
 import pytest
 import ui_actions as ui
-from airflow_support import REPO, chromium, wait_for
+from airflow_support import REPO, chromium, error_lines, wait_for
 
 from pipelines import orchestration as orch
 
@@ -76,8 +78,12 @@ def test_a_person_approves_one_promotion_and_rejects_another_in_required_actions
         )["value"]
         assert production["bundle_id"] == promoted["bundle_id"]
         manifest = stack.artifacts / "registry" / "bundles" / production["bundle_id"]
-        assert json.loads((manifest / "manifest.json").read_text())["run_id"] == orch.safe_run_id(
-            approved
+        manifest = json.loads((manifest / "manifest.json").read_text())
+        assert manifest["run_id"] == orch.safe_run_id(approved)
+        assert manifest["config"]["train"]["embedding_dim"] == 32  # the Params reached the run
+        assert error_lines(stack.task_log_files(approved)) == []  # a green run cries no wolf
+        ui.screenshot_run(
+            driver, stack.base, stack.DAG_ID, approved, IMAGES / "airflow-dag-run.png"
         )
 
         # 2. Rejected in the UI: promote is skipped, the pointer file is untouched.

@@ -124,3 +124,17 @@ def run_note_text(driver, base: str, dag_id: str, run_id: str, *, shot: Path | N
         _wait(driver, 10).until(lambda d: d.execute_script(_SETTLED, dialog))
         screenshot(driver, shot)
     return dialog.text.removeprefix("Dag Run Note").removesuffix("Edit").strip()
+
+
+def screenshot_run(driver, base: str, dag_id: str, run_id: str, path: Path) -> str:
+    """Open a finished run's page, wait until it shows the run and its success, save it to `path`;
+    returns the page's text."""
+    import time
+
+    driver.get(f"{base}/dags/{dag_id}/runs/{run_id}")
+    _wait(driver).until(lambda d: run_id in _body(d) and "success" in _body(d).lower())
+    time.sleep(2)  # let the graph finish drawing
+    screenshot(driver, path)
+    body = _body(driver)
+    assert dag_id in body and run_id in body, body[:2000]
+    return body
