@@ -111,12 +111,17 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-## lock: re-resolve requirements.in into requirements.lock (needs the package index)
+## lock: re-resolve requirements.in into requirements.lock, then the runtime set requirements-prod.in
+##       within it into requirements-prod.lock (what the image installs; needs the package index)
 lock:
 	rm -rf /tmp/ttr-lock-venv && $(PYTHON) -m venv /tmp/ttr-lock-venv
 	/tmp/ttr-lock-venv/bin/pip install -q --upgrade pip
 	/tmp/ttr-lock-venv/bin/pip install -q -r requirements.in
 	/tmp/ttr-lock-venv/bin/pip freeze --all | grep -v '^pip==' | sort -f > requirements.lock
+	rm -rf /tmp/ttr-lock-venv && $(PYTHON) -m venv /tmp/ttr-lock-venv
+	/tmp/ttr-lock-venv/bin/pip install -q --upgrade pip
+	/tmp/ttr-lock-venv/bin/pip install -q -r requirements-prod.in -c requirements.lock
+	/tmp/ttr-lock-venv/bin/pip freeze --all | grep -v '^pip==' | sort -f > requirements-prod.lock
 
 ## bench: every benchmark (long: medium/large presets); figures go to bench/RESULTS.md by hand
 bench: setup
