@@ -39,7 +39,7 @@ browser:
 
 ## test: the whole suite, slow tests included (CI runs exactly this)
 test: setup browser
-	$(PY) -m pytest -q -rs --durations=20
+	$(PY) -m pytest -q -rs --durations=20 -n 2 --dist loadgroup
 
 ## test-fast: skip tests marked slow
 test-fast: setup

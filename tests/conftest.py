@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -167,6 +168,41 @@ _TALLY = Tally()
 @pytest.fixture(scope="session")
 def tally() -> Tally:
     return _TALLY
+
+
+# Under pytest-xdist (`make test` runs two workers) each worker counts its own cases; the
+# counts travel to the controller in `workeroutput` and are summed there.
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["tally"] = json.dumps(
+            {"counts": {s: dict(c) for s, c in _TALLY.counts.items()}, "failures": _TALLY.failures}
+        )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    sent = json.loads(getattr(node, "workeroutput", {}).get("tally", "null") or "null")
+    if sent:
+        for suite, counts in sent["counts"].items():
+            _TALLY.counts[suite].update(counts)
+        _TALLY.failures.extend(sent["failures"])
+
+
+# Tests of one module share its module-scoped fixtures and those of tests/dags one Airflow
+# stack, so xdist (`--dist loadgroup`) keeps each such group on one worker.
+STACK_MODULES = ("test_dag_run.py", "test_plugin.py", "test_trigger_form.py",
+                 "test_ui_approval.py", "test_ui_run.py")  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        module = item.nodeid.split("::", 1)[0]
+        group = "airflow_stack" if module.rsplit("/", 1)[-1] in STACK_MODULES else module
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_terminal_summary(terminalreporter):
