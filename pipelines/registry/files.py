@@ -2,7 +2,8 @@
 
 On a local disk new files are fsynced and renames are made durable by fsyncing their
 directory, so that a machine crash cannot undo a swap that readers already saw. Object stores
-write whole objects at once and need neither.
+write whole objects at once and need neither; they have no rename and no lock either, so the
+registry replaces shared objects there with conditional writes (`pipelines.formats.store`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ class RegistryFiles:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+
+    def listing(self, path: str) -> list[str]:
+        """The entries of a directory, listed afresh (s3fs caches listings per process, and
+        other processes write the registry too); [] if it does not exist."""
+        try:
+            return self.fs.ls(path, detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
 
     @staticmethod
     def fsync_dir(path: str) -> None:

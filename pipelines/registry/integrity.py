@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from fsspec import AbstractFileSystem
 
 from pipelines.errors import BundleIntegrityError
 from pipelines.registry.layout import MANIFEST
@@ -18,14 +21,57 @@ from pipelines.registry.layout import MANIFEST
 def content_hash(directory: str | Path) -> str:
     """SHA-256 over every file's relative path and bytes, `manifest.json` excluded."""
     directory = Path(directory)
+    return _hash(
+        (path.relative_to(directory).as_posix(), path.open)
+        for path in directory.rglob("*")
+        if path.is_file()
+    )
+
+
+def file_list(directory: str | Path) -> list[str]:
+    """A bundle directory's files, relative and sorted as `content_hash` reads them,
+    `manifest.json` excluded."""
+    directory = Path(directory)
+    rels = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+    return sorted((rel for rel in rels if rel != MANIFEST), key=_order)
+
+
+def remote_file_list(fs: AbstractFileSystem, directory: str) -> list[str]:
+    """`file_list` of a directory on an fsspec filesystem (listed afresh, never cached)."""
+    prefix = directory.rstrip("/") + "/"
+    rels = []
+    for path in fs.find(directory):
+        if not path.startswith(prefix):  # the store spells paths as `directory` does
+            raise ValueError(f"{path} listed under {directory}")
+        rel = path[len(prefix) :]
+        if rel and not rel.endswith("/") and rel != MANIFEST:
+            rels.append(rel)
+    return sorted(rels, key=_order)
+
+
+def remote_content_hash(fs: AbstractFileSystem, directory: str) -> str:
+    """`content_hash` of a directory on an fsspec filesystem, streamed (nothing stored)."""
+    prefix = directory.rstrip("/") + "/"
+    return _hash(
+        (rel, lambda mode, path=prefix + rel: fs.open(path, mode))
+        for rel in remote_file_list(fs, directory)
+    )
+
+
+def _order(rel: str) -> list[str]:
+    """How `content_hash` orders files: by path components (as `Path` sorts), not by string."""
+    return rel.split("/")
+
+
+def _hash(entries: Iterable[tuple[str, Callable]]) -> str:
+    """SHA-256 over `(relative path, open)` pairs in `_order`, `manifest.json` skipped."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        rel = path.relative_to(directory).as_posix()
+    for rel, opener in sorted(entries, key=lambda entry: _order(entry[0])):
         if rel == MANIFEST:
             continue
         digest.update(rel.encode() + b"\0")
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
+        with opener("rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
                 digest.update(chunk)
         digest.update(b"\0")
     return digest.hexdigest()

@@ -4,7 +4,8 @@
     bundles/.tmp-<uuid>/          a bundle being copied (debris if its writer died)
     production.json               the production pointer
     .production-<uuid>            a pointer being written (debris if its writer died)
-    history.jsonl                 one line per promotion / rollback
+    history.jsonl                 one line per promotion / rollback (local disks)
+    history/<seq>.json            one object per promotion / rollback (object stores)
     .lock                         exclusive lock for promote, rollback, prune and gc
 
 Paths are strings joined with "/" so that the same layout serves fsspec URLs and local disks.
@@ -22,6 +23,8 @@ MANIFEST = "manifest.json"
 BUNDLES = "bundles"
 POINTER = "production.json"
 HISTORY = "history.jsonl"
+HISTORY_RECORDS = "history"
+_RECORD = re.compile(r"(\d{10})\.json")
 LOCK = ".lock"
 TMP_BUNDLE = ".tmp-"
 TMP_POINTER = ".production-"
@@ -82,6 +85,15 @@ class RegistryLayout:
         return f"{self.root}/{HISTORY}"
 
     @property
+    def history_records(self) -> str:
+        return f"{self.root}/{HISTORY_RECORDS}"
+
+    def history_record(self, seq: int) -> str:
+        """The object of one history record on an object store (zero-padded: names sort by
+        `seq`)."""
+        return f"{self.history_records}/{int(seq):010d}.json"
+
+    @property
     def lock(self) -> str:
         return f"{self.root}/{LOCK}"
 
@@ -104,6 +116,12 @@ class RegistryLayout:
     def bundle_entry(name: str) -> str:
         """A name under `bundles/` relative to the registry root, as `gc` reports it."""
         return f"{BUNDLES}/{name}"
+
+
+def history_record_seq(name: str) -> int | None:
+    """The `seq` of a history record's object name (`0000000012.json`), None for anything else."""
+    match = _RECORD.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 def manifest_in(directory: str) -> str:

@@ -7,10 +7,18 @@ restores, newest first, and `seq` numbers the pointer's versions; `user` is who 
 own promotions unless it names one) and `airflow_run_id` the Airflow DAG run that made it, as
 Airflow spells it (None outside Airflow); older pointers and history lines lack these two.
 
-The pointer is replaced in one step (`os.replace` locally, a single-object write elsewhere).
-Every version gets one history line; the line is appended after the swap, so a writer killed
-in between leaves a pointer whose `seq` the history lacks: `history()` shows it meanwhile and
-the next commit appends it. Callers hold the registry lock around `commit`.
+The pointer is replaced in one step: on a local disk by `os.replace` under the registry lock;
+on an object store by a conditional write of the one object (`write_if`: it lands only if the
+pointer is still the version the caller read, so of two concurrent promoters exactly one wins
+and the other gets `WriteConflict`). Every version gets one history record, written after the
+swap, so a writer killed in between leaves a pointer whose `seq` the history lacks: `history()`
+shows it meanwhile and the next commit writes it.
+
+The history is `history.jsonl` on a local disk (one `O_APPEND` write per line, under the lock).
+Object stores cannot append, so there every record is its own object, `history/<seq>.json`,
+created only if absent: the pointer's compare-and-swap makes each `seq` one version, so
+records never overwrite each other and two writers of a missing record write the same one. A
+`history.jsonl` on an object store (written before) is read first, merged by `seq`.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import os
 from pathlib import Path
 
 from pipelines.faults import kill_point
+from pipelines.formats.store import WriteConflict, read_versioned, write_if
 from pipelines.registry.files import RegistryFiles
 from pipelines.registry.layout import (
     HISTORY,
@@ -29,6 +38,7 @@ from pipelines.registry.layout import (
     RegistryLayout,
     basename,
     check_bundle_id,
+    history_record_seq,
 )
 
 log = logging.getLogger(__name__)
@@ -54,15 +64,24 @@ class ProductionPointer:
 
     def read(self) -> dict | None:
         """The current pointer, or None before the first promotion."""
+        return self.read_versioned()[0]
+
+    def read_versioned(self) -> tuple[dict | None, object]:
+        """The current pointer (None before the first promotion) and the token of that version
+        for `commit` (`pipelines.formats.store.read_versioned`; None on a local disk, where the
+        registry lock orders writers)."""
         fs, path = self.files.fs, self.layout.pointer
-        return json.loads(fs.cat_file(path)) if fs.exists(path) else None
+        if self.files.local:
+            return (json.loads(fs.cat_file(path)) if fs.exists(path) else None), None
+        data, token = read_versioned(fs, path)
+        return (json.loads(data) if data is not None else None), token
 
     def chain(self, pointer: dict) -> list[str]:
         """Bundles `rollback` restores, newest first, from the pointer itself."""
         if "chain" in pointer:
             return [check_bundle_id(b) for b in pointer["chain"]]
         # A pointer without a chain: follow the history as far as it goes.
-        entries, chain = self._history_lines(), []
+        entries, chain = self._entries(), []
         bundle_id = pointer.get("previous")
         while bundle_id and bundle_id not in chain and len(chain) < CHAIN_LIMIT:
             chain.append(check_bundle_id(bundle_id))
@@ -75,7 +94,7 @@ class ProductionPointer:
 
         A torn line (a writer killed mid-append) is skipped with a warning.
         """
-        entries = self._history_lines()
+        entries = self._entries()
         pointer = self.read()
         if (
             pointer
@@ -93,10 +112,12 @@ class ProductionPointer:
         reason: str,
         current: dict | None,
         *,
+        token: object = None,
         user: str | None = None,
         airflow_run_id: str | None = None,
     ) -> dict:
-        """Swap in a new pointer and append its history line (the caller holds the lock).
+        """Swap in a new pointer and record it in the history (on a local disk the caller
+        holds the registry lock; on an object store the swap is conditional on `token`).
 
         Args:
             event: "promote" or "rollback".
@@ -104,13 +125,18 @@ class ProductionPointer:
             chain: what rollback restores after this, newest first.
             reason: recorded in the pointer and the history.
             current: the pointer being replaced (None: no production yet).
+            token: on an object store, the version of `current` (`read_versioned`).
             user: who made the change (recorded).
             airflow_run_id: the Airflow DAG run that made it (recorded).
 
         Returns:
             The new pointer.
+
+        Raises:
+            WriteConflict: on an object store, the pointer is no longer `current` (another
+                process swapped it first); nothing was written.
         """
-        entries = self._history_lines(repair=True)
+        entries = self._entries(repair=True)
         logged = {e.get("seq") for e in entries}
         if current and "seq" in current and current["seq"] not in logged:
             self._append(_record(current))  # the last writer died between swap and append
@@ -128,7 +154,7 @@ class ProductionPointer:
         }
         if event == "rollback":
             pointer["from"] = current["bundle_id"]
-        self._swap(pointer)
+        self._swap(pointer, token)
         kill_point("swap.replaced")
         self._append(_record(pointer))
         kill_point("history.appended")
@@ -138,15 +164,15 @@ class ProductionPointer:
         """Temporary pointers of killed or failed swaps: `(name, path)` pairs."""
         return [
             (basename(path), path)
-            for path in self.files.fs.ls(self.layout.root, detail=False)
+            for path in self.files.listing(self.layout.root)
             if basename(path).startswith(TMP_POINTER)
         ]
 
-    def _swap(self, pointer: dict) -> None:
+    def _swap(self, pointer: dict, token: object) -> None:
         data = json.dumps(pointer, indent=2).encode()
         path = self.layout.pointer
         if not self.files.local:
-            self.files.fs.pipe_file(path, data)  # one object write: atomic on object stores
+            write_if(self.files.fs, path, data, token)  # one object, compare-and-swap
             return
         temporary = self.layout.temporary_pointer()
         try:
@@ -158,12 +184,33 @@ class ProductionPointer:
             raise
         self.files.fsync_dir(self.layout.root)
 
+    def _entries(self, repair: bool = False) -> list[dict]:
+        """Every history record, oldest first: history.jsonl's lines, then (on object stores)
+        the `history/` records it lacks."""
+        entries = self._history_lines(repair)
+        if self.files.local:
+            return entries
+        logged = {e.get("seq") for e in entries}
+        for path in sorted(self.files.listing(self.layout.history_records)):
+            seq = history_record_seq(basename(path))
+            if seq is None or seq in logged:
+                continue
+            try:
+                entries.append(json.loads(self.files.fs.cat_file(path)))
+            except FileNotFoundError:
+                continue
+            except ValueError:  # written in one request: only someone else's edit tears it
+                log.warning("registry %s: skipping unreadable history record %s",
+                            self.layout.root, path)  # fmt: skip
+        return entries
+
     def _history_lines(self, repair: bool = False) -> list[dict]:
         """history.jsonl's records; torn lines skipped (and with `repair`, a torn tail cut)."""
         fs, path = self.files.fs, self.layout.history
-        if not fs.exists(path):
+        try:
+            raw = fs.cat_file(path)
+        except FileNotFoundError:
             return []
-        raw = fs.cat_file(path)
         if repair and self.files.local and raw and not raw.endswith(b"\n"):
             keep = raw.rfind(b"\n") + 1
             log.warning(
@@ -199,5 +246,8 @@ class ProductionPointer:
             finally:
                 os.close(fd)
         else:
-            old = fs.cat_file(path) if fs.exists(path) else b""
-            fs.pipe_file(path, old + line)
+            record = self.layout.history_record(entry["seq"])
+            try:
+                write_if(fs, record, json.dumps(entry, indent=2).encode(), None)
+            except WriteConflict:
+                pass  # written by another process: each seq is one pointer version

@@ -18,10 +18,9 @@ import os
 import time
 from pathlib import Path
 
-import fsspec
-
 from pipelines.errors import BundleIntegrityError, PipelineError, PromotionConflict
 from pipelines.faults import kill_point
+from pipelines.formats.store import WriteConflict, open_root
 from pipelines.locks import exclusive_lock
 from pipelines.registry.bundles import BundleStore
 from pipelines.registry.files import RegistryFiles
@@ -73,10 +72,15 @@ class Registry:
         root: the registry directory on `fs`.
         local: True on a local disk (atomic renames, fsync and a lock file).
         layout: every path under `root`.
+
+    On a local disk promote, rollback, prune and gc hold a lock file. Object stores have none:
+    there the pointer is swapped with a conditional write, so of two concurrent promotions or
+    rollbacks exactly one lands and the other raises `PromotionConflict` with production
+    untouched (on a local disk the second waits for the lock and then checks `expected`).
     """
 
     def __init__(self, artifact_root: str | os.PathLike):
-        fs, root = fsspec.core.url_to_fs(str(artifact_root))
+        fs, root = open_root(artifact_root)
         self.layout = RegistryLayout.under(root)
         self._files = RegistryFiles(fs)
         self.fs, self.root, self.local = fs, self.layout.root, self._files.local
@@ -190,7 +194,8 @@ class Registry:
 
         Raises:
             PipelineError: not a bundle id, or no complete bundle with that id.
-            PromotionConflict: production is no longer `expected`; nothing changed.
+            PromotionConflict: production is no longer `expected`, or (object stores) another
+                process changed production while this one promoted; nothing changed.
             BundleIntegrityError: the bundle's files changed after publishing; nothing changed.
         """
         if expected is not UNCHECKED and expected is not None:
@@ -198,7 +203,7 @@ class Registry:
         with self._lock():
             self.manifest(bundle_id)  # under the lock: prune and gc cannot remove it meanwhile
             kill_point("registry.locked")
-            current = self.pointer()
+            current, token = self._pointer.read_versioned()
             current_id = current["bundle_id"] if current else None
             if current_id == bundle_id:
                 return current
@@ -214,10 +219,11 @@ class Registry:
                 )  # fmt: skip
             self._check_intact(bundle_id, "promoting")
             chain = [current_id, *self._pointer.chain(current)][:CHAIN_LIMIT] if current else []
-            pointer = self._pointer.commit(
-                "promote", bundle_id, chain, reason, current,
-                user=actor, airflow_run_id=airflow_run_id,
-            )  # fmt: skip
+            with self._swapping(f"promoting {bundle_id}", bundle_id, expected, current_id):
+                pointer = self._pointer.commit(
+                    "promote", bundle_id, chain, reason, current,
+                    token=token, user=actor, airflow_run_id=airflow_run_id,
+                )  # fmt: skip
         log.info("registry: production -> %s (was %s)", bundle_id, current_id)
         return pointer
 
@@ -234,11 +240,13 @@ class Registry:
 
         Raises:
             PipelineError: nothing to roll back to, or that bundle is gone (pruned).
+            PromotionConflict: (object stores) another process changed production meanwhile;
+                nothing changed.
             BundleIntegrityError: that bundle's files changed after publishing; nothing changed.
         """
         with self._lock():
             kill_point("registry.locked")
-            current = self.pointer()
+            current, token = self._pointer.read_versioned()
             chain = self._pointer.chain(current) if current else []
             if not chain:
                 raise PipelineError(
@@ -252,9 +260,12 @@ class Registry:
                     "`two-tower promote --bundle ID`"
                 )
             self._check_intact(target, "restoring")
-            pointer = self._pointer.commit(
-                "rollback", target, chain[1:], reason, current, user=actor
-            )
+            with self._swapping(
+                f"rolling back to {target}", target, current["bundle_id"], current["bundle_id"]
+            ):
+                pointer = self._pointer.commit(
+                    "rollback", target, chain[1:], reason, current, token=token, user=actor
+                )
         log.info("registry: rolled back %s -> %s", current["bundle_id"], target)
         return pointer
 
@@ -318,6 +329,27 @@ class Registry:
                 "nothing could load it; production is unchanged. Publish the bundle again "
                 "from its run, or promote another one from `two-tower registry list`."
             )
+
+    @contextlib.contextmanager
+    def _swapping(self, doing: str, bundle_id: str, expected, current_id: str | None):
+        """Turn a lost compare-and-swap on the pointer into a `PromotionConflict` that says who
+        changed production to what."""
+        try:
+            yield
+        except WriteConflict:
+            now = self.pointer() or {}
+            raise PromotionConflict(
+                f"registry {self.root}: not {doing}: production changed while {doing}: "
+                f"{current_id or 'none'} -> {now.get('bundle_id') or 'none'} by "
+                f"{now.get('user') or 'an unnamed process'} ({now.get('event', '?')}, "
+                f"{now.get('reason') or 'no reason'}, {now.get('promoted_at', '?')}); "
+                "production is as that process left it. Re-run to evaluate and gate against "
+                f"the current production, or promote by hand with "
+                f"`two-tower promote --bundle {bundle_id}`.",
+                bundle_id=bundle_id,
+                expected=current_id if expected is UNCHECKED else expected,
+                current=now.get("bundle_id"),
+            ) from None
 
     @contextlib.contextmanager
     def _lock(self):
