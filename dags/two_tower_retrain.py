@@ -30,6 +30,7 @@ slackwebhook / slack: the Slack provider's notifiers), one per incident: repeats
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 
@@ -76,8 +77,7 @@ def _alert(payload: dict, task_try: str | None = None) -> None:
     (`TTR_ALERT_QUIET_MINUTES`); `task_try` marks the task try it stands for."""
     from pipelines.orchestration import alerts
 
-    root = SETTINGS.load_config().data.artifact_root
-    alerts.raise_alert(payload, _alert_connection(), root, task_try)
+    alerts.raise_alert(payload, _alert_connection(), DEPLOYMENT.data.artifact_root, task_try)
 
 
 class TaskFailureNotifier(BaseNotifier):
@@ -91,7 +91,7 @@ class TaskFailureNotifier(BaseNotifier):
 
         ti = context["ti"]
         key = alerts.task_try(ti.run_id, ti.task_id, ti.try_number)
-        if alerts.alerted_already(ti.dag_id, SETTINGS.load_config().data.artifact_root, key):
+        if alerts.alerted_already(ti.dag_id, DEPLOYMENT.data.artifact_root, key):
             log.info("task %s failed; its alert was already posted", ti.task_id)
             return
         error = context.get("exception")
@@ -114,18 +114,19 @@ def _resolved(context) -> None:
 
     run_id = context["run_id"]
     alerts.resolve_incidents(
-        DAG_ID, run_id, _alert_connection(), SETTINGS.load_config().data.artifact_root,
+        DAG_ID, run_id, _alert_connection(), DEPLOYMENT.data.artifact_root,
         links=alerts.run_links(orch.safe_run_id(run_id)),
     )  # fmt: skip
 
 
 def _context():
-    """(config, run layout, run id) of the running task.
+    """(config, run layout, run id) of the running task; the layout is local (for a remote
+    artifact root, this host's staging copy: see `_run_files`).
 
     A backfill run replays its interval: it sees the data as of its data interval's end (its
     logical date here), so it never trains on, warm-starts from or is judged against later data.
     """
-    from pipelines.layout import RunLayout
+    from pipelines.artifacts import ArtifactRoot
     from pipelines.orchestration.logs import route_library_output
     from pipelines.steps.pipeline import with_source
 
@@ -134,9 +135,24 @@ def _context():
     run = context["dag_run"]
     as_of = (run.data_interval_end or run.logical_date) if run.run_type == "backfill" else None
     params = {k: v for k, v in context["params"].items() if k not in APPROVAL_PARAMS}
-    cfg = with_source(orch.config_from_params(params, SETTINGS, as_of=as_of))
+    cfg = orch.config_from_params(params, SETTINGS, as_of=as_of)
+    root = ArtifactRoot(cfg.data.artifact_root)
+    cfg = with_source(cfg, root)
     run_id = orch.safe_run_id(context["run_id"])
-    return cfg, RunLayout.for_run(cfg.data.artifact_root, run_id), run_id
+    return cfg, root.run_layout(run_id), run_id
+
+
+@contextlib.contextmanager
+def _run_files(push: bool = True):
+    """`_context()` with the run directory synced around the task's work: on a remote
+    artifact root (s3://, gs://, memory://) pulled from the store first and pushed back after
+    (`push=False`: read only), so tasks on different Celery workers share the run; a local
+    root is used in place (`pipelines.artifacts`)."""
+    from pipelines.artifacts import ArtifactRoot
+
+    cfg, _, run_id = _context()
+    with ArtifactRoot(cfg.data.artifact_root).synced_run(run_id, push=push) as layout:
+        yield cfg, layout, run_id
 
 
 APPROVAL_PARAMS = ("reason",)  # the approval form's own fields, not pipeline Params
@@ -158,9 +174,9 @@ class PromotionApproval(ApprovalOperator):
         ref = context["ti"].xcom_pull(task_ids="gate")
         if not ref["approval"]:
             raise AirflowSkipException(f"no approval needed: {ref['decision']}")
-        cfg, layout, _ = _context()
+        with _run_files(push=False) as (cfg, layout, _):
+            self.body = approval_body(layout, ref["approval"], _report_links(layout))
         self.subject = f"Promote the model of run {context['run_id']}? Gate: {ref['decision']}"
-        self.body = approval_body(layout, ref["approval"], _report_links(layout))
         self.response_timeout = dt.timedelta(hours=cfg.promotion.approval_timeout_hours)
         return super().execute(context)
 
@@ -170,10 +186,10 @@ class PromotionApproval(ApprovalOperator):
         # Kept first: on "Reject" the operator skips `promote` by raising, so nothing after
         # super() would run. A timeout resumes with the "Reject" default and no user.
         if "error" not in event:
-            _, layout, _ = _context()
             ref = context["ti"].xcom_pull(task_ids="gate")
             answer = ApprovalAnswer.from_response(event, ref["approval"])
-            answer.write(layout)
+            with _run_files() as (_, layout, _):
+                answer.write(layout)
             log.info("approval: %s", answer.line())
         return super().execute_complete(context, event)
 
@@ -235,38 +251,40 @@ def two_tower_retrain():
         from pipelines.steps.pipeline import reset_run_dir
         from pipelines.steps.validate import validate_raw as check
 
-        cfg, layout, run_id = _context()
-        reset_run_dir(layout)  # a re-run of this run id starts clean, keeping its checkpoints
-        try:
-            out = check(cfg, layout)
-        except DataValidationError as exc:
-            from pathlib import Path
+        with _run_files() as (cfg, layout, run_id):
+            reset_run_dir(layout)  # a re-run of this run id starts clean, keeping its checkpoints
+            try:
+                out = check(cfg, layout)
+            except DataValidationError as exc:
+                from pathlib import Path
 
-            from pipelines.orchestration import alerts
+                from pipelines.orchestration import alerts
 
-            report, ti = exc.report, get_current_context()["ti"]
-            docs = Path(report.html_path or layout.raw_report).relative_to(layout.run_dir)
-            _alert(alerts.data_check_alert(ti.dag_id, ti.run_id, {
-                "failed": [f"{f.table}.{f.column or '*'}: {f.rule} ({f.failed} rows) in {f.file}"
-                           for f in report.failures],
-                "rules": [f"{f.table}.{f.column or '*'}: {f.rule}" for f in report.failures],
-                "html": report.html_path, "report_dir": str(layout.raw_report),
-            }, links=alerts.run_links(run_id, {"data docs": str(docs)})),
-                alerts.task_try(ti.run_id, ti.task_id, ti.try_number))  # fmt: skip
-            raise AirflowFailException(str(exc)) from None
-        return {
-            "run_dir": str(layout.run_dir),
-            "source": cfg.data.source,
-            "report": out["report_dir"],
-        }
+                report, ti = exc.report, get_current_context()["ti"]
+                docs = Path(report.html_path or layout.raw_report).relative_to(layout.run_dir)
+                _alert(alerts.data_check_alert(ti.dag_id, ti.run_id, {
+                    "failed": [
+                        f"{f.table}.{f.column or '*'}: {f.rule} ({f.failed} rows) in {f.file}"
+                        for f in report.failures
+                    ],
+                    "rules": [f"{f.table}.{f.column or '*'}: {f.rule}" for f in report.failures],
+                    "html": report.html_path, "report_dir": str(layout.raw_report),
+                }, links=alerts.run_links(run_id, {"data docs": str(docs)})),
+                    alerts.task_try(ti.run_id, ti.task_id, ti.try_number))  # fmt: skip
+                raise AirflowFailException(str(exc)) from None
+            return {
+                "run_dir": str(layout.run_dir),
+                "source": cfg.data.source,
+                "report": out["report_dir"],
+            }
 
     @task(**_RETRY, execution_timeout=dt.timedelta(hours=2))
     def features(ref: dict) -> dict:
         """The Beam job on the validated snapshot (a retry never re-reads the source)."""
         from pipelines.steps.features import build_features
 
-        cfg, layout, _ = _context()
-        return {**ref, **build_features(cfg, layout, check=False)}  # checked by the next task
+        with _run_files() as (cfg, layout, _):
+            return {**ref, **build_features(cfg, layout, check=False)}  # checked by the next task
 
     @task
     def validate_features(ref: dict) -> dict:
@@ -274,12 +292,12 @@ def two_tower_retrain():
         from pipelines.errors import DataValidationError
         from pipelines.steps.features import check_features
 
-        cfg, layout, _ = _context()
-        try:
-            check_features(cfg, layout)
-        except DataValidationError as exc:
-            raise AirflowFailException(str(exc)) from None
-        return ref
+        with _run_files() as (cfg, layout, _):
+            try:
+                check_features(cfg, layout)
+            except DataValidationError as exc:
+                raise AirflowFailException(str(exc)) from None
+            return ref
 
     @task(**_RETRY, execution_timeout=dt.timedelta(hours=4))
     def train(ref: dict) -> dict:
@@ -287,18 +305,18 @@ def two_tower_retrain():
         from pipelines.registry import Registry
         from pipelines.steps.train import train as fit
 
-        cfg, layout, _ = _context()
-        registry = Registry(cfg.data.artifact_root)
-        warm = registry.production_dir() if cfg.registry.warm_start else None
-        return {**ref, **fit(cfg, layout, warm)}
+        with _run_files() as (cfg, layout, _):
+            registry = Registry(cfg.data.artifact_root)
+            warm = registry.production_dir() if cfg.registry.warm_start else None
+            return {**ref, **fit(cfg, layout, warm)}
 
     @task(**_RETRY)
     def build_index(ref: dict) -> dict:
         from pipelines.steps.index import build_index as build
 
-        cfg, layout, _ = _context()
-        out = build(cfg, layout)
-        return {**ref, "index_dir": out["index_dir"], "ann_recall": out["recall"]}
+        with _run_files() as (cfg, layout, _):
+            out = build(cfg, layout)
+            return {**ref, "index_dir": out["index_dir"], "ann_recall": out["recall"]}
 
     @task(**_RETRY)
     def evaluate(ref: dict) -> dict:
@@ -308,15 +326,15 @@ def two_tower_retrain():
         from pipelines.registry import Registry
         from pipelines.steps.evaluate import evaluate as run_evaluation
 
-        cfg, layout, _ = _context()
-        registry = Registry(cfg.data.artifact_root)
-        champion = registry.production()
-        out = run_evaluation(cfg, layout, registry.production_dir() if champion else None)
-        metrics, primary = json.loads(layout.metrics.read_text()), cfg.eval.primary_metric
-        log.info("evaluation against champion %s:\n%s", champion or "(none)",
-                 metrics_markdown(metrics, primary))  # fmt: skip
-        return {**ref, "champion": champion, "metrics": out["metrics"], "report": out["report"],
-                "headline": headline(metrics, primary)}  # fmt: skip
+        with _run_files() as (cfg, layout, _):
+            registry = Registry(cfg.data.artifact_root)
+            champion = registry.production()
+            out = run_evaluation(cfg, layout, registry.production_dir() if champion else None)
+            metrics, primary = json.loads(layout.metrics.read_text()), cfg.eval.primary_metric
+            log.info("evaluation against champion %s:\n%s", champion or "(none)",
+                     metrics_markdown(metrics, primary))  # fmt: skip
+            return {**ref, "champion": champion, "metrics": out["metrics"], "report": out["report"],
+                    "headline": headline(metrics, primary)}  # fmt: skip
 
     @task
     def gate(ref: dict) -> dict:
@@ -327,29 +345,30 @@ def two_tower_retrain():
         from pipelines.orchestration.approval import approval_request
         from pipelines.steps.gate import gate as decide
 
-        cfg, layout, run_id = _context()
-        decision = decide(cfg, layout)
-        table = layout.gate_md.read_text()
-        ask = approval_request(cfg, decision)
-        log.info("gate: %s%s\n%s", decision["decision"],
-                 f"; approval required: {ask}" if ask else "", table)  # fmt: skip
-        if not decision["promote"] and not ask and not cfg.gate.dry_run:
-            from pipelines.orchestration import alerts
+        with _run_files() as (cfg, layout, run_id):
+            decision = decide(cfg, layout)
+            table = layout.gate_md.read_text()
+            ask = approval_request(cfg, decision)
+            log.info("gate: %s%s\n%s", decision["decision"],
+                     f"; approval required: {ask}" if ask else "", table)  # fmt: skip
+            if not decision["promote"] and not ask and not cfg.gate.dry_run:
+                from pipelines.orchestration import alerts
 
-            metrics = json.loads(layout.metrics.read_text())
-            real_run_id = get_current_context()["run_id"]
-            links = alerts.run_links(run_id) | _report_links(layout)
-            _alert(alerts.gate_alert(DAG_ID, real_run_id, decision, metrics, links=links))
-        elif decision["promote"]:  # the gate passes again: a rejection incident is over
-            from pipelines.orchestration import alerts
+                metrics = json.loads(layout.metrics.read_text())
+                real_run_id = get_current_context()["run_id"]
+                links = alerts.run_links(run_id) | _report_links(layout)
+                _alert(alerts.gate_alert(DAG_ID, real_run_id, decision, metrics, links=links))
+            elif decision["promote"]:  # the gate passes again: a rejection incident is over
+                from pipelines.orchestration import alerts
 
-            alerts.resolve_incidents(
-                DAG_ID, get_current_context()["run_id"], _alert_connection(),
-                cfg.data.artifact_root, kinds=[alerts.GATE_KIND],
-                cause="its challenger passes the gate", links=_report_links(layout),
-            )  # fmt: skip
-        return {**ref, "decision": decision["decision"], "promote": decision["promote"] or bool(ask),
-                "approval": ask, "gate_table": table}  # fmt: skip
+                alerts.resolve_incidents(
+                    DAG_ID, get_current_context()["run_id"], _alert_connection(),
+                    cfg.data.artifact_root, kinds=[alerts.GATE_KIND],
+                    cause="its challenger passes the gate", links=_report_links(layout),
+                )  # fmt: skip
+            return {**ref, "decision": decision["decision"],
+                    "promote": decision["promote"] or bool(ask),
+                    "approval": ask, "gate_table": table}  # fmt: skip
 
     @task(outlets=[PRODUCTION], trigger_rule="none_failed")
     def promote(ref: dict) -> dict:
@@ -363,33 +382,33 @@ def two_tower_retrain():
         from pipelines.orchestration.events import production_event_extra
         from pipelines.steps.promote import promote as publish
 
-        cfg, layout, run_id = _context()
         if not ref["promote"]:
             raise AirflowSkipException(f"skipped promotion: {ref['decision']}")
-        decision = json.loads(layout.gate_json.read_text())
-        if ref["approval"]:
-            answer = ApprovalAnswer.read(layout)
-            if answer is None or not answer.approved:  # (a rejection skips this task already)
-                raise AirflowSkipException(
-                    f"not approved: {answer.line() if answer else 'no answer'}"
-                )
-            decision = {**decision, "promote": True, "approval": answer.line(),
-                        "decision": f"{decision['decision']}; {answer.line()}"}  # fmt: skip
-        context = get_current_context()
-        airflow_run_id = context["run_id"]
-        # Who promotes: the approver, else the person who triggered the run (None: the timer).
-        actor = answer.user if ref["approval"] else context["dag_run"].triggering_user_name
-        try:  # compare-and-swap: production must still be the champion this run was gated on
-            out = publish(cfg, layout, decision, run_id, ref["champion"],
-                          actor=actor, airflow_run_id=airflow_run_id)  # fmt: skip
-        except PromotionConflict as exc:
-            raise AirflowFailException(str(exc)) from None
-        context["outlet_events"][PRODUCTION].extra = production_event_extra(
-            action="promote", bundle_id=out["bundle_id"], previous=ref["champion"],
-            airflow_run_id=airflow_run_id, user=actor, decision=decision["decision"],
-            metrics=json.loads(layout.metrics.read_text()),
-        )  # fmt: skip
-        return {**ref, "bundle_id": out["bundle_id"]}
+        with _run_files() as (cfg, layout, run_id):
+            decision = json.loads(layout.gate_json.read_text())
+            if ref["approval"]:
+                answer = ApprovalAnswer.read(layout)
+                if answer is None or not answer.approved:  # (a rejection skips this task already)
+                    raise AirflowSkipException(
+                        f"not approved: {answer.line() if answer else 'no answer'}"
+                    )
+                decision = {**decision, "promote": True, "approval": answer.line(),
+                            "decision": f"{decision['decision']}; {answer.line()}"}  # fmt: skip
+            context = get_current_context()
+            airflow_run_id = context["run_id"]
+            # Who promotes: the approver, else the person who triggered the run (None: the timer).
+            actor = answer.user if ref["approval"] else context["dag_run"].triggering_user_name
+            try:  # compare-and-swap: production must still be the champion this run was gated on
+                out = publish(cfg, layout, decision, run_id, ref["champion"],
+                              actor=actor, airflow_run_id=airflow_run_id)  # fmt: skip
+            except PromotionConflict as exc:
+                raise AirflowFailException(str(exc)) from None
+            context["outlet_events"][PRODUCTION].extra = production_event_extra(
+                action="promote", bundle_id=out["bundle_id"], previous=ref["champion"],
+                airflow_run_id=airflow_run_id, user=actor, decision=decision["decision"],
+                metrics=json.loads(layout.metrics.read_text()),
+            )  # fmt: skip
+            return {**ref, "bundle_id": out["bundle_id"]}
 
     @task(trigger_rule="none_failed")
     def publish(ref: dict) -> dict:
@@ -398,23 +417,23 @@ def two_tower_retrain():
         from pipelines.orchestration.approval import ApprovalAnswer
         from pipelines.registry import Registry
 
-        cfg, layout, run_id = _context()
-        registry = Registry(cfg.data.artifact_root)
-        production = registry.production()
-        # Promoted = production now serves this run's bundle (approval and races included).
-        promoted = production not in (None, ref["champion"]) and (
-            registry.manifest(production).get("run_id") == run_id
-        )
-        answer = ApprovalAnswer.read(layout) if ref["approval"] else None
-        decision = f"{ref['decision']}; {answer.line()}" if answer else ref["decision"]
-        summary = RunSummary.of(
-            layout, champion=ref["champion"], decision=decision,
-            promoted=promoted, production_bundle=production,
-        )  # fmt: skip
-        summary.write(layout)
-        log.info("gate report:\n%s", layout.gate_md.read_text())
-        log.info("production bundle: %s", production)
-        return summary.to_dict()
+        with _run_files() as (cfg, layout, run_id):
+            registry = Registry(cfg.data.artifact_root)
+            production = registry.production()
+            # Promoted = production now serves this run's bundle (approval and races included).
+            promoted = production not in (None, ref["champion"]) and (
+                registry.manifest(production).get("run_id") == run_id
+            )
+            answer = ApprovalAnswer.read(layout) if ref["approval"] else None
+            decision = f"{ref['decision']}; {answer.line()}" if answer else ref["decision"]
+            summary = RunSummary.of(
+                layout, champion=ref["champion"], decision=decision,
+                promoted=promoted, production_bundle=production,
+            )  # fmt: skip
+            summary.write(layout)
+            log.info("gate report:\n%s", layout.gate_md.read_text())
+            log.info("production bundle: %s", production)
+            return summary.to_dict()
 
     checked = gate(evaluate(build_index(train(validate_features(features(validate_raw()))))))
     approval = PromotionApproval(

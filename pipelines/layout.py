@@ -19,15 +19,23 @@
 
 `RunLayout` names the paths of a run directory and `ModelLayout` those of a model directory
 (a training output, a bundle, or a bundle's `evaluated/`); nothing else spells them.
+
+These are local paths. An artifact root that is a URL (`s3://`, `gs://`, `memory://`) is
+refused here (`local_root`), never turned into a local directory named after it: the steps
+work on a local staging copy of its runs (`pipelines.artifacts.ArtifactRoot`). A `file://`
+URL is the local directory it names.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from pipelines.errors import PipelineError
+from pipelines.formats.store import is_remote, open_root, scheme_of
 from pipelines.schema import FEATURES_MANIFEST
 
 RUNS = "runs"
@@ -44,9 +52,27 @@ GATE_MD = "gate.md"
 APPROVAL_JSON = "approval.json"  # a person's answer to the approval request (orchestration)
 
 
-def runs_dir(artifact_root: str | Path) -> Path:
-    """`<artifact_root>/runs`: one directory per run id."""
-    return Path(artifact_root) / RUNS
+def local_root(artifact_root: str | os.PathLike) -> Path:
+    """The local directory of an artifact root: a path as given, or a `file://` URL's path.
+
+    Raises:
+        PipelineError: the root is an object-store URL (work on it through
+            `pipelines.artifacts.ArtifactRoot`), or a URL that lost a '/' to pathlib.
+    """
+    text = os.fspath(artifact_root)
+    if is_remote(text):
+        raise PipelineError(
+            f"artifact root {text} is a URL, not a local directory: its runs are worked on in "
+            "a local staging copy (pipelines.artifacts.ArtifactRoot), never in a directory "
+            "named after the URL"
+        )
+    open_root(text)  # refuses `gs:/bucket` (a URL that went through pathlib)
+    return Path(unquote(urlsplit(text).path)) if scheme_of(text) else Path(text)
+
+
+def runs_dir(artifact_root: str | os.PathLike) -> Path:
+    """`<artifact_root>/runs`: one directory per run id (a local root; see `local_root`)."""
+    return local_root(artifact_root) / RUNS
 
 
 def features_manifest(features_dir: str | Path) -> Path:
@@ -54,9 +80,10 @@ def features_manifest(features_dir: str | Path) -> Path:
     return Path(features_dir) / FEATURES_MANIFEST
 
 
-def landing_dir(artifact_root: str | Path, preset: str) -> Path:
-    """`<artifact_root>/landing/<preset>`: the synthetic world runs without a source read."""
-    return Path(artifact_root) / LANDING / preset
+def landing_dir(artifact_root: str | os.PathLike, preset: str) -> Path:
+    """`<artifact_root>/landing/<preset>`: the synthetic world runs without a source read (a
+    local root; see `local_root`)."""
+    return local_root(artifact_root) / LANDING / preset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +155,8 @@ class RunLayout:
     run_dir: Path
 
     def __post_init__(self):
+        if ":/" in os.fspath(self.run_dir):  # a URL (or one pathlib mangled): never local
+            local_root(self.run_dir)
         object.__setattr__(self, "run_dir", Path(self.run_dir))
 
     @classmethod
@@ -135,7 +164,8 @@ class RunLayout:
         """The layout of run `run_id` under `artifact_root`.
 
         Raises:
-            PipelineError: the run id is not a plain directory name.
+            PipelineError: the run id is not a plain directory name, or `artifact_root` is
+                not local (`local_root`).
         """
         if not run_id or "/" in run_id or run_id.startswith("."):
             raise PipelineError(f"run id {run_id!r} must be a plain name (no '/', not hidden)")

@@ -4,6 +4,7 @@ Airflow), `validate` (raw-data checks) and `features` (the point-in-time feature
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -98,12 +99,13 @@ def _generate(args) -> int:
     users.parquet and _truth/ (the true preference model). Same preset, seed, days and start
     date give byte-identical files.
     """
-    from pipelines.layout import landing_dir
+    from pipelines.artifacts import ArtifactRoot
     from pipelines.synthetic import generate
 
     cfg = load(args)
     syn = cfg.synthetic
-    out = args.out or landing_dir(cfg.data.artifact_root, syn.preset)
+    root = ArtifactRoot(cfg.data.artifact_root)
+    out = args.out or root.landing(syn.preset)
     summary = generate(
         out,
         preset=syn.preset,
@@ -112,6 +114,8 @@ def _generate(args) -> int:
         start_date=syn.start_date,
         on_day=progress("generate"),
     )
+    if not args.out and root.remote:  # a URL root's landing: generated here, then uploaded
+        root.push(root.relative(out), last=("items.parquet",))
     print(
         f"wrote {summary.events:,} events, {summary.users:,} users, {summary.items:,} items "
         f"in {summary.partitions} daily partitions to {summary.out}"
@@ -172,8 +176,8 @@ def _validate(args) -> int:
     when any rule fails. Never modifies the input; what passed is kept as a checksummed
     snapshot in <artifact-root>/runs/validate-<time>/snapshot (the run's validate step).
     """
+    from pipelines.artifacts import ArtifactRoot
     from pipelines.errors import DataValidationError
-    from pipelines.layout import RunLayout
     from pipelines.steps.pipeline import new_run_id
     from pipelines.steps.validate import take_snapshot
 
@@ -185,13 +189,14 @@ def _validate(args) -> int:
     if interval and interval[0] >= interval[1]:
         print("error: --start must be before --end", file=sys.stderr)
         return 2
-    layout = RunLayout.for_run(cfg.data.artifact_root, new_run_id("validate"))
-    try:
-        report = take_snapshot(
-            cfg, layout, interval=interval, now=args.now, report_dir=args.report_dir
-        )
-    except DataValidationError as exc:
-        report = exc.report
+    root = ArtifactRoot(cfg.data.artifact_root)
+    with root.synced_run(new_run_id("validate")) as layout:
+        try:
+            report = take_snapshot(
+                cfg, layout, interval=interval, now=args.now, report_dir=args.report_dir
+            )
+        except DataValidationError as exc:
+            report = exc.report
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.summary())
     return 0 if report.success else 1
 
@@ -204,6 +209,7 @@ def _features(args) -> int:
     FlinkRunner --flink_master HOST:8081. Default: DirectRunner, multi_processing, 2 workers.
     Exits 1 when the checks fail.
     """
+    from pipelines.artifacts import ArtifactRoot
     from pipelines.errors import DataValidationError
     from pipelines.layout import RunLayout
     from pipelines.steps.features import run_features
@@ -211,19 +217,20 @@ def _features(args) -> int:
 
     cfg = load_with_source(args)
     if args.run_dir:
-        layout = RunLayout(args.run_dir)
+        run_dir = contextlib.nullcontext(RunLayout(args.run_dir))
     else:
-        layout = RunLayout.for_run(cfg.data.artifact_root, new_run_id("features"))
+        run_dir = ArtifactRoot(cfg.data.artifact_root).synced_run(new_run_id("features"))
     try:
-        run = run_features(
-            cfg,
-            layout,
-            window_start=args.window_start,
-            eval_start=args.eval_start,
-            window_end=args.window_end,
-            beam_args=args.beam_args,
-            engine=args.engine,
-        )
+        with run_dir as layout:
+            run = run_features(
+                cfg,
+                layout,
+                window_start=args.window_start,
+                eval_start=args.eval_start,
+                window_end=args.window_end,
+                beam_args=args.beam_args,
+                engine=args.engine,
+            )
     except DataValidationError as exc:
         print(str(exc))
         return 1

@@ -7,7 +7,7 @@ payload is also logged, so an alert is never lost when no connection is configur
 Incidents: an alert opens (or repeats) an incident keyed by DAG, kind and fingerprint (the
 failed rules or the failed task, never the run id), kept in `IncidentBook`
 (`<artifact_root>/alerts/incidents.json`, shared by the task processes and the DAG callbacks
-through a file lock). A repeat of an open incident inside the quiet period is logged, not
+through a file lock, or on an object store through conditional writes). A repeat of an open incident inside the quiet period is logged, not
 posted; a later repeat is posted with the count of repeats it stood for. The data-check alert
 covers its task try, so the task-failure alert of that try is not posted a second time. When
 the DAG next succeeds, its open failure incidents close with one "resolved" message.
@@ -35,12 +35,16 @@ import http.client
 import json
 import logging
 import os
+import random
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
+from pipelines.errors import PipelineError
 from pipelines.locks import exclusive_lock
 from pipelines.orchestration.links import run_url
 
@@ -53,6 +57,10 @@ DEFAULT_QUIET_MINUTES = 360
 FAILURE_KINDS = ("data_check_failure", "task_failure")
 GATE_KIND = "gate_rejection"
 _TRIES_KEPT = 50  # task tries remembered per incident (to suppress their duplicate alerts)
+ALERTS_DIR = "alerts"  # under the artifact root
+INCIDENTS_FILE = "incidents.json"
+_CAS_ATTEMPTS = 20  # conditional writes of the incident book before giving up (object stores)
+_T = TypeVar("_T")
 
 
 def fingerprint(*parts: str) -> str:
@@ -252,9 +260,12 @@ def _utcnow() -> dt.datetime:
 class IncidentBook:
     """Open alert incidents of one artifact root, in `<artifact_root>/alerts/incidents.json`.
 
-    Every read-modify-write holds the file lock `alerts/.incidents.lock` (tasks and DAG
-    callbacks run in separate processes) and replaces the file atomically. The artifact root
-    must be a local directory (as the run directories are).
+    Tasks and DAG callbacks run in separate processes (on several hosts with Celery), so every
+    read-modify-write is a transaction: on the local disk under the file lock
+    `alerts/.incidents.lock`, the file replaced atomically; on an object store (`s3://`,
+    `gs://`, `memory://`) a conditional write of the version read
+    (`pipelines.formats.store.write_if`), read again and retried when another process wrote
+    first.
     """
 
     def __init__(
@@ -263,8 +274,16 @@ class IncidentBook:
         quiet: dt.timedelta | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
     ):
-        self.dir = Path(artifact_root) / "alerts"
-        self.path = self.dir / "incidents.json"
+        from pipelines.formats.store import is_remote, open_root
+        from pipelines.layout import local_root
+
+        if is_remote(artifact_root):
+            self.fs, root = open_root(artifact_root)
+            self.dir, self.path = None, f"{root}/{ALERTS_DIR}/{INCIDENTS_FILE}"
+        else:
+            self.fs = None
+            self.dir = local_root(artifact_root) / ALERTS_DIR
+            self.path = self.dir / INCIDENTS_FILE
         self.quiet = quiet_period() if quiet is None else quiet
         self.clock = clock
 
@@ -277,7 +296,8 @@ class IncidentBook:
         """
         now = self.clock()
         key = _key(payload["dag_id"], payload["kind"], payload["fingerprint"])
-        with self._state() as state:
+
+        def record(state: dict) -> tuple[dict | None, dict]:
             incident = state.setdefault(key, {
                 "dag_id": payload["dag_id"], "kind": payload["kind"],
                 "fingerprint": payload["fingerprint"], "title": payload["text"],
@@ -291,35 +311,71 @@ class IncidentBook:
             last = incident["last_alert_at"]
             if last is not None and now - dt.datetime.fromisoformat(last) < self.quiet:
                 incident["suppressed"] += 1
-                log.warning(
-                    "alert %s suppressed: repeats the incident open since %s (alerted %s; quiet "
-                    "period %s)", payload["kind"], incident["opened_at"], last, self.quiet,
-                )  # fmt: skip
-                return None
+                return None, dict(incident)
             repeats, incident["suppressed"] = incident["suppressed"], 0
             incident["alerts"] += 1
             incident["last_alert_at"] = now.isoformat()
-        if last is None:
-            return payload
-        return {**payload, "repeats_suppressed": repeats, "open_since": incident["opened_at"]}
+            if last is None:
+                return payload, incident
+            repeat = {**payload, "repeats_suppressed": repeats, "open_since": incident["opened_at"]}
+            return repeat, incident
+
+        posted, incident = self._transact(record)
+        if posted is None:
+            log.warning(
+                "alert %s suppressed: repeats the incident open since %s (alerted %s; quiet "
+                "period %s)", payload["kind"], incident["opened_at"], incident["last_alert_at"],
+                self.quiet,
+            )  # fmt: skip
+        return posted
 
     def covers(self, dag_id: str, task_try: str) -> bool:
         """Whether an open incident of `dag_id` already stands for this task try."""
-        with self._state() as state:
-            return any(i["dag_id"] == dag_id and task_try in i["tries"] for i in state.values())
+        return self._transact(
+            lambda state: any(
+                i["dag_id"] == dag_id and task_try in i["tries"] for i in state.values()
+            )
+        )
 
     def resolve(self, dag_id: str, kinds: Iterable[str] = FAILURE_KINDS) -> list[dict]:
         """Close `dag_id`'s open incidents of `kinds`; return them (oldest first)."""
         kinds = set(kinds)
-        with self._state() as state:
+
+        def close(state: dict) -> list[dict]:
             closed = [k for k, i in state.items() if i["dag_id"] == dag_id and i["kind"] in kinds]
-            incidents = [state.pop(k) for k in closed]
-        return sorted(incidents, key=lambda i: i["opened_at"])
+            return [state.pop(k) for k in closed]
+
+        return sorted(self._transact(close), key=lambda i: i["opened_at"])
 
     def incidents(self) -> list[dict]:
         """Every open incident (for people and tests)."""
-        with self._state() as state:
-            return list(state.values())
+        return self._transact(lambda state: list(state.values()))
+
+    def _transact(self, change: Callable[[dict], _T]) -> _T:
+        """`change(state)` on the book's incidents, saved when it changed them."""
+        if self.fs is None:
+            with self._state() as state:
+                return change(state)
+        from pipelines.formats.store import WriteConflict, read_versioned, write_if
+
+        for attempt in range(_CAS_ATTEMPTS):
+            data, token = read_versioned(self.fs, self.path)
+            state = json.loads(data) if data else {}
+            before = json.dumps(state, sort_keys=True)
+            result = change(state)
+            after = json.dumps(state, indent=1, sort_keys=True)
+            if json.dumps(state, sort_keys=True) == before:
+                return result
+            try:
+                write_if(self.fs, self.path, after.encode(), token)
+                return result
+            except WriteConflict:
+                log.info("incident book %s changed under us; reading it again", self.path)
+                time.sleep(random.uniform(0.02, 0.2) * (attempt + 1))
+        raise PipelineError(
+            f"{self.path}: {_CAS_ATTEMPTS} writers in a row got there first; alert handled "
+            "without the incident book"
+        )
 
     @contextlib.contextmanager
     def _state(self):

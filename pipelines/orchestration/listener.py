@@ -20,6 +20,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow.utils.state import TaskInstanceState
 from sqlalchemy.orm import object_session
 
+from pipelines.artifacts import ArtifactRoot
 from pipelines.layout import RunLayout
 from pipelines.orchestration.notes import run_note
 from pipelines.orchestration.params import safe_run_id
@@ -35,6 +36,13 @@ def _artifact_root() -> str:
     from pipelines.config import DeploymentSettings
 
     return DeploymentSettings.from_env().load_config().data.artifact_root
+
+
+def run_reports(artifact_root: str, run_id: str) -> RunLayout:
+    """The local layout of the run's reports: in place on a local root, pulled into this
+    process's reader copy from a URL root (`pipelines.artifacts`); possibly missing."""
+    root = ArtifactRoot(artifact_root, role="read")
+    return root.run_reports(run_id) or root.run_layout(run_id)
 
 
 def write_note(dag_run, state: str, msg: str | None = None) -> str | None:
@@ -67,7 +75,7 @@ def write_note(dag_run, state: str, msg: str | None = None) -> str | None:
                 state=[TaskInstanceState.FAILED], session=session)]
             if state == "failed" else []
         )  # fmt: skip
-        layout = RunLayout.for_run(_artifact_root(), safe_run_id(run.run_id))
+        layout = run_reports(_artifact_root(), safe_run_id(run.run_id))
         run_type = getattr(run.run_type, "value", run.run_type)
         note = run_note(
             layout.run_dir, state, failed_tasks=sorted(failed), run_type=run_type,

@@ -12,6 +12,8 @@ Plain server-rendered HTML with everything escaped; no Airflow import here: the 
 in the two auth dependencies (`reader` guards every page, `operator` the rollback and returns
 the acting user's name), so the view is testable without an API server. The artifact root is
 read at request time (`artifact_root()`), so a view never serves a stale deployment's files.
+On a URL artifact root (s3://, gs://) a run's reports are pulled into the view's own local
+copy before they are read or served (`pipelines.artifacts`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipelines.artifacts import ArtifactRoot
 from pipelines.errors import PipelineError
-from pipelines.layout import PLOT_FILE, RunLayout, RunSummary, runs_dir
+from pipelines.layout import PLOT_FILE, RunLayout, RunSummary
 from pipelines.orchestration.approval import ApprovalAnswer
 from pipelines.orchestration.events import (
     emit_production_event,
@@ -55,11 +58,18 @@ FILE_HEADERS = {
 }
 
 
-def default_artifact_root() -> Path:
-    """The deployment's artifact root, as the DAG's tasks see it (settings + config)."""
+def default_artifact_root() -> str:
+    """The deployment's artifact root, as the DAG's tasks see it (settings + config): a local
+    directory or a URL (`pipelines.artifacts`)."""
     from pipelines.config import DeploymentSettings
 
-    return Path(DeploymentSettings.from_env().load_config().data.artifact_root)
+    return DeploymentSettings.from_env().load_config().data.artifact_root
+
+
+def _reader(artifact_root: str | Path) -> ArtifactRoot:
+    """The artifact root as the view reads it: a URL root's run reports are pulled into the
+    view's own staging copy (never one a task works in); a local root is read in place."""
+    return ArtifactRoot(artifact_root, role="read")
 
 
 # ---- what the pages show (plain data; the JSON API returns it as is) -----------------------
@@ -142,15 +152,14 @@ def run_info(layout: RunLayout) -> dict:
     }
 
 
-def recent_runs(artifact_root: Path, limit: int) -> list[dict]:
+def recent_runs(artifact_root: str | Path, limit: int) -> list[dict]:
     """The last `limit` runs that finished (wrote `summary.json`), oldest first."""
-    summaries = sorted(
-        runs_dir(artifact_root).glob("*/summary.json"), key=lambda p: p.stat().st_mtime
-    )
-    return [run_info(RunLayout(path.parent)) for path in summaries[-limit:]]
+    root = _reader(artifact_root)
+    layouts = [root.run_reports(run) for run, _ in root.finished_runs()[-limit:]]
+    return [run_info(layout) for layout in layouts if layout is not None]
 
 
-def overview(artifact_root: Path, limit: int = DEFAULT_RUNS) -> dict:
+def overview(artifact_root: str | Path, limit: int = DEFAULT_RUNS) -> dict:
     """Production, the bundles, the registry history and the last runs."""
     registry = Registry(artifact_root)
     history = registry.history()
@@ -179,19 +188,20 @@ def overview(artifact_root: Path, limit: int = DEFAULT_RUNS) -> dict:
     }
 
 
-def _run_exists(artifact_root: Path, run: str) -> bool:
+def _run_exists(artifact_root: str | Path, run: str) -> bool:
     try:
-        return RunLayout.for_run(artifact_root, run).run_dir.is_dir()
+        return _reader(artifact_root).has_run(run)
     except PipelineError:
         return False
 
 
-def _run_layout(artifact_root: Path, run: str) -> RunLayout:
+def _run_layout(artifact_root: str | Path, run: str) -> RunLayout:
+    """The run's local layout with its reports (pulled from a URL root); 404 if no such run."""
     try:
-        layout = RunLayout.for_run(artifact_root, run)
+        layout = _reader(artifact_root).run_reports(run)
     except PipelineError:
         raise HTTPException(404, "no such run") from None
-    if not layout.run_dir.is_dir():
+    if layout is None:
         raise HTTPException(404, "no such run")
     return layout
 
@@ -479,7 +489,7 @@ def create_app(
     *,
     reader: Callable[..., Any],
     operator: Callable[..., str],
-    artifact_root: Callable[[], Path] = default_artifact_root,
+    artifact_root: Callable[[], str | Path] = default_artifact_root,
 ) -> FastAPI:
     """The Two-tower view.
 
@@ -487,7 +497,8 @@ def create_app(
         reader: FastAPI dependency every page and file requires (raises 401/403 to refuse).
         operator: FastAPI dependency of the rollback: raises 401/403 to refuse, else returns
             the acting user's name (recorded in the registry history and the asset event).
-        artifact_root: where the runs and the registry are, called on each request.
+        artifact_root: where the runs and the registry are (a directory or a URL), called on
+            each request.
     """
     app = FastAPI(
         title="Two-tower", docs_url=None, redoc_url=None, openapi_url=None,

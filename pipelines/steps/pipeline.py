@@ -8,10 +8,11 @@ import logging
 import shutil
 from pathlib import Path
 
+from pipelines.artifacts import ArtifactRoot
 from pipelines.config import PipelineConfig
 from pipelines.errors import PipelineError
 from pipelines.faults import kill_point
-from pipelines.layout import ModelLayout, RunLayout, RunSummary, landing_dir
+from pipelines.layout import ModelLayout, RunLayout, RunSummary
 from pipelines.locks import LockHeld, exclusive_lock
 from pipelines.steps.evaluate import evaluate
 from pipelines.steps.features import build_features
@@ -34,6 +35,9 @@ def run_pipeline(
     that ran before starts over in a clean run directory (`reset_run_dir`); `resume` keeps its
     training checkpoints (used only when they were made from the same features and config).
 
+    With a remote artifact root (`s3://`, `gs://`, `memory://`) the run works in a local
+    staging copy of `<root>/runs/<run_id>/` (`pipelines.artifacts`), pushed after every step.
+
     Returns:
         The `RunSummary` (also written to the run's summary.json), each step's result in `steps`.
 
@@ -41,37 +45,44 @@ def run_pipeline(
         DataValidationError: raw or feature checks failed (production untouched).
         PromotionConflict: production changed after this run was gated (production untouched).
     """
+    root = ArtifactRoot(cfg.data.artifact_root)
+    with run_lock(cfg.data.artifact_root, run_id):
+        cfg = with_source(cfg, root)
+        with root.synced_run(run_id) as layout:
+            reset_run_dir(layout, keep_checkpoints=resume)
+            return _run_steps(cfg, root, layout, run_id, engine, beam_args, resume)
+
+
+def _run_steps(cfg, root, layout, run_id, engine, beam_args, resume) -> RunSummary:
+    """The steps of `run_pipeline` in `layout`, each one pushed to a remote root when done."""
     from pipelines.registry import Registry
 
-    with run_lock(cfg.data.artifact_root, run_id):
-        cfg = with_source(cfg)
-        layout = RunLayout.for_run(cfg.data.artifact_root, run_id)
-        reset_run_dir(layout, keep_checkpoints=resume)
-        registry = Registry(cfg.data.artifact_root)
-        champion_id = registry.production()
-        champion_dir = registry.production_dir() if champion_id else None
-        warm = champion_dir if (cfg.registry.warm_start and champion_dir) else None
-        done: dict[str, dict] = {}
-        steps = {
-            "validate_raw": lambda: validate_raw(cfg, layout),
-            "features": lambda: build_features(cfg, layout, engine=engine, beam_args=beam_args),
-            "train": lambda: train(cfg, layout, warm, resume=resume),
-            "index": lambda: build_index(cfg, layout),
-            "evaluate": lambda: evaluate(cfg, layout, champion_dir),
-            "gate": lambda: gate(cfg, layout),
-            "promote": lambda: promote(cfg, layout, done["gate"], run_id, champion_id),
-        }
-        for name, step in steps.items():
-            kill_point(f"{name}:before")
-            done[name] = step()
-            kill_point(f"{name}:after")
-        summary = RunSummary.of(
-            layout, champion=champion_id, decision=done["gate"]["decision"],
-            promoted=done["promote"]["promoted"], production_bundle=registry.production(),
-            steps=done,
-        )  # fmt: skip
-        summary.write(layout)
-        return summary
+    registry = Registry(cfg.data.artifact_root)
+    champion_id = registry.production()
+    champion_dir = registry.production_dir() if champion_id else None
+    warm = champion_dir if (cfg.registry.warm_start and champion_dir) else None
+    done: dict[str, dict] = {}
+    steps = {
+        "validate_raw": lambda: validate_raw(cfg, layout),
+        "features": lambda: build_features(cfg, layout, engine=engine, beam_args=beam_args),
+        "train": lambda: train(cfg, layout, warm, resume=resume),
+        "index": lambda: build_index(cfg, layout),
+        "evaluate": lambda: evaluate(cfg, layout, champion_dir),
+        "gate": lambda: gate(cfg, layout),
+        "promote": lambda: promote(cfg, layout, done["gate"], run_id, champion_id),
+    }
+    for name, step in steps.items():
+        kill_point(f"{name}:before")
+        done[name] = step()
+        root.push_run(layout)  # a remote root: another host could take the run from here
+        kill_point(f"{name}:after")
+    summary = RunSummary.of(
+        layout, champion=champion_id, decision=done["gate"]["decision"],
+        promoted=done["promote"]["promoted"], production_bundle=registry.production(),
+        steps=done,
+    )  # fmt: skip
+    summary.write(layout)
+    return summary
 
 
 def reset_run_dir(layout: RunLayout, keep_checkpoints: bool = True) -> None:
@@ -107,13 +118,15 @@ def run_lock(artifact_root: str | Path, run_id: str):
 
     Two runs on one artifact root would race for the registry and the landing; the second
     is refused at once with the first's run id and pid, instead of waiting an unknown time.
+    On a remote root the lock is on this host's staging copy: it keeps two runs of one host
+    apart, not two hosts (the registry's compare-and-swap does that for production).
 
     Raises:
         PipelineError: another run holds the lock.
     """
     import os
 
-    root = Path(artifact_root)
+    root = ArtifactRoot(artifact_root).local
     root.mkdir(parents=True, exist_ok=True)
     path = root / ".run.lock"
     with contextlib.ExitStack() as held:
@@ -129,16 +142,24 @@ def run_lock(artifact_root: str | Path, run_id: str):
         yield
 
 
-def with_source(cfg: PipelineConfig) -> PipelineConfig:
-    """The config with `data.source` set: the synthetic preset's landing (generated once)."""
+def with_source(cfg: PipelineConfig, root: ArtifactRoot | None = None) -> PipelineConfig:
+    """The config with `data.source` set: the synthetic preset's landing (generated once).
+
+    On a remote artifact root the landing is pulled from `<root>/landing/<preset>` into the
+    staging copy, or generated there and pushed (`items.parquet`, the mark of a complete
+    landing, last) for the other hosts.
+    """
     if cfg.data.source is not None:
         return cfg
     from pipelines.synthetic import generate
 
-    landing = landing_dir(cfg.data.artifact_root, cfg.synthetic.preset)
+    root = root or ArtifactRoot(cfg.data.artifact_root)
+    landing = root.landing(cfg.synthetic.preset)
+    root.pull(root.relative(landing))
     if not (landing / "items.parquet").exists():
         syn = cfg.synthetic
         generate(
             landing, preset=syn.preset, seed=syn.seed, days=syn.days, start_date=syn.start_date
         )
+        root.push(root.relative(landing), last=("items.parquet",))
     return cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": str(landing)})})
