@@ -1,4 +1,8 @@
-"""What can be checked of docker/ without a Docker engine: paths, references, compose shape."""
+"""What can be checked of docker/ without a Docker engine: paths, references, compose shape.
+
+The schema validation of compose.yaml and helm/values.yaml is in test_deploy_schemas.py; the
+image's /entrypoint and /healthcheck scripts run for real in test_image_scripts.py.
+"""
 
 from __future__ import annotations
 
@@ -17,37 +21,176 @@ def test_every_copied_path_exists_in_the_repo():
     copies = re.findall(r"^COPY (?!--from)(.+)$", dockerfile, flags=re.M)
     assert copies
     for line in copies:
-        *sources, _dest = line.split()
+        *sources, _dest = [word for word in line.split() if not word.startswith("--")]
         for source in sources:
             assert (ROOT / source).exists(), (
                 f"docker/Dockerfile copies {source}, missing from the repo"
             )
 
 
-def test_image_installs_the_lock_and_the_project():
+def _lock_names(path: Path) -> set[str]:
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return {re.split(r"[=<>\[ ;]", line)[0].lower() for line in lines if line}
+
+
+def test_image_installs_the_production_lock_only():
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
-    assert "pip install -r /tmp/requirements.lock" in dockerfile
+    installs = re.findall(r"pip install [^\n]*", dockerfile)
+    assert "pip install -r /tmp/requirements-prod.lock" in installs, installs
+    # The lock is the single authority: no package pinned on the side, no dev lock.
+    copied_locks = re.findall(r"^COPY (\S*requirements\S*)", dockerfile, flags=re.M)
+    assert copied_locks == ["requirements-prod.lock"], copied_locks
+    assert not [i for i in installs if "==" in i], installs
+    prod = _lock_names(ROOT / "requirements-prod.lock")
+    assert {"apache-airflow", "psycopg2-binary", "asyncpg", "redis", "s3fs", "gcsfs"} <= prod
+    assert "apache-airflow-providers-celery" in prod
+    assert not prod & {"pytest", "ruff", "selenium", "moto", "import-linter"}, "dev tools"
+    # Every runtime pin is the one the tests ran with.
+    dev = dict(
+        line.split("==", 1)
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    for line in (ROOT / "requirements-prod.lock").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, pin = line.split("==", 1)
+            assert dev.get(name) == pin, f"{name}=={pin} is not what requirements.lock pins"
     assert "TF_USE_LEGACY_KERAS=1" in dockerfile
     assert re.search(r"^USER ", dockerfile, flags=re.M), "the image must not run as root"
 
 
-def test_compose_runs_airflow3_on_postgres():
+def test_image_follows_the_official_entrypoint_and_healthcheck_conventions():
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["/usr/bin/dumb-init", "--", "/entrypoint"]' in dockerfile
+    assert re.search(r"^COPY --chmod=0755 docker/entrypoint.sh /entrypoint$", dockerfile, re.M)
+    assert re.search(r"^COPY --chmod=0755 docker/healthcheck.sh /healthcheck$", dockerfile, re.M)
+    assert re.search(r'^HEALTHCHECK .*\n\s+CMD \["/healthcheck"\]', dockerfile, re.M)
+    # The build runs the healthcheck's import check, so a missing driver fails the build.
+    assert "/healthcheck cli" in dockerfile
+    assert "import asyncpg, psycopg2, redis, s3fs, gcsfs" in dockerfile
+    # GIT_SHA reaches code_version() through TTR_GIT_SHA (an image has no .git).
+    runtime = dockerfile[dockerfile.index("AS runtime") :]
+    assert re.search(r'^ARG GIT_SHA=""$', runtime, re.M)
+    assert 'TTR_GIT_SHA="${GIT_SHA}"' in runtime
+    assert "uid 50000" in dockerfile and re.search(r"^ARG AIRFLOW_UID=50000$", dockerfile, re.M)
+
+
+def compose_services() -> dict:
+    return yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]
+
+
+def test_compose_runs_airflow3_with_celery_on_postgres_and_redis():
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     services = compose["services"]
-    for name in (
-        "postgres",
-        "airflow-init",
-        "airflow-apiserver",
-        "airflow-scheduler",
-        "airflow-dag-processor",
-        "airflow-triggerer",
-    ):
-        assert name in services, name
-    assert services["airflow-apiserver"]["command"] == ["airflow", "api-server"]
-    assert services["airflow-dag-processor"]["command"] == ["airflow", "dag-processor"]
-    env = services["airflow-scheduler"]["environment"]
+    commands = {
+        "airflow-apiserver": ["airflow", "api-server"],
+        "airflow-scheduler": ["airflow", "scheduler"],
+        "airflow-dag-processor": ["airflow", "dag-processor"],
+        "airflow-triggerer": ["airflow", "triggerer"],
+        "airflow-worker": ["airflow", "celery", "worker"],
+        "flower": ["airflow", "celery", "flower"],
+    }
+    for name, command in commands.items():
+        assert services[name]["command"] == command, name
+    assert {"postgres", "redis", "airflow-init"} <= set(services)
+    env = services["airflow-worker"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == (
+        "http://airflow-apiserver:8080/execution/"
+    )
+    assert env["DUMB_INIT_SETSID"] == "0"  # Celery warm shutdown
+    assert services["airflow-worker"]["deploy"]["replicas"] == "${AIRFLOW_WORKER_REPLICAS:-2}"
+    assert services["flower"]["profiles"] == ["flower"]
+    for name in commands:
+        depends = services[name]["depends_on"]
+        assert depends["postgres"]["condition"] == "service_healthy", name
+        assert depends["redis"]["condition"] == "service_healthy", name
+        assert depends["airflow-init"]["condition"] == "service_completed_successfully", name
     assert compose["x-airflow-common"]["build"]["dockerfile"] == "docker/Dockerfile"
+    assert compose["x-airflow-common"]["build"]["args"] == {"GIT_SHA": "${GIT_SHA:-}"}
+    assert "postgres-db:/var/lib/postgresql/data" in services["postgres"]["volumes"]
+
+
+def test_compose_runs_as_airflow_uid_and_init_prepares_the_mounts_then_migrates():
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    assert compose["x-airflow-common"]["user"] == "${AIRFLOW_UID:-50000}:0"
+    init = compose["services"]["airflow-init"]
+    assert init["user"] == "0:0" and init["entrypoint"] == "/bin/bash"
+    script = init["command"][1]
+    assert init["environment"]["AIRFLOW_UID"] == "${AIRFLOW_UID:-50000}"
+    mounts = {
+        re.sub(r"^(\$\{[^}]+\}|[^:]+):", "", v).split(":")[0]
+        for v in compose["x-airflow-common"]["volumes"]
+    }
+    assert mounts == {"/opt/app/artifacts", "/opt/airflow/logs", "/opt/app/data", "/opt/app/config"}
+    prepared = re.search(r'dirs="([^"]+)"', script)[1].split()
+    assert set(prepared) == mounts - {"/opt/app/config"}  # config is mounted read-only
+    steps = [line.strip() for line in script.splitlines() if line.strip()]
+    order = [i for i, line in enumerate(steps) if re.match(r"(mkdir|chown|exec setpriv)", line)]
+    assert [steps[i].split()[0] for i in order] == ["mkdir", "chown", "exec"], steps
+    assert 'chown -R "$${AIRFLOW_UID}:0"' in script
+    # Migrations run as AIRFLOW_UID, not as root, through the image's entrypoint.
+    assert '--reuid="$${AIRFLOW_UID}" --regid=0' in script
+    assert script.rstrip().endswith("/entrypoint airflow db migrate")
+
+
+def test_compose_mounts_data_config_and_a_shared_artifact_root():
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    common = compose["x-airflow-common"]
+    env = common["environment"]
+    assert env["TTR_DATA_ROOT"] == "/opt/app/data"
+    assert env["TTR_CONFIG"] == "/opt/app/config/${TTR_CONFIG_FILE:-pipeline.yaml}"
+    assert env["TTR_DATA__ARTIFACT_ROOT"] == "${TTR_ARTIFACT_ROOT:-/opt/app/artifacts}"
+    assert env["AIRFLOW_CONN_TWO_TOWER_ALERTS"] == "${AIRFLOW_CONN_TWO_TOWER_ALERTS:-}"
+    assert "${TTR_CONFIG_DIR:-./config}:/opt/app/config:ro" in common["volumes"]
+    assert "artifacts:/opt/app/artifacts" in common["volumes"]
+    # Every Airflow service shares the one artifact volume and environment (x-airflow-common).
+    for name, svc in compose["services"].items():
+        if name.startswith("airflow-") or name == "flower":
+            assert svc["volumes"] == common["volumes"], name
+    # The mounted config file exists and loads as the pipeline config.
+    from pipelines.config.deployment import DeploymentSettings
+
+    settings = DeploymentSettings.from_env(
+        {"TTR_CONFIG": str(ROOT / "docker" / "config" / "pipeline.yaml")}
+    )
+    assert settings.load_config(), "docker/config/pipeline.yaml must load"
+
+
+def test_compose_limits_every_service_and_gives_the_worker_the_most():
+    services = compose_services()
+    limits = {}
+    for name, svc in services.items():
+        if name in ("airflow-init", "airflow-cli"):
+            continue
+        limits[name] = svc["deploy"]["resources"]["limits"]
+        assert {"cpus", "memory"} <= set(limits[name]), name
+    worker = limits.pop("airflow-worker")
+    assert worker == {
+        "cpus": "${AIRFLOW_WORKER_CPUS:-4}",
+        "memory": "${AIRFLOW_WORKER_MEMORY:-8G}",
+    }
+    assert all(float(lim["cpus"]) <= 1 for lim in limits.values()), limits
+    assert services["airflow-worker"]["stop_grace_period"] == "10m"
+
+
+def test_compose_healthchecks_run_the_image_check_for_their_component():
+    services = compose_services()
+    components = {
+        "airflow-apiserver": "api-server",
+        "airflow-scheduler": "scheduler",
+        "airflow-dag-processor": "dag-processor",
+        "airflow-triggerer": "triggerer",
+        "airflow-worker": "celery-worker",
+        "flower": "flower",
+    }
+    for name, component in components.items():
+        assert services[name]["healthcheck"]["test"] == ["CMD", "/healthcheck", component], name
+    assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
 
 
 # --- Secrets and exposure (issue 13, item 2) --------------------------------------------------
@@ -197,9 +340,10 @@ def test_ui_is_published_on_loopback_unless_overridden():
             )
             assert port.split(":")[0] == "127.0.0.1", f"{name} publishes {port} beyond loopback"
             published.append(port)
-    assert published == ["127.0.0.1:8080:8080"]
+    assert sorted(published) == ["127.0.0.1:5555:5555", "127.0.0.1:8080:8080"]
     exposed = interpolate(compose, {**env, "AIRFLOW_UI_BIND": "0.0.0.0", "AIRFLOW_UI_PORT": "9"})
     assert exposed["services"]["airflow-apiserver"]["ports"] == ["0.0.0.0:9:8080"]
+    assert exposed["services"]["flower"]["ports"] == ["0.0.0.0:5555:5555"]
 
 
 def test_init_secrets_writes_private_distinct_random_values(tmp_path):
