@@ -1,6 +1,8 @@
 """A real S3 API on loopback for tests: moto's standalone server in a subprocess.
 
-    from s3_support import s3_bucket, s3_server  # noqa: F401 (pytest fixtures)
+    import s3_support
+
+    s3_server, s3_bucket = s3_support.s3_server, s3_support.s3_bucket  # the fixtures
 
     def test_x(s3_bucket):            # "s3://<fresh bucket>/tt", env set for s3fs/boto
         Registry(s3_bucket) ...

@@ -1,24 +1,30 @@
 """The bundle registry: content-addressed bundles and an atomically swapped production pointer.
 
-Under `<artifact_root>/registry/` (a local path or any fsspec URL; `layout` names every path):
+Under `<artifact_root>/registry/` (a local path, file://, s3://, gs:// or memory:// URL; see
+`pipelines.formats.store`; `layout` names every path):
 
     bundles/<bundle_id>/      query_tower/, item_ids.txt, item_embeddings.npy, index/, vocab/,
                               serving_state.parquet, popular_items.txt, evaluation/,
                               manifest.json (config, data window, metrics, gate, code version,
-                              parent bundle, content hash)
+                              parent bundle, content hash, file list), written last
     production.json           the pointer: {"bundle_id", "previous", "chain", "seq", "event",
                               "promoted_at", "reason", "user", "airflow_run_id"}; `chain`
                               lists the bundles rollback restores, newest first; `user` is
                               who changed it (`os:<login>` from the CLI)
-    history.jsonl             one line per promotion / rollback (the pointer's own record)
-    .lock                     exclusive lock for promote, rollback, prune and gc (local disks)
+    history.jsonl             one line per promotion / rollback (the pointer's own record;
+                              local disks)
+    history/<seq>.json        one object per promotion / rollback (object stores: no append)
+    .lock                     exclusive lock for promote, rollback, prune and gc (local disks;
+                              object stores swap the pointer with a conditional write instead)
 
 Modules:
     layout      `RegistryLayout`: the paths above; bundle ids
     integrity   content hashes; the check run before a bundle is loaded
     files       the fsspec filesystem plus fsync on local disks
-    bundles     `BundleStore`: publish (copy, manifest last, rename), read, verify, fetch
-    pointer     `ProductionPointer`: the pointer swap and its history
+    bundles     `BundleStore`: publish (copy, manifest last, rename on local disks; upload in
+                place, list and hash, manifest last on object stores), read, verify, fetch
+    pointer     `ProductionPointer`: the pointer swap (compare-and-swap on object stores) and
+                its history
     registry    `Registry`: the above plus promote / rollback / prune / gc under the lock
     version     `code_version`, recorded in bundle manifests
 """

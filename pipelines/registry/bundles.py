@@ -209,11 +209,14 @@ class BundleStore:
         Raises:
             PipelineError: not a bundle id, or no complete bundle with that id.
         """
-        expected = self.manifest(bundle_id)["content_hash"]
+        return self.stored_hash(bundle_id) == self.manifest(bundle_id)["content_hash"]
+
+    def stored_hash(self, bundle_id: str) -> str:
+        """The content hash of the bundle's files as the registry holds them now (on an object
+        store the objects themselves, streamed, not a cached copy)."""
         if self.files.local:
-            return content_hash(self.layout.bundle(bundle_id)) == expected
-        # The registry's objects, streamed: not a cached copy.
-        return remote_content_hash(self.files.fs, self.layout.bundle(bundle_id)) == expected
+            return content_hash(self.layout.bundle(bundle_id))
+        return remote_content_hash(self.files.fs, self.layout.bundle(bundle_id))
 
     def fetch(self, bundle_id: str, cache_dir: str | Path | None = None) -> Path:
         """A local directory with the bundle (the registry's own on local disk, else a copy
@@ -282,9 +285,10 @@ class BundleStore:
             if rel == MANIFEST:
                 continue
             if path.is_dir():
-                if self.files.local:
+                if self.files.local:  # object stores have no directories
                     fs.makedirs(f"{temporary}/{rel}", exist_ok=True)
-            elif self.files.local:
+                continue
+            if self.files.local:
                 with path.open("rb") as src, open(f"{temporary}/{rel}", "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
                     dst.flush()

@@ -322,12 +322,15 @@ class Registry:
 
     def _check_intact(self, bundle_id: str, doing: str) -> None:
         """Refuse to point production at a bundle every reader would refuse to load."""
-        if not self._bundles.verify(bundle_id):
+        expected = self.manifest(bundle_id)["content_hash"]
+        actual = self._bundles.stored_hash(bundle_id)
+        if actual != expected:
             raise BundleIntegrityError(
                 f"registry {self.root}: not {doing} bundle {bundle_id}: its files no longer "
-                "hash to its manifest's content hash (they changed after publishing), so "
-                "nothing could load it; production is unchanged. Publish the bundle again "
-                "from its run, or promote another one from `two-tower registry list`."
+                f"hash to its manifest's content hash ({actual[:16]}…, manifest "
+                f"{expected[:16]}…: they changed after publishing), so nothing could load it; "
+                "production is unchanged. Publish the bundle again from its run, or promote "
+                "another one from `two-tower registry list`."
             )
 
     @contextlib.contextmanager
