@@ -135,20 +135,25 @@ class ArtifactRoot:
 
     # -- sync ----------------------------------------------------------------------------------
 
-    def pull(self, relative: str, include: Iterable[str] | None = None) -> Sync:
+    def pull(
+        self, relative: str, include: Iterable[str] | None = None, *,
+        listing: dict[str, dict] | None = None,
+    ) -> Sync:  # fmt: skip
         """Make `<local>/<relative>` what the store holds at `<root>/<relative>`: download the
         files missing here or changed there since the last sync, delete the files the store no
         longer has. A no-op on a local root.
 
         Args:
             include: only these paths (files or directories, relative to `relative`).
+            listing: the store's files under `relative` (`_listing`), when just listed.
         """
         if not self.remote:
             return Sync()
         local = self.local / relative
         with self._locked(relative):
             state = self._state(relative)
-            remote = {r: i for r, i in self._listing(relative).items() if _within(r, include)}
+            listing = self._listing(relative) if listing is None else listing
+            remote = {r: i for r, i in listing.items() if _within(r, include)}
             here = {r: s for r, s in _local_files(local).items() if _within(r, include)}
             fetch = [r for r, info in remote.items()
                      if not _unchanged(state.get(r), info, here.get(r))]  # fmt: skip
@@ -246,10 +251,10 @@ class ArtifactRoot:
         if not self.remote:
             return layout if layout.run_dir.is_dir() else None
         relative = self.relative(layout.run_dir)
-        self.fs.invalidate_cache(f"{self.root}/{relative}")
-        if not self.fs.find(f"{self.root}/{relative}", maxdepth=None):
+        listing = self._listing(relative)
+        if not listing:
             return None
-        self.pull(relative, include=REPORT_PATHS)
+        self.pull(relative, include=REPORT_PATHS, listing=listing)
         return layout
 
     def has_run(self, run_id: str) -> bool:
