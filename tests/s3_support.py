@@ -10,9 +10,10 @@
 `s3_server` (session) starts the server on a free 127.0.0.1 port and stops it at the end;
 `s3_bucket` (function) sets the environment every S3 client reads (endpoint, fake credentials,
 region; subprocesses inherit it) and creates a fresh bucket. The server runs single-threaded:
-each request is handled whole before the next, as S3 evaluates a conditional PUT atomically
-(moto's threaded mode checks `If-Match` and stores the object in two steps, so two racing PUTs
-could both pass the check).
+each request is handled whole before the next, as S3 evaluates a conditional PUT atomically.
+(moto's threaded mode checks `If-Match` and stores the object in two steps without a lock; it
+did not let two racing PUTs through in 30 tries here, but the race tests should not depend on
+thread timing.)
 """
 
 from __future__ import annotations
