@@ -223,9 +223,12 @@ def served_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def airflow_stack(small_world, tmp_path_factory):
-    """One real Airflow deployment (API server, scheduler, DAG processor) shared by the UI and
-    REST tests of a session (`tests/dags/airflow_support.AirflowStack`): starting one costs about
-    a minute. Only tests under tests/dags use it, and they put airflow_support on the path."""
+    """One real Airflow deployment in the production shape (PostgreSQL metadata DB, Redis
+    broker, CeleryExecutor with two workers, scheduler, DAG processor, triggerer, API server)
+    shared by the UI and REST tests of a session (`tests/dags/airflow_support.AirflowStack`):
+    starting one costs about a minute. PostgreSQL and Redis are Debian's (`scripts/services.sh
+    install`; make test runs it). Only tests under tests/dags use it, and they put
+    airflow_support on the path."""
     import shutil
 
     from airflow_support import AirflowStack

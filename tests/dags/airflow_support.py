@@ -1,4 +1,5 @@
-"""Helpers of the DAG tests: an isolated Airflow environment and a local webhook."""
+"""Helpers of the DAG tests: an isolated Airflow environment, a local webhook and the
+session's production-shaped Airflow deployment (PostgreSQL, Redis, Celery: `AirflowStack`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+
+from services_support import free_port
 
 REPO = Path(__file__).parents[2]
 DAGS = REPO / "dags"
@@ -55,14 +58,6 @@ class Hook:
 USERS = {"admin": "admin", "op": "op", "viewer": "viewer"}  # user -> SimpleAuthManager role
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def call(method: str, url: str, token: str | None = None, body: dict | None = None) -> dict:
     """A JSON REST call; HTTP errors raise `urllib.error.HTTPError`."""
     import urllib.request
@@ -95,61 +90,148 @@ def wait_for(what: str, check, timeout: float, every: float = 2.0):
 
 
 class AirflowStack:
-    """API server + scheduler + DAG processor (LocalExecutor, SQLite) on a free loopback port,
-    with users admin/op/viewer (SimpleAuthManager roles of the same names) and a webhook."""
+    """Airflow as it is deployed, on this one machine: PostgreSQL as the metadata DB, Redis as
+    the Celery broker (results in PostgreSQL), CeleryExecutor with two workers (`w1`, `w2`,
+    concurrency 1 each, each its own log), scheduler, DAG processor, triggerer and API server
+    on a free loopback port; users admin/op/viewer (SimpleAuthManager roles of the same names)
+    and a webhook as the alerts connection.
+
+    The workers share the artifact root and the data root with everything else through local
+    paths: workers on other hosts need those on a shared filesystem or the artifact root on an
+    object store. Each worker reports its own name as the task instances' `hostname`
+    (`services_support.worker_hostname`): on one machine both would report the same host."""
 
     DAG_ID = "two_tower_retrain"
+    WORKERS = ("w1", "w2")
 
     def __init__(self, root: Path, world: Path, **env):
+        from services_support import Postgres, Redis
+
+        self.root = root
+        self.procs: dict[str, object] = {}
+        self.hook = Hook()
+        self.postgres = self.redis = None
+        try:
+            self.postgres, self.redis = Postgres(), Redis()
+            self._start(world, env)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, world: Path, env: dict) -> None:
         import secrets
         import shutil
         import subprocess
 
-        self.root = root
-        self.hook = Hook()
+        root = self.root
         shutil.copytree(world, root / "data" / "world")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.passwords = {user: secrets.token_urlsafe(12) for user in USERS}
         (root / "passwords.json").write_text(json.dumps(self.passwords))
-        self.artifacts = root / "artifacts"
+        self.artifacts = root / "artifacts"  # shared by every worker (see the class docstring)
+        self.db_url = self.postgres.url
         self.env = airflow_env(
             root / "airflow",
             TTR_DATA_ROOT=str(root / "data"),
             TTR_DATA__ARTIFACT_ROOT=str(self.artifacts),
             # A run the scheduler starts on its own trains with the deployment config: short.
             TTR_TRAIN__EPOCHS="2",
-            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=self.postgres.url,
+            # Airflow 3 also opens an async engine (asyncpg); derived from the URL above when
+            # unset, spelled out here as a deployment would.
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC=self.postgres.async_url,
+            AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
+            AIRFLOW__CELERY__BROKER_URL=self.redis.url,
+            AIRFLOW__CELERY__RESULT_BACKEND=f"db+{self.postgres.url}",
+            AIRFLOW__CELERY__WORKER_CONCURRENCY="1",
+            # Longer than any task (acks_late: an unacknowledged task is redelivered after it).
+            AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT="86400",
+            # An idle worker's BRPOP waits 30 s instead of 1 s before it is sent again, so Redis
+            # hands the next task to the worker idle the longest rather than to whichever
+            # re-polled last: the DAG's tasks (one at a time) alternate between the workers.
+            AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__POLLING_INTERVAL="30",
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(f"{u}:{r}" for u, r in USERS.items()),
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
             AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.base}/execution/",
             AIRFLOW__API__BASE_URL=self.base,
             AIRFLOW__API__PORT=str(self.port),
+            # One secret for every component, as on separate hosts (tokens, served logs).
             AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+            AIRFLOW__API__SECRET_KEY=secrets.token_hex(32),
+            # Free ports instead of 8793/8794: other deployments may share this machine.
+            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="5",
             AIRFLOW_CONN_TWO_TOWER_ALERTS=json.dumps({"conn_type": "http", "host": self.hook.url}),
             **env,
         )
-        subprocess.run(
-            ["airflow", "db", "migrate"], env=self.env, check=True, capture_output=True, timeout=300
+        migrate = subprocess.run(
+            ["airflow", "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=300
         )
+        assert migrate.returncode == 0, (migrate.stdout + migrate.stderr)[-3000:]
         self.logs = root / "logs"
         self.logs.mkdir()
-        self.procs = []
-        for name, cmd in (
-            ("api-server", ["airflow", "api-server", "--port", str(self.port), "--host",
-                            "127.0.0.1"]),
-            ("scheduler", ["airflow", "scheduler"]),
-            ("dag-processor", ["airflow", "dag-processor"]),
-        ):  # fmt: skip
-            out = (self.logs / f"{name}.log").open("w")
-            self.procs.append(
-                subprocess.Popen(
-                    cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-                )
+        services = {
+            "api-server": ["airflow", "api-server", "--port", str(self.port), "--host",
+                           "127.0.0.1"],
+            "scheduler": ["airflow", "scheduler"],
+            "dag-processor": ["airflow", "dag-processor"],
+            "triggerer": ["airflow", "triggerer"],
+        }  # fmt: skip
+        for name, cmd in services.items():
+            self._spawn(name, cmd, self.env)
+        for worker in self.WORKERS:
+            self._spawn(f"worker-{worker}", self.worker_command(worker), self.worker_env(worker))
+        wait_for("the API server", lambda: call("GET", f"{self.base}/api/v2/monitor/health"), 240)
+        for worker in self.WORKERS:  # a worker not yet consuming would leave all tasks to one
+            wait_for(f"Celery worker {worker}", lambda w=worker: self.worker_ready(w), 240)
+
+    def worker_command(self, worker: str) -> list[str]:
+        return ["airflow", "celery", "worker", "--celery-hostname", f"{worker}@%h",
+                "--concurrency", "1", "--pid", str(self.logs / f"worker-{worker}.pid")]  # fmt: skip
+
+    def worker_env(self, worker: str) -> dict:
+        return {
+            **self.env,
+            "PYTHONPATH": f"{self.env['PYTHONPATH']}:{Path(__file__).parent}",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "services_support.worker_hostname",
+            "TTR_WORKER_NAME": worker,
+            # Each worker serves its task logs on a port of its own (both are on this host).
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        }
+
+    def _spawn(self, name: str, cmd: list[str], env: dict) -> None:
+        import subprocess
+
+        with (self.logs / f"{name}.log").open("w") as out:
+            self.procs[name] = subprocess.Popen(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        wait_for("the API server", lambda: call("GET", f"{self.base}/api/v2/monitor/health"), 180)
+
+    def log(self, name: str) -> str:
+        """The output so far of one service (`scheduler`, `worker-w1`, ...)."""
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def worker_ready(self, worker: str) -> bool:
+        proc = self.procs[f"worker-{worker}"]
+        if proc.poll() is not None:
+            raise AssertionError(f"worker {worker} exited: {self.log(f'worker-{worker}')[-3000:]}")
+        return " ready." in self.log(f"worker-{worker}")
+
+    def worker_tasks(self, worker: str) -> set[tuple[str, str]]:
+        """(run id, task id) of every task a worker executed, read from that worker's own log."""
+        import re
+
+        found = re.findall(
+            r"Executing workload in Celery: .*?log_path='dag_id=[^/]+/run_id=([^/]+)/task_id=([^/]+)/",
+            self.log(f"worker-{worker}"),
+        )
+        return set(found)
+
+    def run_notes(self) -> list[tuple[str, str, str | None]]:
+        """`run_notes` of this stack's PostgreSQL metadata DB."""
+        return run_notes(self.db_url)
 
     def token(self, user: str = "admin") -> str:
         body = {"username": user, "password": self.passwords[user]}
@@ -192,17 +274,24 @@ class AirflowStack:
         )
 
     def close(self) -> None:
+        """Stop every Airflow process (each with the processes it spawned), then Redis and
+        PostgreSQL."""
         import os
         import signal
         import subprocess
 
-        for proc in self.procs:  # each service and the workers it spawned
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for service in (self.redis, self.postgres):
+            if service is not None:
+                service.stop()
         self.hook.close()
 
 
@@ -224,17 +313,25 @@ def chromium(token: str, base: str):
     return driver
 
 
-def run_notes(home: Path) -> list[tuple[str, str, str | None]]:
-    """(run id, state, note) of every two_tower_retrain run in the SQLite metadata DB under
-    `home`, oldest first (what the UI shows as each run's note)."""
-    import sqlite3
+def run_notes(db: Path | str) -> list[tuple[str, str, str | None]]:
+    """(run id, state, note) of every two_tower_retrain run, oldest first (what the UI shows as
+    each run's note). `db` is a SQLAlchemy URL (the stack's PostgreSQL: `AirflowStack.run_notes`)
+    or an Airflow home holding a SQLite `airflow.db` (`airflow dags test` deployments)."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
 
-    with sqlite3.connect(home / "airflow.db") as db:
-        return db.execute(
-            "SELECT r.run_id, r.state, n.content FROM dag_run r "
-            "LEFT JOIN dag_run_note n ON n.dag_run_id = r.id "
-            "WHERE r.dag_id = 'two_tower_retrain' ORDER BY r.id"
-        ).fetchall()
+    url = db if isinstance(db, str) else f"sqlite:///{Path(db) / 'airflow.db'}"
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text(
+                "SELECT r.run_id, r.state, n.content FROM dag_run r "
+                "LEFT JOIN dag_run_note n ON n.dag_run_id = r.id "
+                "WHERE r.dag_id = 'two_tower_retrain' ORDER BY r.id"
+            )).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    return [tuple(row) for row in rows]
 
 
 def error_lines(files: list[Path]) -> list[str]:
