@@ -260,7 +260,18 @@ def _gcs_read(fs, path: str) -> tuple[bytes | None, str | None]:
         headers, data = fs.call("GET", "b/{}/o/{}", bucket, key, alt="media")
     except FileNotFoundError:
         return None, None
-    return data, headers.get("x-goog-generation")  # the generation these bytes belong to
+    generation = headers.get("x-goog-generation")  # the generation these bytes belong to
+    if generation:
+        return data, generation
+    # No header (an emulator): the metadata's generation, then that generation's bytes.
+    try:
+        meta = fs.call("GET", "b/{}/o/{}", bucket, key, json_out=True)
+        _, data = fs.call(
+            "GET", "b/{}/o/{}", bucket, key, alt="media", generation=meta["generation"]
+        )
+    except FileNotFoundError:  # replaced or deleted in between: read again
+        return _gcs_read(fs, path)
+    return data, meta["generation"]
 
 
 def _gcs_write(fs, path: str, data: bytes, token: object) -> None:

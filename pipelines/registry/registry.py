@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 FAULT_POINTS = (
     "publish.file_copied",  # the first file of the bundle copied
     "publish.content_copied",  # every file copied, no manifest yet
-    "publish.manifest_written",  # manifest written, not renamed into place
+    "publish.manifest_written",  # manifest written, not renamed into place (local disks)
     "publish.renamed",  # the bundle in place
     "registry.locked",  # promote / rollback holds the lock, nothing written
     "swap.temp_written",  # the new pointer in its temporary file
@@ -97,13 +97,14 @@ class Registry:
     def publish(self, staging: str | Path, manifest: dict) -> str:
         """Copy a complete local bundle directory into the registry; returns its id.
 
-        `manifest` is stored with `bundle_id` and `content_hash` added, written after every
-        other file. Publishing the same content twice returns the existing bundle. A failed
-        publish removes its temporary copy; debris of a killed one is hidden and never blocks
-        a retry (`gc` removes it).
+        `manifest` is stored with `bundle_id`, `content_hash` and `files` added, written after
+        every other file (on object stores only once the uploaded files list and hash as
+        `staging` does). Publishing the same content twice returns the existing complete
+        bundle; an incomplete one is uploaded again. A failed publish removes what it copied;
+        debris of a killed one is hidden and never blocks a retry (`gc` removes it).
 
         Raises:
-            PipelineError: `staging` changed while it was copied.
+            PipelineError: `staging` changed while it was copied, or the upload does not match.
             OSError: the copy failed (e.g. disk full); nothing is left behind.
         """
         bundle_id = self._bundles.publish(staging, manifest)

@@ -24,8 +24,9 @@ from pipelines.registry import Registry, content_hash
 s3_server, s3_bucket = s3_support.s3_server, s3_support.s3_bucket  # the fixtures
 REPO = Path(__file__).parents[3]
 
-# A child process: `publish` (a staging directory) or `race` (publish, then promote against
-# the production it read, after the parent says "go"; it prints what happened).
+# A child process: `publish` (a staging directory), `promote` (publish it, then promote it
+# against the production it found) or `race` (the same, waiting for the parent's "go" after
+# reading the pointer; it prints what happened).
 CHILD = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
@@ -36,6 +37,9 @@ root, op, staging = sys.argv[1:4]
 registry = Registry(root)
 if op == "publish":
     registry.publish(staging, {{"created_at": "killed"}})
+elif op == "promote":
+    champion = registry.production()
+    registry.promote(registry.publish(staging, {{"created_at": "c"}}), expected=champion)
 elif op == "race":
     champion = registry.production()
     bundle_id = registry.publish(staging, {{"created_at": staging}})
@@ -136,6 +140,26 @@ def test_a_publish_killed_while_uploading_is_never_complete_and_the_retry_is(
     assert registry.publish(staging, {"created_at": "c"}) == bundle_id  # the retry uploads
     assert registry.verify(bundle_id) and registry.promote(bundle_id)["bundle_id"] == bundle_id
     assert [b["bundle_id"] for b in registry.bundles()] == [a, bundle_id]
+
+
+def test_a_promoter_killed_after_the_swap_leaves_a_history_the_next_one_completes(
+    s3_bucket, tmp_path
+):
+    registry = Registry(s3_bucket)
+    a, b = (registry.publish(make_bundle(tmp_path, p), {"created_at": p}) for p in "ab")
+    registry.promote(a)
+    staging = make_bundle(tmp_path, "c")
+    proc = child(s3_bucket, "promote", staging, "swap.replaced")
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    c = content_hash(staging)[:16]
+    assert registry.production() == c and registry.verify(c)
+    assert [e["bundle_id"] for e in registry.history()] == [a, c]  # c's record: the pointer's
+    assert not registry.fs.exists(registry.layout.history_record(2))
+    registry.promote(b, expected=c)
+    records = sorted(registry.fs.find(registry.layout.history_records))
+    logged = [json.loads(registry.fs.cat_file(path))["bundle_id"] for path in records]
+    assert logged == [a, c, b] and registry.rollback()["bundle_id"] == c
 
 
 @pytest.mark.parametrize("manifest", ["with file list", "legacy, no file list"])
