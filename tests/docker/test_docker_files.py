@@ -135,6 +135,12 @@ def test_compose_runs_as_airflow_uid_and_init_prepares_the_mounts_then_migrates(
     # Migrations run as AIRFLOW_UID, not as root, through the image's entrypoint.
     assert '--reuid="$${AIRFLOW_UID}" --regid=0' in script
     assert script.rstrip().endswith("/entrypoint airflow db migrate")
+    # The script as the container's bash gets it (Compose turns $$ into $) is valid bash.
+    env = {var: "x" for var in required_variables(compose)}
+    resolved = interpolate(compose, env)["services"]["airflow-init"]["command"]
+    syntax = subprocess.run(["bash", "-n", "-c", resolved[1]], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+    assert 'chown -R "${AIRFLOW_UID}:0" $dirs' in resolved[1]
 
 
 def test_compose_mounts_data_config_and_a_shared_artifact_root():
