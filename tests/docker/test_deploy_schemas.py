@@ -161,6 +161,8 @@ def test_values_share_the_artifact_root_and_mount_data_and_config(tmp_path):
     root = env["TTR_DATA__ARTIFACT_ROOT"]
     assert re.match(r"(s3|gs)://", root) or root in mounts, root
     assert env["TTR_DATA_ROOT"] in mounts
+    if "://" in root:  # tasks stage run directories locally: a per-pod scratch volume
+        assert "emptyDir" in volumes[mounts[env["TTR_STAGING_DIR"]]]
     assert "persistentVolumeClaim" in volumes[mounts[env["TTR_DATA_ROOT"]]]
     config_dir, config_file = os.path.split(env["TTR_CONFIG"])
     config_map = volumes[mounts[config_dir]]["configMap"]["name"]
