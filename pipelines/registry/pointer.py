@@ -23,6 +23,7 @@ records never overwrite each other and two writers of a missing record write the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -136,8 +137,7 @@ class ProductionPointer:
             WriteConflict: on an object store, the pointer is no longer `current` (another
                 process swapped it first); nothing was written.
         """
-        entries = self._entries(repair=True)
-        logged = {e.get("seq") for e in entries}
+        logged = self._logged_seqs()
         if current and "seq" in current and current["seq"] not in logged:
             self._append(_record(current))  # the last writer died between swap and append
         seqs = [s for s in (*logged, (current or {}).get("seq")) if isinstance(s, int)]
@@ -191,18 +191,36 @@ class ProductionPointer:
         if self.files.local:
             return entries
         logged = {e.get("seq") for e in entries}
-        for path in sorted(self.files.listing(self.layout.history_records)):
-            seq = history_record_seq(basename(path))
-            if seq is None or seq in logged:
-                continue
+        wanted = [path for seq, path in self._records() if seq not in logged]
+        found = {}
+        if wanted:
+            with contextlib.suppress(FileNotFoundError):
+                found = self.files.fs.cat(wanted, on_error="omit")  # concurrent GETs on S3/GCS
+        for path in wanted:
             try:
-                entries.append(json.loads(self.files.fs.cat_file(path)))
-            except FileNotFoundError:
+                entries.append(json.loads(found[path]))
+            except KeyError:  # removed since listed
                 continue
             except ValueError:  # written in one request: only someone else's edit tears it
                 log.warning("registry %s: skipping unreadable history record %s",
                             self.layout.root, path)  # fmt: skip
         return entries
+
+    def _records(self) -> list[tuple[int, str]]:
+        """`(seq, path)` of the `history/` records on an object store, by seq."""
+        out = []
+        for path in self.files.listing(self.layout.history_records):
+            seq = history_record_seq(basename(path))
+            if seq is not None:
+                out.append((seq, path))
+        return sorted(out)
+
+    def _logged_seqs(self) -> set:
+        """The `seq`s the history holds (on an object store from the listing alone)."""
+        seqs = {e.get("seq") for e in self._history_lines(repair=True)}
+        if not self.files.local:
+            seqs |= {seq for seq, _ in self._records()}
+        return seqs
 
     def _history_lines(self, repair: bool = False) -> list[dict]:
         """history.jsonl's records; torn lines skipped (and with `repair`, a torn tail cut)."""
