@@ -103,10 +103,10 @@ def test_healthcheck_really_imports_airflow_and_fails_a_dead_api_server(image_en
         port = s.getsockname()[1]
     out = run([HEALTHCHECK, "api-server"], {**image_env, "AIRFLOW_API_PORT": str(port)})
     assert out.returncode != 0 and "Connection refused" in out.stderr
-    # A broken install fails the check: a `pipelines` package that cannot be imported.
-    shadow = Path(image_env["AIRFLOW_HOME"]).parent / "shadow" / "pipelines"
+    # A broken install fails the check: an `airflow` package that cannot be imported.
+    shadow = Path(image_env["AIRFLOW_HOME"]).parent / "shadow" / "airflow"
     shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('half-installed pipelines')\n")
+    (shadow / "__init__.py").write_text("raise ImportError('half-installed airflow')\n")
     broken = {**image_env, "PYTHONPATH": str(shadow.parent)}
     out = run([HEALTHCHECK, "cli"], broken, cwd=shadow.parent)
-    assert out.returncode != 0 and "half-installed pipelines" in out.stderr
+    assert out.returncode != 0 and "half-installed airflow" in out.stderr
