@@ -18,7 +18,11 @@ Backfill runs are point in time: they see the data as of their logical date.
 Nothing heavy is imported at parse time: TensorFlow, Beam and ScaNN load inside the tasks.
 
 Deployment settings (environment; read once, into `SETTINGS`, when the file is parsed):
-    TTR_DATA__ARTIFACT_ROOT   runs/ and registry/ (default ./artifacts; a config field)
+    TTR_DATA__ARTIFACT_ROOT   runs/ and registry/ (default ./artifacts; a config field): a
+                              directory every worker shares, or an object store (s3://bucket/p,
+                              gs://bucket/p): each task then pulls the run directory into a
+                              local staging copy and pushes it back (`pipelines.artifacts`)
+    TTR_STAGING_DIR           where those copies live (default ~/.cache/two-tower/staging)
     TTR_DATA_ROOT             the only directory the `source` Param may point into
     TTR_CONFIG                optional YAML with the pipeline config
     TTR_SCHEDULE_HOURS        1..24 (default 24)
