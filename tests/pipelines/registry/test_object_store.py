@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -119,7 +120,9 @@ def test_round_trip(store, request, tmp_path):
     assert "history.jsonl" not in names
 
 
-@pytest.mark.parametrize("kill_at", ["publish.file_copied", "publish.content_copied"])
+@pytest.mark.parametrize(
+    "kill_at", ["publish.file_copied", "publish.content_copied", "seen uploading"]
+)
 def test_a_publish_killed_while_uploading_is_never_complete_and_the_retry_is(
     s3_bucket, tmp_path, kill_at
 ):
@@ -127,8 +130,20 @@ def test_a_publish_killed_while_uploading_is_never_complete_and_the_retry_is(
     a = registry.publish(make_bundle(tmp_path, "a"), {"created_at": "a"})
     registry.promote(a)
     staging = make_bundle(tmp_path, "c")
+    if kill_at == "seen uploading":  # SIGKILL from outside once objects show up in the bucket
+        (staging / "vocab").mkdir()
+        for n in range(40):  # many small objects: the upload takes a while
+            (staging / "vocab" / f"part-{n:03d}.txt").write_text(f"token {n}\n")
     bundle_id = content_hash(staging)[:16]
-    proc = child(s3_bucket, "publish", staging, kill_at)
+    if kill_at == "seen uploading":
+        proc = child(s3_bucket, "publish", staging)
+        deadline = time.monotonic() + 30
+        while not registry.fs.find(registry.bundle_path(bundle_id)):
+            assert proc.poll() is None and time.monotonic() < deadline, "no upload seen"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    else:  # the process SIGKILLs itself at that point of the publish
+        proc = child(s3_bucket, "publish", staging, kill_at)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, f"{kill_at} was never reached"
     uploaded = registry.fs.find(registry.bundle_path(bundle_id))
