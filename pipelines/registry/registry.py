@@ -280,15 +280,28 @@ class Registry:
     # -- housekeeping --------------------------------------------------------------------------
 
     def prune(self, keep: int) -> list[str]:
-        """Delete all but the newest `keep` bundles, never production or its previous."""
+        """Delete all but the newest `keep` bundles, never production or its previous.
+
+        On an object store (no lock) the pointer is read again before each removal, and a
+        bundle another pruner removed first is skipped.
+        """
         with self._lock():
             pointer = self.pointer() or {}
             protected = {pointer.get("bundle_id"), pointer.get("previous")}
             bundles = [b["bundle_id"] for b in self.bundles()]
             removable = [b for b in bundles[: max(0, len(bundles) - keep)] if b not in protected]
+            removed = []
             for bundle_id in removable:
-                self._bundles.remove(bundle_id)
-        return removable
+                if not self.local:  # a concurrent promote may have made it production since
+                    pointer = self.pointer() or {}
+                    if bundle_id in (pointer.get("bundle_id"), pointer.get("previous")):
+                        continue
+                try:
+                    self._bundles.remove(bundle_id)
+                except FileNotFoundError:
+                    continue
+                removed.append(bundle_id)
+        return removed
 
     def gc(self, older_than_s: float = 3600.0) -> list[str]:
         """Remove debris of killed or failed publishes and swaps, older than `older_than_s`.

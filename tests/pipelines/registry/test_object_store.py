@@ -118,6 +118,9 @@ def test_round_trip(store, request, tmp_path):
     assert not [n for n in names if "/.tmp-" in n or n.startswith(".")]
     assert {"production.json", "history/0000000003.json"} <= names
     assert "history.jsonl" not in names
+    c = registry.publish(make_bundle(tmp_path, "c"), {"created_at": "c"})
+    assert registry.prune(keep=1) == [b]  # a is production
+    assert [x["bundle_id"] for x in Registry(root).bundles()] == [a, c]
 
 
 @pytest.mark.parametrize(
