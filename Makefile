@@ -13,7 +13,7 @@ export TF_USE_LEGACY_KERAS := 1
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup browser test test-fast run run-cli simulate airflow lint lock bench bench-real clean
+.PHONY: setup browser services test test-fast run run-cli simulate airflow airflow-prod airflow-prod-stop lint lock bench bench-real clean
 
 ## setup: create .venv from requirements.lock (reused while the lock and pyproject are unchanged)
 setup:
@@ -37,8 +37,13 @@ browser:
 	  $$SUDO apt-get update -q >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }
 
+## services: Debian's postgresql and redis-server for the production-shaped Airflow test stack
+##           (installed if missing; the tests start throwaway servers of their own on 127.0.0.1)
+services:
+	@scripts/services.sh install
+
 ## test: the whole suite, slow tests included (CI runs exactly this)
-test: setup browser
+test: setup browser services
 	$(PY) -m pytest -q -rs --durations=20 -n 2 --dist loadgroup
 
 ## test-fast: skip tests marked slow
@@ -98,6 +103,15 @@ airflow: setup
 	  $(AIRFLOW_ENV) AIRFLOW__API__HOST=$(AIRFLOW_BIND) AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
 	  AIRFLOW__API__BASE_URL=$(AIRFLOW_URL) \
 	  AIRFLOW__CORE__EXECUTION_API_SERVER_URL=$(AIRFLOW_URL)/execution/ airflow standalone
+
+## airflow-prod: the production shape on this machine (PostgreSQL, Redis, CeleryExecutor with two
+##               workers, scheduler, dag-processor, triggerer, API server; scripts/airflow_prod.sh);
+##               prints the UI URL, the credentials and how to stop it (make airflow-prod-stop)
+airflow-prod: setup services
+	AIRFLOW_PORT=$(AIRFLOW_PORT) AIRFLOW_BIND=$(AIRFLOW_BIND) scripts/airflow_prod.sh start
+
+airflow-prod-stop:
+	scripts/airflow_prod.sh stop
 
 ## secrets: generate docker/.env (0600) with this install's secrets for docker/compose.yaml
 ##          (refuses to overwrite an existing one)
