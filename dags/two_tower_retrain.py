@@ -417,6 +417,7 @@ def two_tower_retrain():
     @task(trigger_rule="none_failed")
     def publish(ref: dict) -> dict:
         """Write the run's summary.json; log where the reports are and what production serves."""
+        from pipelines.artifacts import ArtifactRoot
         from pipelines.layout import RunSummary
         from pipelines.orchestration.approval import ApprovalAnswer
         from pipelines.registry import Registry
@@ -430,9 +431,11 @@ def two_tower_retrain():
             )
             answer = ApprovalAnswer.read(layout) if ref["approval"] else None
             decision = f"{ref['decision']}; {answer.line()}" if answer else ref["decision"]
+            root = ArtifactRoot(cfg.data.artifact_root)
             summary = RunSummary.of(
                 layout, champion=ref["champion"], decision=decision,
                 promoted=promoted, production_bundle=production,
+                location=root.location(layout.run_dir) if root.remote else None,
             )  # fmt: skip
             summary.write(layout)
             log.info("gate report:\n%s", layout.gate_md.read_text())

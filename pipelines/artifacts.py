@@ -129,6 +129,12 @@ class ArtifactRoot:
         """The (local) landing of the synthetic preset."""
         return landing_dir(self.local, preset)
 
+    def location(self, path: str | Path) -> str:
+        """Where `path` (under `local`) is kept: its URL on a remote root, else itself."""
+        if not self.remote:
+            return str(path)
+        return f"{self.url.rstrip('/')}/{self.relative(path)}"
+
     def relative(self, path: str | Path) -> str:
         """`path` (under `local`) relative to the root, as a posix string."""
         return Path(path).relative_to(self.local).as_posix()

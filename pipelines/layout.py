@@ -263,7 +263,7 @@ class RunSummary:
 
     Attributes:
         run_id: the run's id (its directory name).
-        run_dir: the run directory.
+        run_dir: the run directory (on an object-store artifact root, its URL).
         champion: the production bundle the run was evaluated and gated against (None: none).
         decision: the gate's decision line.
         promoted: whether this run's bundle was published and made production.
@@ -295,12 +295,24 @@ class RunSummary:
         promoted: bool,
         production_bundle: str | None,
         steps: dict[str, dict] | None = None,
+        location: str | None = None,
     ) -> RunSummary:
-        """The summary of the run in `layout` (its id, directory and report paths from there)."""
+        """The summary of the run in `layout` (its id, directory and report paths from there).
+
+        Args:
+            location: where the run directory is kept when `layout` is a local copy of it
+                (`<artifact_root URL>/runs/<id>`); its paths are then said under it.
+        """
+
+        def at(path: Path) -> str:
+            if location is None:
+                return str(path)
+            return f"{location.rstrip('/')}/{path.relative_to(layout.run_dir).as_posix()}"
+
         return cls(
-            run_id=layout.run_id, run_dir=str(layout.run_dir), champion=champion,
+            run_id=layout.run_id, run_dir=location or str(layout.run_dir), champion=champion,
             decision=decision, promoted=promoted, production_bundle=production_bundle,
-            report=str(layout.report), gate_report=str(layout.gate_md), steps=steps or {},
+            report=at(layout.report), gate_report=at(layout.gate_md), steps=steps or {},
         )  # fmt: skip
 
     def to_dict(self) -> dict:

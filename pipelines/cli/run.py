@@ -28,8 +28,8 @@ def _run(args) -> int:
     promote, the same functions the Airflow DAG calls. Without --source the synthetic preset is
     generated under <artifact-root>/landing.
     """
+    from pipelines.artifacts import ArtifactRoot
     from pipelines.errors import DataValidationError, PromotionConflict
-    from pipelines.layout import RunLayout
     from pipelines.steps.pipeline import new_run_id, run_pipeline
 
     cfg = load(args, data={"source": str(args.source) if args.source else None})
@@ -43,7 +43,7 @@ def _run(args) -> int:
     except PromotionConflict as exc:
         print(f"run {run_id} not promoted: {exc}")
         return 1
-    layout = RunLayout(summary.run_dir)
+    layout = ArtifactRoot(cfg.data.artifact_root).run_layout(run_id)  # a URL root: local copy
     print(layout.report.read_text())
     print(layout.gate_md.read_text())
     print(

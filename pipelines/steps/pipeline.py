@@ -39,7 +39,8 @@ def run_pipeline(
     staging copy of `<root>/runs/<run_id>/` (`pipelines.artifacts`), pushed after every step.
 
     Returns:
-        The `RunSummary` (also written to the run's summary.json), each step's result in `steps`.
+        The `RunSummary` (also written to the run's summary.json), each step's result in `steps`;
+        on a remote root its paths are URLs (the local copy: `ArtifactRoot.run_layout`).
 
     Raises:
         DataValidationError: raw or feature checks failed (production untouched).
@@ -79,7 +80,7 @@ def _run_steps(cfg, root, layout, run_id, engine, beam_args, resume) -> RunSumma
     summary = RunSummary.of(
         layout, champion=champion_id, decision=done["gate"]["decision"],
         promoted=done["promote"]["promoted"], production_bundle=registry.production(),
-        steps=done,
+        steps=done, location=root.location(layout.run_dir) if root.remote else None,
     )  # fmt: skip
     summary.write(layout)
     return summary

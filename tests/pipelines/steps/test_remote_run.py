@@ -40,6 +40,8 @@ def test_run_on_an_s3_artifact_root(s3_bucket, small_world, tmp_path, monkeypatc
     elsewhere = ArtifactRoot(s3_bucket, role="read", staging_dir=tmp_path / "other-host")
     summary = RunSummary.read(elsewhere.run_reports("r1"))
     assert summary.promoted and summary.production_bundle == bundle
+    assert summary.run_dir == f"{s3_bucket}/runs/r1"  # where the run is, not a worker's cache
+    assert summary.report == f"{s3_bucket}/runs/r1/evaluation/report.md"
 
     mangled = [p for p in tmp_path.rglob("*") if p.name in ("s3:", "s3_") or "s3:" in p.name]
     assert not mangled and not (tmp_path / "artifacts").exists()
