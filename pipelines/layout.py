@@ -67,7 +67,14 @@ def local_root(artifact_root: str | os.PathLike) -> Path:
             "named after the URL"
         )
     open_root(text)  # refuses `gs:/bucket` (a URL that went through pathlib)
-    return Path(unquote(urlsplit(text).path)) if scheme_of(text) else Path(text)
+    if not scheme_of(text):
+        return Path(text)
+    url = urlsplit(text)
+    if url.netloc not in ("", "localhost"):  # file://artifacts would be the current directory
+        raise PipelineError(
+            f"artifact root {text}: a file URL names an absolute path, file:///{url.netloc}..."
+        )
+    return Path(unquote(url.path))
 
 
 def runs_dir(artifact_root: str | os.PathLike) -> Path:

@@ -141,6 +141,8 @@ def test_file_urls_are_local_roots_used_in_place(tmp_path, monkeypatch):
         (layout.run_dir / "summary.json").write_text("{}")
     assert url.pull("runs/r1").copied == () and url.push("runs/r1").copied == ()
     assert not (tmp_path / "staging").exists()  # no copies of a local root
+    with pytest.raises(PipelineError, match="absolute path"):
+        ArtifactRoot("file://artifacts")  # not the current directory in disguise
 
 
 def test_staging_copies_are_keyed_by_the_url(tmp_path):
