@@ -17,7 +17,8 @@ change, and uploaded last.
 Staging copies live under `TTR_STAGING_DIR` (default `$XDG_CACHE_HOME/two-tower/staging`, i.e.
 `~/.cache/two-tower/staging`), one directory per root URL (named by a hash of the URL: two
 roots never mix). Readers (the Two-tower view, the run-notes listener) pull a run's reports
-into a copy of their own (`role="read"`), never into one a task is working in.
+into a copy of their own (`role="read"`), never into one a task is working in. A staged run
+not synced for a day is removed when a step starts (`prune_staged_runs`): the store keeps it.
 
 What is *not* shared across hosts: the run lock (`pipelines.steps.pipeline.run_lock`) of a
 remote root guards one host's staging copy only; the registry's compare-and-swap is what keeps
@@ -34,6 +35,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -63,6 +66,8 @@ MARKERS = (
 )
 # What a run's readers (notes, the Two-tower view) look at: its reports and summary.
 REPORT_PATHS = ("summary.json", "evaluation", "raw_report", "features_report")
+# Staged run copies not synced for this long are removed (every task timeout is far shorter).
+STAGED_RUN_TTL = dt.timedelta(hours=24)
 _SYNC_DIR = ".sync"  # per synced directory: what each file was at the last pull / push
 # The version of a remote file, by the first of these its listing carries.
 _VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "updated",
@@ -216,6 +221,7 @@ class ArtifactRoot:
         """
         layout = self.run_layout(run_id)
         relative = self.relative(layout.run_dir)
+        self.prune_staged_runs()
         self.pull(relative)
         try:
             yield layout
@@ -228,6 +234,28 @@ class ArtifactRoot:
             raise
         if push:
             self.push(relative)
+
+    def prune_staged_runs(self, older_than: dt.timedelta = STAGED_RUN_TTL) -> list[str]:
+        """Remove the staging copies of runs not synced for `older_than` (the store keeps
+        them; a worker's disk would otherwise fill with every run it ever touched). The
+        default is far above any task's timeout, so a copy a step still works in stays.
+        Returns the run ids removed; never touches a local root (there the runs are the data).
+        """
+        if not self.remote or not (self.local / RUNS).is_dir():
+            return []
+        cutoff = time.time() - older_than.total_seconds()
+        removed = []
+        for run_dir in sorted((self.local / RUNS).iterdir()):
+            state = self._state_path(self.relative(run_dir))
+            last = state.stat().st_mtime if state.exists() else run_dir.stat().st_mtime
+            if run_dir.is_dir() and last < cutoff:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                state.unlink(missing_ok=True)
+                removed.append(run_dir.name)
+        if removed:
+            log.info("removed %d staged run copies of %s not synced since %s", len(removed),
+                     self.url, older_than)  # fmt: skip
+        return removed
 
     def push_run(self, layout: RunLayout) -> Sync:
         """Push one run directory (e.g. after each step of `run`)."""
@@ -328,6 +356,7 @@ class ArtifactRoot:
             return {}
 
     def _save_state(self, relative: str, files: dict[str, dict]) -> None:
+        """Record what was synced (its modification time: when, for `prune_staged_runs`)."""
         path = self._state_path(relative)
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         temp.write_text(json.dumps({"relative": relative, "files": files}))

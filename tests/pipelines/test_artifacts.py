@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import time
 import uuid
 from pathlib import Path
 
@@ -206,3 +208,22 @@ def test_the_two_tower_view_reads_a_url_roots_runs(url, tmp_path):
     assert page.run_dir != layout.run_dir and not page.snapshot.exists()
     with pytest.raises(views.HTTPException):
         views._run_layout(url, "r2")
+
+
+def test_staged_copies_of_old_runs_are_removed_the_store_keeps_them(url, tmp_path):
+    a = host(url, tmp_path, "a")
+    for run in ("old", "recent"):
+        with a.synced_run(run) as layout:
+            layout.run_dir.mkdir(parents=True, exist_ok=True)
+            (layout.run_dir / "summary.json").write_text(run)
+    two_days_ago = time.time() - 2 * 86_400
+    os.utime(a._state_path("runs/old"), (two_days_ago, two_days_ago))
+    with a.synced_run("new"):
+        pass
+    assert not a.run_layout("old").run_dir.exists() and a.run_layout("recent").run_dir.exists()
+    assert remote_files(a, "old") == {"summary.json": b"old"}
+
+    local = ArtifactRoot(tmp_path / "art")  # a local root: its runs are the data itself
+    local.run_layout("old").run_dir.mkdir(parents=True)
+    os.utime(local.run_layout("old").run_dir, (two_days_ago, two_days_ago))
+    assert local.prune_staged_runs() == [] and local.run_layout("old").run_dir.exists()
