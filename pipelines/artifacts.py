@@ -245,13 +245,20 @@ class ArtifactRoot:
             return []
         cutoff = time.time() - older_than.total_seconds()
         removed = []
+
+        def last_sync(run_dir: Path, state: Path) -> float:
+            return state.stat().st_mtime if state.exists() else run_dir.stat().st_mtime
+
         for run_dir in sorted((self.local / RUNS).iterdir()):
-            state = self._state_path(self.relative(run_dir))
-            last = state.stat().st_mtime if state.exists() else run_dir.stat().st_mtime
-            if run_dir.is_dir() and last < cutoff:
-                shutil.rmtree(run_dir, ignore_errors=True)
-                state.unlink(missing_ok=True)
-                removed.append(run_dir.name)
+            relative = self.relative(run_dir)
+            state = self._state_path(relative)
+            if not run_dir.is_dir() or last_sync(run_dir, state) >= cutoff:
+                continue
+            with self._locked(relative):  # not while another process pulls or pushes it
+                if last_sync(run_dir, state) < cutoff:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    state.unlink(missing_ok=True)
+                    removed.append(run_dir.name)
         if removed:
             log.info("removed %d staged run copies of %s not synced since %s", len(removed),
                      self.url, older_than)  # fmt: skip
