@@ -350,6 +350,14 @@ class TrainConfig(_Section):
         description="Epochs of the final fit (1-1000; only with final_fit). None = as many as "
         "the selected best epoch, at most `epochs`.",
     )
+    distribution: Literal["none", "mirrored", "multi_worker"] = Field(
+        "none",
+        description="tf.distribute strategy: none = one process, no strategy; mirrored = the "
+        "local devices (MirroredStrategy); multi_worker = one process per worker, synchronous, "
+        "cluster from TF_CONFIG (MultiWorkerMirroredStrategy; start the train step on every "
+        "worker, the chief writes). batch_size is per replica (each replica's in-batch "
+        "negatives are its own batch); the global batch is batch_size x replicas.",
+    )
     seed: int = Field(13, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
