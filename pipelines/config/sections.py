@@ -403,6 +403,14 @@ class IndexConfig(_Section):
         2000, ge=10, le=1_000_000, description="Eval queries sampled to tune the search."
     )
     threads: int = Field(0, ge=0, le=256, description="Search threads; 0 = one per core.")
+    shard_items: int = Field(
+        2_000_000,
+        ge=0,
+        le=1_000_000_000,
+        description="Catalogs above this many items are split into contiguous shards of at "
+        "most this size: one searcher per shard, built in parallel, searched with fan-out and "
+        "a top-k merge; 0 = never shard.",
+    )
 
 
 class EvalConfig(_Section):
