@@ -4,6 +4,7 @@ choices and meaning; the fields on the DAG's trigger form also carry a form sect
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -539,12 +540,64 @@ class RegistryConfig(_Section):
     warm_start: bool = Field(True, description="Initialise training from the production bundle.")
 
 
-class BeamConfig(_Section):
-    """Default Beam runner options; any other Beam flag passes through the CLI untouched."""
+BeamOptionValue = str | int | float | bool | list[str]
 
-    runner: str = "DirectRunner"
+
+class BeamConfig(_Section):
+    """The feature job's Beam runner and pipeline options (pipelines.features.beam_job).
+
+    `options` carries any other Beam flag, so a deployment (YAML, `TTR_BEAM__OPTIONS__<FLAG>`)
+    submits to Dataflow, Flink, Spark or Dask without a CLI; flags given on the CLI win.
+    """
+
+    runner: str = Field(
+        "DirectRunner",
+        description="Beam runner: a name Beam knows (DirectRunner, DataflowRunner, FlinkRunner, "
+        "SparkRunner, PortableRunner) or a dotted class path "
+        "(apache_beam.runners.dask.dask_runner.DaskRunner).",
+    )
     direct_num_workers: int = Field(2, ge=0, le=256, description="0 = one per core.")
     direct_running_mode: DirectRunningMode = "multi_processing"
+    options: dict[str, BeamOptionValue] = Field(
+        default_factory=dict,
+        description="Any other Beam pipeline option, by its flag name without dashes, e.g. "
+        "{flink_master: 'jobmanager:8081', environment_type: EXTERNAL, environment_config: "
+        "'localhost:50000'} or {dask_client_address: 'tcp://scheduler:8786'}; true = a bare "
+        "switch, a list = the flag repeated. Checked against Beam's flags when the job starts "
+        "(an unknown one is refused by name); docs/scaling.md.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _point_beam_flags_to_options(cls, data: Any) -> Any:
+        """`beam.flink_master` is not a setting here: say where Beam's own flags go."""
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise ValueError(
+                        f"beam.{key} is not a beam setting (those are: "
+                        f"{', '.join(cls.model_fields)}); a Beam pipeline option goes under "
+                        f"beam.options, e.g. TTR_BEAM__OPTIONS__{str(key).upper()}=... or "
+                        f"YAML beam: {{options: {{{key}: ...}}}}"
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _check_option_names(self) -> BeamConfig:
+        for name in self.options:
+            if not _BEAM_FLAG.fullmatch(name):
+                raise ValueError(
+                    f"beam.options: {name!r} is not a Beam flag name (lower_snake_case, no "
+                    "leading dashes, e.g. flink_master)"
+                )
+            if name in type(self).model_fields:
+                raise ValueError(
+                    f"beam.options: {name!r} is a setting of its own: set beam.{name} instead"
+                )
+        return self
+
+
+_BEAM_FLAG = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class PipelineConfig(_Section):
