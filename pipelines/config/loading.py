@@ -66,12 +66,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
-    for key, value in env.items():
-        if not key.startswith(ENV_PREFIX) or "__" not in key:
-            continue
-        section, _, field = key[len(ENV_PREFIX) :].lower().partition("__")
+    # Each "__" is one level: TTR_BEAM__OPTIONS__FLINK_MASTER -> beam.options.flink_master.
+    # Shallower keys first, so TTR_BEAM__OPTIONS='{...}' and TTR_BEAM__OPTIONS__X=... combine.
+    keys = [key for key in env if key.startswith(ENV_PREFIX) and "__" in key]
+    for key in sorted(keys, key=lambda k: (k.count("__"), k)):
+        *parents, field = key[len(ENV_PREFIX) :].lower().split("__")
+        node = layer
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
         # YAML parsing turns "0.5" into a float and "true" into a bool, like the file layer.
-        layer.setdefault(section, {})[field] = yaml.safe_load(value) if value != "" else None
+        node[field] = yaml.safe_load(env[key]) if env[key] != "" else None
     return layer
 
 
