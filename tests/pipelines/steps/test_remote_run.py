@@ -5,12 +5,14 @@ the run, and no local directory is named after the URL."""
 from __future__ import annotations
 
 import pytest
-from s3_support import s3_bucket, s3_server  # noqa: F401 (pytest fixtures)
+import s3_support
 
 from pipelines.artifacts import ArtifactRoot
 from pipelines.cli import main
 from pipelines.layout import RunSummary
 from pipelines.registry import Registry
+
+s3_server, s3_bucket = s3_support.s3_server, s3_support.s3_bucket  # the fixtures
 
 pytestmark = pytest.mark.slow
 
