@@ -3,8 +3,10 @@
 or when the landing asset `two_tower_landing` gets a new partition (`two-tower land`).
 
 Scheduling: the timer fires on the UTC hour grid (cron `0 */H * * *`: every H hours from
-00:00 UTC; when H does not divide 24 the day's last gap is shorter). Unpausing the DAG does not
-start a run for the period already under way: the first timer run is the next grid time.
+00:00 UTC; when H does not divide 24 the day's last gap is shorter). The first unpause does not
+start a run for the period already under way: the first timer run is the next grid time. Once
+the DAG has had timer runs, unpausing after a pause that spanned a grid time starts one run at
+once for the latest grid time (catchup=False; docs/deploying.md, "Unpausing").
 Timer and landing runs use the deployment's configured source (`TTR_DATA__SOURCE` or the YAML's
 `data.source`; none = the synthetic preset); a manual run may pick another on the form.
 
@@ -222,9 +224,9 @@ _RETRY = {
         f"Retrain, gate and promote the two-tower model: every {SETTINGS.schedule_hours} h "
         f"(UTC, {SCHEDULE}) or when a partition lands; scheduled runs read {SCHEDULED_SOURCE}"
     ),
-    # No start date and a zero run_immediately window: unpausing waits for the next grid time
-    # instead of launching a full retrain for the period under way. (`False` would still run
-    # the last grid time when it passed less than a tenth of the interval ago.)
+    # No start date and a zero run_immediately window: the first unpause waits for the next grid
+    # time instead of launching a full retrain for the period under way. (`False` would still
+    # run the last grid time when it passed less than a tenth of the interval ago.)
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC", run_immediately=dt.timedelta(0)),
         assets=[LANDING],
