@@ -99,7 +99,9 @@ class AirflowStack:
     The workers share the artifact root and the data root with everything else through local
     paths: workers on other hosts need those on a shared filesystem or the artifact root on an
     object store. Each worker reports its own name as the task instances' `hostname`
-    (`services_support.worker_hostname`): on one machine both would report the same host."""
+    (`services_support.worker_hostname`): on one machine both would report the same host. The
+    API server reads task logs from the shared log folder (fetching a running task's log from
+    a worker named `w1` fails: noted in the log's source details and the API server's log)."""
 
     DAG_ID = "two_tower_retrain"
     WORKERS = ("w1", "w2")
@@ -148,8 +150,9 @@ class AirflowStack:
             # Longer than any task (acks_late: an unacknowledged task is redelivered after it).
             AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT="86400",
             # An idle worker's BRPOP waits 30 s instead of 1 s before it is sent again, so Redis
-            # hands the next task to the worker idle the longest rather than to whichever
-            # re-polled last: the DAG's tasks (one at a time) alternate between the workers.
+            # mostly hands the next task to the worker idle the longest rather than to whichever
+            # re-polled last: the DAG's tasks (one at a time) mostly alternate between the
+            # workers. The cost: the first task after the workers start can wait up to 30 s.
             AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__POLLING_INTERVAL="30",
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(f"{u}:{r}" for u, r in USERS.items()),
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
