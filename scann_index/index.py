@@ -9,6 +9,11 @@ On disk (`<dir>/`):
     scann/               ScaNN's own serialized searcher (no pickles: ids live next to it)
     item_ids.txt         one item id per line, row order of the embeddings
     index_manifest.json  kind, sizes, tuned parameters, measured recall / latency / QPS
+
+Catalogs above `index.shard_items` are split into contiguous shards, one searcher each
+(`scann_index.sharded`): `<dir>/shard-<i>/` is a directory as above and the top manifest lists
+the shards and their row offsets. `build_index` and `ItemIndex.load` pick the right kind, so
+callers search either through the same `search`.
 """
 
 from __future__ import annotations
@@ -135,11 +140,21 @@ class ItemIndex:
 
     @classmethod
     def load(cls, directory: str | Path, threads: int = 0) -> ItemIndex:
+        """Load a saved index: a single searcher or, when its manifest lists shards, a
+        `ShardedIndex` (same search API).
+
+        Raises:
+            PipelineError: not an index directory, or a shard missing or inconsistent.
+        """
         directory = Path(directory)
         manifest_path = directory / "index_manifest.json"
         if not manifest_path.is_file():
             raise PipelineError(f"{directory}: not an index directory (no index_manifest.json)")
         manifest = json.loads(manifest_path.read_text())
+        if "shards" in manifest:
+            from scann_index.sharded import ShardedIndex
+
+            return ShardedIndex.load_shards(directory, manifest, threads)
         searcher = _scann().load_searcher(str(directory / "scann"))
         searcher.set_num_threads(threads or os.cpu_count() or 1)
         item_ids = np.array((directory / "item_ids.txt").read_text(encoding="utf-8").splitlines())
@@ -158,6 +173,13 @@ def default_leaves(n_items: int) -> int:
 def build_index(embeddings: np.ndarray, item_ids, cfg: IndexConfig) -> ItemIndex:
     """Build exact or tree + AH + reorder search over `embeddings` (dot product).
 
+    Exact search when the whole catalog has at most `cfg.brute_force_max_items` items; more
+    than `cfg.shard_items` (unless 0) gives a `ShardedIndex` of that kind.
+
+    Args:
+        embeddings: float32 `[items, d]`.
+        item_ids: `[items]`, the id of each row.
+
     Raises:
         PipelineError: empty catalog, ids and rows misaligned, or non-finite vectors.
     """
@@ -170,16 +192,32 @@ def build_index(embeddings: np.ndarray, item_ids, cfg: IndexConfig) -> ItemIndex
     if not np.isfinite(embeddings).all():
         bad = int(np.flatnonzero(~np.isfinite(embeddings).all(axis=1))[0])
         raise PipelineError(f"index: embedding row {bad} ({item_ids[bad]}) is not finite")
+    kind = "brute_force" if len(embeddings) <= cfg.brute_force_max_items else "tree_ah"
+    if cfg.shard_items and len(embeddings) > cfg.shard_items:
+        from scann_index.sharded import build_sharded
+
+        return build_sharded(embeddings, item_ids, cfg, kind)
+    return build_searcher(embeddings, item_ids, cfg, kind)
+
+
+def build_searcher(
+    embeddings: np.ndarray, item_ids: np.ndarray, cfg: IndexConfig, kind: str,
+    training_threads: int = 0,
+) -> ItemIndex:  # fmt: skip
+    """One ScaNN searcher of `kind` ("brute_force" | "tree_ah") over checked embeddings.
+
+    `training_threads` bounds the tree/AH training threads (0 = ScaNN's default, all cores).
+    """
     n, dim = embeddings.shape
     k = min(cfg.k, n)
     started = time.perf_counter()
     builder = _scann().builder(embeddings, k, "dot_product")
-    if n <= cfg.brute_force_max_items:
-        kind, leaves = "brute_force", None
+    builder.set_n_training_threads(training_threads)
+    if kind == "brute_force":
+        leaves = None
         searcher = builder.score_brute_force().build()
     else:
-        kind = "tree_ah"
-        leaves = cfg.num_leaves or default_leaves(n)
+        leaves = min(cfg.num_leaves or default_leaves(n), n)
         searcher = (
             builder.tree(
                 num_leaves=leaves,

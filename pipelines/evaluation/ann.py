@@ -19,7 +19,8 @@ def ann_section(model, vectors: np.ndarray) -> dict:
 
     Returns:
         The `ann` section of `metrics.json`: `kind`, `k`, `recall@<k>`, `queries`, the tuned
-        latencies and throughput, `size_mb` and `build_seconds` from the index manifest.
+        latencies and throughput, `size_mb` and `build_seconds` from the index manifest, and
+        `shards` (1 = a single searcher).
     """
     from scann_index.index import ann_recall, exact_top_k
 
@@ -40,4 +41,5 @@ def ann_section(model, vectors: np.ndarray) -> dict:
         "qps_batched": tuned.get("qps_batched"),
         "size_mb": round(model.index.manifest.get("size_bytes", 0) / 2**20, 3),
         "build_seconds": model.index.manifest.get("build_seconds"),
+        "shards": len(model.index.manifest.get("shards") or ()) or 1,
     }
