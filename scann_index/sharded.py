@@ -1,14 +1,15 @@
-"""A catalog split into contiguous shards: one ScaNN searcher per shard, fan-out search, top-k merge.
+"""Contiguous shards of the catalog: one ScaNN searcher each, fan-out search, top-k merge.
 
 Above `index.shard_items` items, one searcher over the whole catalog is one build that has to
 fit in one process and one training run; shards are built side by side and could be served by
 different hosts. Rows stay global: shard `i` holds rows `[offset_i, offset_i + items_i)`, so
 `search` returns the same rows and scores as one index would (identical in exact mode).
 
-Shards are built in threads: ScaNN's build releases the GIL (measured on this 2-core machine:
-the interpreter kept running at ~800 ticks/s while two 60k-item tree + AH shards built, and the
-pair took 3.1 s against 4.2 s one after the other). Processes would pay a TensorFlow import
-(~4 s, scann imports it) and a serialize + reload of every shard for nothing.
+Shards are built in threads: ScaNN's build releases the GIL. Measured on this 2-core machine
+(two 60k x 32 tree + AH shards, warmed up, other jobs running: load ~7): the interpreter kept
+ticking at ~770/s during the builds; 3.5 s in two threads vs 3.9 s one after the other; 15.7 s in
+two spawned processes (each imports TensorFlow through scann, serializes its shard, and the
+parent loads it back). More cores give the threads more to share.
 
 On disk (`<dir>/`):
     shard-<i>/           a single index directory (see `scann_index.index`)
