@@ -15,6 +15,7 @@ runner off the hot path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import typing
 
@@ -25,6 +26,7 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines.config import BeamConfig, EvalDesign, FeaturesConfig
+from pipelines.errors import ConfigError
 from pipelines.features import job, workers
 from pipelines.features.records import user_shard
 from pipelines.features.snapshot import EVENT_COLUMNS
@@ -37,16 +39,56 @@ log = logging.getLogger(__name__)
 
 
 class ReadEventBatches(beam.PTransform):
-    """Snapshot interactions as pyarrow tables, one per Parquet row group."""
+    """Snapshot interactions as pyarrow tables, one per Parquet row group.
+
+    The row groups are listed when the pipeline is built (file footers only) and read by a
+    plain ParDo, not a Beam source: every runner, the DaskRunner included (it runs no
+    `Read` transform), reads them in parallel, one element per row group.
+    """
 
     def __init__(self, raw_dir: str):
         super().__init__()
         self.pattern = files.join(raw_dir, "interactions", "*.parquet")
 
     def expand(self, pbegin):
-        return pbegin | "ReadParquet" >> beam.io.ReadFromParquetBatched(
-            self.pattern, columns=EVENT_COLUMNS
+        return (
+            pbegin
+            | "ListRowGroups" >> beam.Create(parquet_row_groups(self.pattern))
+            | "ReadRowGroup" >> beam.ParDo(_ReadRowGroup(EVENT_COLUMNS))
         )
+
+
+def parquet_row_groups(pattern: str) -> list[tuple[str, int]]:
+    """(path, row group index) of every Parquet file matching `pattern`, in path order."""
+    from apache_beam.io.filesystems import FileSystems
+
+    paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    groups = []
+    for path in paths:
+        with _open_parquet(path) as parquet:
+            groups.extend((path, group) for group in range(parquet.metadata.num_row_groups))
+    return groups
+
+
+@contextlib.contextmanager
+def _open_parquet(path: str):
+    """The Parquet file at `path` (any Beam filesystem), open for reading row groups."""
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        yield pq.ParquetFile(handle)
+
+
+class _ReadRowGroup(beam.DoFn):
+    def __init__(self, columns: list[str]):
+        self.columns = list(columns)
+
+    def process(self, element):
+        path, group = element
+        with _open_parquet(path) as parquet:
+            yield parquet.read_row_group(group, columns=self.columns)
 
 
 def split_by_shard(table: pa.Table, shards: int):
@@ -136,7 +178,9 @@ class CountTrainInteractions(beam.PTransform):
         return (
             batches
             | "CountBatch" >> beam.ParDo(_CountBatch(self.window, self.cuts_path))
-            | "SumCounts" >> beam.CombineGlobally(_SumCounts())
+            # without_defaults: no side input to inject an empty default (the DaskRunner has
+            # none to give); the job never runs on an empty snapshot.
+            | "SumCounts" >> beam.CombineGlobally(_SumCounts()).without_defaults()
         )
 
 
@@ -231,30 +275,102 @@ def build_pipeline(
         | "CountTrainInteractions" >> CountTrainInteractions(window, cuts_path)
         | "WriteCatalog" >> WriteCatalogAndVocabularies(raw_dir, out, cfg)
     )
-    _ = (
-        pipeline
-        | "ManifestTrigger" >> beam.Create([None])
-        | "WriteManifest"
-        >> beam.Map(
-            lambda _, shards, catalog: job.write_manifest(out, window, cfg, shards, catalog, extra),
-            shards=beam.pvalue.AsList(shard_summaries),
-            catalog=beam.pvalue.AsSingleton(catalog_summary),
-        )
+    _ = (shard_summaries, catalog_summary) | "WriteManifest" >> WriteManifest(
+        out, window, cfg, extra
     )
 
 
+class WriteManifest(beam.PTransform):
+    """(shard summaries, catalog summary) -> manifest.json, written once all are in.
+
+    The summaries meet in one GroupByKey rather than as side inputs, so the manifest is the
+    job's single sink: runners that compute only what the last transform needs (the
+    DaskRunner) still run every branch, once.
+    """
+
+    def __init__(self, out: str, window: FeatureWindow, cfg: FeaturesConfig, extra: dict):
+        super().__init__()
+        self.out, self.window, self.cfg, self.extra = out, window, cfg, extra
+
+    def expand(self, summaries):
+        shards, catalog = summaries
+        out, window, cfg, extra = self.out, self.window, self.cfg, self.extra
+        return (
+            (
+                shards | "TagShards" >> beam.Map(lambda s: (0, ("shard", s))),
+                catalog | "TagCatalog" >> beam.Map(lambda c: (0, ("catalog", c))),
+            )
+            | "Flatten" >> beam.Flatten()
+            | "Gather" >> beam.GroupByKey()
+            | "Write"
+            >> beam.MapTuple(lambda _, tagged: _write_manifest(out, window, cfg, tagged, extra))
+        )
+
+
+def _write_manifest(out, window, cfg, tagged, extra) -> dict:
+    tagged = list(tagged)
+    shards = [summary for tag, summary in tagged if tag == "shard"]
+    (catalog,) = [summary for tag, summary in tagged if tag == "catalog"]
+    return job.write_manifest(out, window, cfg, shards, catalog, extra)
+
+
 def beam_options(beam_args: list[str], defaults: BeamConfig) -> PipelineOptions:
-    """Pipeline options: the config's runner defaults, overridden by any flag given."""
+    """Pipeline options: the config's (`beam.*`, `beam.options`), overridden by any flag given.
+
+    Raises:
+        ConfigError: a `beam.options` name is no flag of Beam's (nor of the runner's).
+    """
     args = list(beam_args)
     given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
-    for flag, value in (
-        ("--runner", defaults.runner),
-        ("--direct_num_workers", defaults.direct_num_workers),
-        ("--direct_running_mode", defaults.direct_running_mode),
-    ):
-        if flag not in given:
-            args.append(f"{flag}={value}")
-    return PipelineOptions(args)
+    configured = {
+        "runner": defaults.runner,
+        "direct_num_workers": defaults.direct_num_workers,
+        "direct_running_mode": defaults.direct_running_mode,
+        **defaults.options,
+    }
+    for name, value in configured.items():
+        if f"--{name}" not in given:
+            args.extend(option_flags(name, value))
+    options = PipelineOptions(args)
+    _check_known(options, defaults)
+    return options
+
+
+def option_flags(name: str, value) -> list[str]:
+    """A config option as Beam flags: true -> `--name`, false -> none, a list -> the flag once
+    per item, anything else -> `--name=value`."""
+    if value is True:
+        return [f"--{name}"]
+    if value is False:
+        return []
+    if isinstance(value, list):
+        return [f"--{name}={item}" for item in value]
+    return [f"--{name}={value}"]
+
+
+def _check_known(options: PipelineOptions, cfg: BeamConfig) -> None:
+    """Refuse `beam.options` names that no Beam options class parses (Beam would only warn
+    and drop them: a misspelt `flink_mastr` would silently run elsewhere)."""
+    if not cfg.options:
+        return
+    runner = options.view_as(StandardOptions).runner
+    try:  # the runner's module registers its own options (DaskOptions, ...)
+        from apache_beam.runners.runner import create_runner
+
+        create_runner(runner)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"beam.runner: {runner!r} cannot be loaded here: {exc}") from None
+    # Options no class parses are kept under their flag name only when asked to retain them.
+    parsed = options.get_all_options()
+    kept = options.get_all_options(retain_unknown_options=True)
+    unknown = sorted(set(cfg.options) & (set(kept) - set(parsed)))
+    if unknown:
+        raise ConfigError(
+            f"beam.options: {', '.join(unknown)} "
+            f"{'is not a Beam pipeline option' if len(unknown) == 1 else 'are not Beam pipeline options'}"
+            f" (for the runner {runner}); see `python -m apache_beam.examples.wordcount --help` "
+            "or the runner's docs for the flag names"
+        )
 
 
 def run_beam(
@@ -284,9 +400,20 @@ def run_beam(
     workers.guard_local_workers(
         options.view_as(StandardOptions).runner, options.view_as(DirectOptions).direct_running_mode
     )
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, raw_dir, out, plan.window, cfg, split_summary)
+    pipeline = beam.Pipeline(options=options)
+    try:
+        with pipeline:
+            build_pipeline(pipeline, raw_dir, out, plan.window, cfg, split_summary)
+    finally:
+        _disconnect(getattr(pipeline, "result", None))
     return files.read_json(files.join(out, FEATURES_MANIFEST))
+
+
+def _disconnect(result) -> None:
+    """Close the DaskRunner's client (the runner leaves it connected to the cluster)."""
+    client = getattr(result, "client", None)
+    if client is not None:
+        client.close()
 
 
 def run(argv: list[str] | None = None) -> dict:

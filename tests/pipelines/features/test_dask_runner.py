@@ -1,0 +1,190 @@
+"""The feature job on a real dask.distributed cluster (a scheduler and two worker processes
+started here, on 127.0.0.1) writes the same bytes as on the DirectRunner; and the runner's
+options reach Beam from the config (`beam.options`), not only from the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import tree_digest
+
+from pipelines.config import BeamConfig, load_config
+from pipelines.errors import ConfigError
+from pipelines.features.beam_job import beam_options, run_beam
+
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+WORKERS = 2
+
+
+def test_beam_options_from_the_environment_reach_the_pipeline_options():
+    cfg = load_config(
+        env={
+            "TTR_BEAM__RUNNER": DASK_RUNNER,
+            "TTR_BEAM__OPTIONS__DASK_CLIENT_ADDRESS": "tcp://127.0.0.1:8786",
+            "TTR_BEAM__OPTIONS": "{dask_connection_timeout: 30, experiments: [a, b]}",
+        }
+    )
+    options = beam_options([], cfg.beam).get_all_options()
+    assert options["runner"] == DASK_RUNNER
+    assert options["address"] == "tcp://127.0.0.1:8786"  # DaskOptions' dest for the flag
+    assert options["timeout"] == 30
+    assert options["experiments"] == ["a", "b"]
+    # A flag on the command line wins over the config.
+    cli = beam_options(["--dask_client_address=tcp://10.0.0.1:1"], cfg.beam).get_all_options()
+    assert cli["address"] == "tcp://10.0.0.1:1"
+
+
+def test_flink_options_from_yaml(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "beam:\n  runner: FlinkRunner\n  options:\n    flink_master: jobmanager:8081\n"
+        "    environment_type: EXTERNAL\n    environment_config: localhost:50000\n"
+    )
+    options = beam_options([], load_config(path, env={}).beam).get_all_options()
+    assert (options["runner"], options["flink_master"]) == ("FlinkRunner", "jobmanager:8081")
+    assert (options["environment_type"], options["environment_config"]) == (
+        "EXTERNAL",
+        "localhost:50000",
+    )
+
+
+def test_beam_flags_outside_options_and_unknown_options_are_refused_by_name():
+    with pytest.raises(ConfigError, match=r"beam.flink_master is not a beam setting.*"
+                       r"TTR_BEAM__OPTIONS__FLINK_MASTER"):  # fmt: skip
+        load_config(env={"TTR_BEAM__FLINK_MASTER": "jobmanager:8081"})
+    with pytest.raises(ConfigError, match="nope: Extra inputs are not permitted"):
+        load_config(env={"TTR_NOPE__X": "1"})
+    with pytest.raises(ConfigError, match="set beam.runner instead"):
+        load_config(env={"TTR_BEAM__OPTIONS__RUNNER": "FlinkRunner"})
+    misspelt = BeamConfig(runner="FlinkRunner", options={"flink_mastr": "jobmanager:8081"})
+    with pytest.raises(ConfigError, match="beam.options: flink_mastr is not a Beam pipeline"):
+        beam_options([], misspelt)
+
+
+# -- the feature job on a dask.distributed cluster ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """`dask scheduler` + 2 × `dask worker --nworkers 1 --nthreads 1 --no-nanny`: three
+    processes on 127.0.0.1 (free ports: each picks one; the scheduler writes its address to its
+    scheduler file). No nanny: the worker is the `dask worker` process itself (stops in < 1 s)."""
+    home = tmp_path_factory.mktemp("dask")
+    scheduler_file = home / "scheduler.json"
+    dask_scheduler = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    dask_worker = [sys.executable, "-m", "distributed.cli.dask_worker"]
+    log = (home / "cluster.log").open("ab")  # read it when the cluster misbehaves
+    common = {"cwd": home, "stdout": subprocess.DEVNULL, "stderr": log}
+    scheduler = f"--host 127.0.0.1 --port 0 --no-dashboard --scheduler-file {scheduler_file}"
+    procs = [subprocess.Popen([*dask_scheduler, *scheduler.split()], **common)]
+    address = None
+    try:
+        address = _scheduler_address(scheduler_file)
+        for n in range(WORKERS):
+            worker = (
+                f"{address} --nworkers 1 --nthreads 1 --no-nanny --host 127.0.0.1 "
+                f"--no-dashboard --name w{n} --local-directory {home}"
+            )
+            procs.append(subprocess.Popen([*dask_worker, *worker.split()], **common))
+        from distributed import Client
+
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(WORKERS, timeout=60)
+            pids = client.run(os.getpid)
+        assert len(set(pids.values())) == WORKERS and os.getpid() not in pids.values()
+        yield address
+    finally:
+        try:
+            from distributed import Client
+
+            with Client(address, timeout=10) as client:
+                client.shutdown()  # the scheduler and its workers, at once
+        except Exception:  # noqa: BLE001 - not started, or already gone: terminate below
+            pass
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+
+def _scheduler_address(scheduler_file: Path, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return json.loads(scheduler_file.read_text())["address"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            time.sleep(0.1)
+    raise TimeoutError(f"the dask scheduler wrote no {scheduler_file} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def raw_in_row_groups(small_features, tmp_path_factory) -> str:
+    """The small world's snapshot with its interactions in 2 files of 4 row groups each: more
+    units of work than workers (a real snapshot has one per 250k events)."""
+    raw = tmp_path_factory.mktemp("raw")
+    src = Path(small_features.raw_dir)
+    for name in ("items.parquet", "users.parquet"):
+        if (src / name).exists():
+            shutil.copy(src / name, raw / name)
+    table = pq.read_table(src / "interactions")
+    (raw / "interactions").mkdir()
+    half = (table.num_rows + 1) // 2
+    for part, start in enumerate((0, half)):
+        chunk = table.slice(start, half)
+        pq.write_table(
+            chunk, raw / "interactions" / f"part-{part:05d}.parquet",
+            row_group_size=(chunk.num_rows + 3) // 4,
+        )  # fmt: skip
+    return str(raw)
+
+
+def _features(raw: str, out: Path, beam_args: list[str], small_features) -> dict[str, str]:
+    cfg = load_config(env={}).features
+    run_beam(raw, str(out), small_features.window, cfg, beam_args)
+    digest = tree_digest(out)
+    # manifest.json names its files by absolute path; compare it with the run's own dir out.
+    manifest = (out / "manifest.json").read_text().replace(str(out), "<out>")
+    digest["manifest.json"] = manifest
+    return digest
+
+
+@pytest.mark.slow
+def test_feature_job_on_a_dask_cluster_writes_the_direct_runners_bytes(
+    dask_cluster, raw_in_row_groups, small_features, tmp_path
+):
+    from distributed import Client
+
+    on_dask = _features(
+        raw_in_row_groups, tmp_path / "dask",
+        ["--runner", DASK_RUNNER, "--dask_client_address", dask_cluster, "--dask_npartitions", "8"],
+        small_features,
+    )  # fmt: skip
+    # The DirectRunner in one process (in_memory: the fastest on tiny data; its outputs do not
+    # depend on the running mode, tests/pipelines/features/test_job.py).
+    direct = _features(
+        raw_in_row_groups, tmp_path / "direct", ["--direct_running_mode=in_memory"],
+        small_features,
+    )  # fmt: skip
+    assert on_dask == direct
+    # ... and the single-process reference on the snapshot as written (one row group).
+    reference = tree_digest(Path(small_features.features_dir))
+    assert {k: v for k, v in on_dask.items() if k != "manifest.json"} == {
+        k: v for k, v in reference.items() if k != "manifest.json"
+    }
+    assert sum(name.endswith(".tfrecord") for name in on_dask) == 4 * 8  # 4 splits x 8 shards
+    # Both worker processes did part of the job (not all of it in one).
+    with Client(dask_cluster, timeout=30) as client:
+        executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert len(executed) == WORKERS and all(count > 0 for count in executed.values()), executed
