@@ -121,6 +121,8 @@ def train_dataset(
     *,
     shuffle: bool = True,
     splits: tuple[str, ...] = ("train",),
+    shard: tuple[int, int] | None = None,
+    batches: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of parsed train examples (drop_remainder, so every batch has `batch_size` rows).
 
@@ -131,6 +133,12 @@ def train_dataset(
     Args:
         splits: the train-format splits read: ("train",), or ("train", "heldout") for the
             final fit (their files are shuffled together).
+        shard: `(count, index)`: keep every count-th record from the index-th (one input
+            pipeline of a multi-worker run, `tfrs_models.distributed`); records are then read
+            in the same seeded order on every worker, so the shards are disjoint.
+        batches: passes of this many batches each, repeated without end (a synchronous run's
+            workers must feed the same number of steps per epoch; `fit` then takes
+            `steps_per_epoch`, as Keras requires for distributed datasets).
 
     Raises:
         ValueError: a split that is not train-format.
@@ -147,23 +155,24 @@ def train_dataset(
         tf.data.TFRecordDataset,
         cycle_length=4,
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not shuffle,
+        deterministic=not shuffle or shard is not None,
     )
     if cfg.min_weight is not None:
         records = records.filter(lambda record: weight_at_least(record, cfg.min_weight))
+    if shard is not None:
+        records = records.shard(*shard)
     chunks = records.batch(chunk, drop_remainder=True)
     if shuffle:
         chunks = chunks.shuffle(
             max(1, cfg.shuffle_buffer // chunk), seed=cfg.seed, reshuffle_each_iteration=True
         )
-    return (
-        chunks.batch(cfg.batch_size // chunk, drop_remainder=True)
-        .map(
-            lambda x: parse_batch(tf.reshape(x, [-1]), features, "train"),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    batched = chunks.batch(cfg.batch_size // chunk, drop_remainder=True)
+    if batches is not None:
+        batched = batched.take(batches).repeat()
+    return batched.map(
+        lambda x: parse_batch(tf.reshape(x, [-1]), features, "train"),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)
 
 
 def weight_at_least(record: tf.Tensor, min_weight: float) -> tf.Tensor:

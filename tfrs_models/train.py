@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -41,6 +42,14 @@ from pipelines.config import TrainConfig  # noqa: E402
 from pipelines.errors import PipelineError  # noqa: E402
 from pipelines.layout import ModelLayout, features_manifest  # noqa: E402
 from tfrs_models.data import EXAMPLE_SPLITS, FeatureSet, kept_examples, train_dataset  # noqa: E402
+from tfrs_models.distributed import (  # noqa: E402
+    Replicas,
+    chief_value,
+    distributed_train_dataset,
+    make_replicas,
+    scratch_dir,
+    seed_scratch_checkpoints,
+)
 from tfrs_models.export import export_model  # noqa: E402
 from tfrs_models.model import TwoTowerModel  # noqa: E402
 from tfrs_models.quick_eval import QuickEval  # noqa: E402
@@ -70,9 +79,15 @@ class TrainResult:
 
 # TrainConfig fields a resumed run may change: how long it runs and how it selects, never what
 # the weights are or what an epoch trains on. Every other field (new ones included) must match.
+# `distribution` too: a checkpoint holds the same variables under any strategy (TF restores it
+# under another one), and the worker count that sets the global batch is in TF_CONFIG, not in
+# the config, so the field alone could not guard the batch anyway.
 RESUMABLE_FIELDS = frozenset(
-    {"epochs", "early_stopping_patience", "eval_k", "eval_sample", "final_fit", "final_fit_epochs"}
-)
+    {
+        "epochs", "early_stopping_patience", "eval_k", "eval_sample", "final_fit",
+        "final_fit_epochs", "distribution",
+    }
+)  # fmt: skip
 INPUTS_FILE = "inputs.json"  # in the checkpoint directory: what its checkpoints trained on
 
 
@@ -190,10 +205,19 @@ class ValidationCallback(tf.keras.callbacks.Callback):
     """
 
     def __init__(
-        self, validation: QuickEval | None, k: int, patience: int, log_dir: Path, best_dir: Path
+        self,
+        validation: QuickEval | None,
+        k: int,
+        patience: int,
+        log_dir: Path,
+        best_dir: Path,
+        agree=None,
     ):
+        """`agree`: None, or (multi-worker) a function of this worker's recall returning the
+        chief's, which every decision then uses (`tfrs_models.distributed.chief_value`)."""
         super().__init__()
         self.validation, self.k, self.patience, self.best_dir = validation, k, patience, best_dir
+        self.agree = agree
         self.writer = tf.summary.create_file_writer(str(log_dir / "validation"))
         self.best_recall = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_recall")
         self.best = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")  # 0: none
@@ -213,6 +237,8 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             self.best.assign(epoch + 1)
             return
         recall = self.validation.model_recall(self.model, self.k)
+        if self.agree is not None:
+            recall = self.agree(recall)
         point[f"validation_recall@{self.k}"] = recall
         with self.writer.as_default():
             tf.summary.scalar(f"validation_recall@{self.k}", recall, step=epoch + 1)
@@ -349,10 +375,16 @@ def train_model(
     Returns:
         `TrainResult` with the training manifest (also written to `train_manifest.json`).
 
+    Under `cfg.distribution` `multi_worker` every worker calls this with the same arguments
+    (`tfrs_models.distributed`); only the chief writes `model_dir` (and `final_dir`), the
+    others write a scratch directory they delete, and return the chief's `model_dir` with
+    their own (identical-weights) model and manifest.
+
     Raises:
         PipelineError: `cfg.final_fit` on features without a heldout split, or fewer train
-            examples than one batch.
+            examples than one (global) batch; `multi_worker` without TF_CONFIG.
     """
+    replicas = make_replicas(cfg.distribution)  # first: collectives precede any other TF op
     features = FeatureSet.load(features_dir)
     examples = kept_examples(features, cfg)
     if examples < cfg.batch_size:
@@ -376,8 +408,54 @@ def train_model(
             "rerun the feature step, or set train.final_fit=false"
         )
     model_dir = Path(model_dir)
+    if replicas.is_chief:
+        return _train_into(
+            model_dir, features, examples, cfg, replicas, warm_start_from, resume, progress,
+            Path(final_dir) if final_dir is not None else final_dir_for(model_dir),
+        )  # fmt: skip
+    own_dir = scratch_dir(model_dir)
+    log.info("%s: writing to the scratch directory %s (deleted at the end)", replicas.task, own_dir)
+    try:
+        inputs = checkpoint_inputs(features, cfg, warm_start_from)
+        seed_scratch_checkpoints(
+            ModelLayout(model_dir).checkpoints,
+            ModelLayout(own_dir).checkpoints,
+            lambda chief: (
+                resume
+                and tf.train.latest_checkpoint(str(chief)) is not None
+                and stale_reason(chief, inputs) is None
+            ),
+        )
+        result = _train_into(
+            own_dir, features, examples, cfg, replicas, warm_start_from, resume, progress,
+            final_dir_for(own_dir),
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(own_dir.parent, ignore_errors=True)
+    return dataclasses.replace(
+        result,
+        model_dir=str(model_dir),
+        final_dir=None
+        if result.final_dir is None
+        else str(Path(final_dir) if final_dir is not None else final_dir_for(model_dir)),
+    )
+
+
+def _train_into(
+    model_dir: Path,
+    features: FeatureSet,
+    examples: int,
+    cfg: TrainConfig,
+    replicas: Replicas,
+    warm_start_from: str | Path | None,
+    resume: bool,
+    progress: bool | None,
+    final_dir: Path,
+) -> TrainResult:
+    """`train_model`'s training, selection, export and final fit, written into `model_dir`."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    model = build_model(features, cfg)
+    with replicas.scope():
+        model = build_model(features, cfg)
 
     validation = validation_queries(features, cfg.eval_sample, cfg.seed)
     checkpoints = ModelLayout(model_dir).checkpoints
@@ -387,6 +465,7 @@ def train_model(
         cfg.early_stopping_patience,
         ModelLayout(model_dir).logs,
         checkpoints,
+        agree=chief_value(replicas),
     )
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     checkpoint = tf.train.Checkpoint(
@@ -410,7 +489,7 @@ def train_model(
             previous["oov_buckets"],
         )
 
-    speed = Throughput(cfg.batch_size)
+    speed = Throughput(replicas.global_batch(cfg))
     callbacks = [
         speed, valid_cb, EpochCheckpoint(manager, epoch, valid_cb),
         tf.keras.callbacks.TensorBoard(str(ModelLayout(model_dir).logs), update_freq="epoch", profile_batch=0),
@@ -418,8 +497,11 @@ def train_model(
     interactive = sys.stderr.isatty() if progress is None else progress
     start = time.perf_counter()
     initial_epoch = int(epoch.numpy())
+    train_data, steps = distributed_train_dataset(
+        functools.partial(train_dataset, features, cfg), examples, cfg, replicas
+    )
     history = model.fit(
-        train_dataset(features, cfg), epochs=cfg.epochs, initial_epoch=initial_epoch,
+        train_data, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
         callbacks=callbacks, verbose=1 if interactive else 2,
     )  # fmt: skip
     seconds = time.perf_counter() - start
@@ -454,6 +536,13 @@ def train_model(
         "warm_start": {"from": str(warm_start_from), **warm} if warm else None,
         "train_seconds": seconds,
         "train_examples_per_second": speed.examples_per_second,
+        "distribution": {
+            "strategy": replicas.distribution,
+            "replicas": replicas.replicas,
+            "workers": replicas.workers,
+            "global_batch": replicas.global_batch(cfg),
+            "task": replicas.task,
+        },
         **scores,
         "final_fit": None,  # these are the selected weights; see `<model_dir>_final`
         "export": export_model(model, features, model_dir),
@@ -461,8 +550,9 @@ def train_model(
     _write_manifest(model_dir, manifest)
     if not cfg.final_fit:
         return TrainResult(str(model_dir), manifest, model)
-    final_dir = Path(final_dir) if final_dir is not None else final_dir_for(model_dir)
-    final = run_final_fit(model, features, cfg, manifest, final_dir, interactive, model_dir)
+    final = run_final_fit(
+        model, features, cfg, manifest, final_dir, interactive, model_dir, replicas
+    )
     return TrainResult(str(model_dir), manifest, model, str(final_dir), final)
 
 
@@ -474,6 +564,7 @@ def run_final_fit(
     final_dir: Path,
     interactive: bool,
     selected_dir: Path,
+    replicas: Replicas | None = None,
 ) -> dict:
     """Continue training the selected weights on the train + held-out examples; export them.
 
@@ -487,6 +578,7 @@ def run_final_fit(
         final_dir: the export directory (replaced: an older export, index or serving state of
             it would be stale).
         selected_dir: the selected model's directory (recorded in the manifest).
+        replicas: the strategy `model` was built under (None: no strategy).
 
     Returns:
         The final model's train manifest (also written to `<final_dir>/train_manifest.json`):
@@ -503,8 +595,13 @@ def run_final_fit(
     if final_dir.exists():
         shutil.rmtree(final_dir)
     start = time.perf_counter()
+    replicas = replicas or make_replicas("none")
+    data, steps = distributed_train_dataset(
+        functools.partial(train_dataset, features, cfg, splits=EXAMPLE_SPLITS),
+        examples, cfg, replicas,
+    )  # fmt: skip
     history = model.fit(
-        train_dataset(features, cfg, splits=EXAMPLE_SPLITS), epochs=epochs,
+        data, epochs=epochs, steps_per_epoch=steps,
         verbose=1 if interactive else 2,
     )  # fmt: skip
     window_end = features.manifest["window"]["window_end"]
