@@ -48,7 +48,7 @@ class ReadEventBatches(beam.PTransform):
 
     def __init__(self, raw_dir: str):
         super().__init__()
-        self.pattern = files.join(raw_dir, "interactions", "*.parquet")
+        self.pattern = event_files(raw_dir)
 
     def expand(self, pbegin):
         return (
@@ -56,6 +56,11 @@ class ReadEventBatches(beam.PTransform):
             | "ListRowGroups" >> beam.Create(parquet_row_groups(self.pattern))
             | "ReadRowGroup" >> beam.ParDo(_ReadRowGroup(EVENT_COLUMNS))
         )
+
+
+def event_files(raw_dir: str) -> str:
+    """The glob of the snapshot's interaction files."""
+    return files.join(raw_dir, "interactions", "*.parquet")
 
 
 def parquet_row_groups(pattern: str) -> list[tuple[str, int]]:
@@ -314,8 +319,16 @@ def _write_manifest(out, window, cfg, tagged, extra) -> dict:
     return job.write_manifest(out, window, cfg, shards, catalog, extra)
 
 
-def beam_options(beam_args: list[str], defaults: BeamConfig) -> PipelineOptions:
+def beam_options(
+    beam_args: list[str], defaults: BeamConfig, work_units: int | None = None
+) -> PipelineOptions:
     """Pipeline options: the config's (`beam.*`, `beam.options`), overridden by any flag given.
+
+    Args:
+        work_units: the job's units of input (row groups). On the DaskRunner, unless
+            `dask_npartitions` or `dask_partition_size` is set, each becomes a Dask partition:
+            its default (128 elements per partition) would read them all, and group every
+            shard, in one task on one worker.
 
     Raises:
         ConfigError: a `beam.options` name is no flag of Beam's (nor of the runner's).
@@ -332,6 +345,14 @@ def beam_options(beam_args: list[str], defaults: BeamConfig) -> PipelineOptions:
         if f"--{name}" not in given:
             args.extend(option_flags(name, value))
     options = PipelineOptions(args)
+    runner = options.view_as(StandardOptions).runner or ""
+    flags = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    if (
+        work_units
+        and runner.rsplit(".", 1)[-1] == "DaskRunner"
+        and not flags & {"--dask_npartitions", "--dask_partition_size"}
+    ):
+        options = PipelineOptions([*args, f"--dask_npartitions={work_units}"])
     _check_known(options, defaults)
     return options
 
@@ -395,7 +416,8 @@ def run_beam(
     if plan is None:
         plan = plan_split_from_snapshot(raw_dir, window, cfg)
     split_summary = job.write_user_cuts(out, plan)
-    options = beam_options(beam_args or [], beam_cfg or BeamConfig())
+    row_groups = len(parquet_row_groups(event_files(raw_dir)))
+    options = beam_options(beam_args or [], beam_cfg or BeamConfig(), work_units=row_groups)
     # DirectRunner multi_processing: SDK worker processes die with this process, even SIGKILLed.
     workers.guard_local_workers(
         options.view_as(StandardOptions).runner, options.view_as(DirectOptions).direct_running_mode

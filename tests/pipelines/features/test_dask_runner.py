@@ -40,6 +40,10 @@ def test_beam_options_from_the_environment_reach_the_pipeline_options():
     # A flag on the command line wins over the config.
     cli = beam_options(["--dask_client_address=tcp://10.0.0.1:1"], cfg.beam).get_all_options()
     assert cli["address"] == "tcp://10.0.0.1:1"
+    # One Dask partition per unit of input (row group), unless the partitioning is configured.
+    assert beam_options([], cfg.beam, work_units=5).get_all_options()["npartitions"] == 5
+    sized = beam_options(["--dask_partition_size=2"], cfg.beam, work_units=5).get_all_options()
+    assert (sized["npartitions"], sized["partition_size"]) == (None, 2)
 
 
 def test_flink_options_from_yaml(tmp_path):
@@ -107,15 +111,14 @@ def dask_cluster(tmp_path_factory):
 
             with Client(address, timeout=10) as client:
                 client.shutdown()  # the scheduler and its workers, at once
-        except Exception:  # noqa: BLE001 - not started, or already gone: terminate below
+        except Exception:  # noqa: BLE001 - not started, or already gone: killed below
             pass
-        for proc in reversed(procs):
-            proc.terminate()
         for proc in procs:
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
         log.close()
 
 
@@ -168,7 +171,7 @@ def test_feature_job_on_a_dask_cluster_writes_the_direct_runners_bytes(
 
     on_dask = _features(
         raw_in_row_groups, tmp_path / "dask",
-        ["--runner", DASK_RUNNER, "--dask_client_address", dask_cluster, "--dask_npartitions", "8"],
+        ["--runner", DASK_RUNNER, "--dask_client_address", dask_cluster],
         small_features,
     )  # fmt: skip
     # The DirectRunner in one process (in_memory: the fastest on tiny data; its outputs do not
@@ -184,7 +187,7 @@ def test_feature_job_on_a_dask_cluster_writes_the_direct_runners_bytes(
         k: v for k, v in reference.items() if k != "manifest.json"
     }
     assert sum(name.endswith(".tfrecord") for name in on_dask) == 4 * 8  # 4 splits x 8 shards
-    # Both worker processes did part of the job (not all of it in one).
+    # Both worker processes did part of the job (one Dask partition per row group: 8 here).
     with Client(dask_cluster, timeout=30) as client:
         executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
     assert len(executed) == WORKERS and all(count > 0 for count in executed.values()), executed
