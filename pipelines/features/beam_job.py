@@ -1,10 +1,12 @@
-"""The feature job on Apache Beam: same code on the DirectRunner, Dataflow, Flink or Spark.
+"""The feature job on Apache Beam: same code on the DirectRunner, Dataflow, Flink, Spark or Dask.
 
 Events travel in batches (pyarrow tables of a Parquet row group), never one element per
 interaction: each batch is split by user shard, one GroupByKey brings every event of a shard
 together, and the shard is processed with numpy in one DoFn call. Per-item and per-user counts
 are combined from per-batch value counts. That keeps the Python per-element overhead of the
-runner off the hot path.
+runner off the hot path. The job uses only what every runner runs, the DaskRunner included
+(Create, ParDo, GroupByKey, Flatten: no Read source, no side input); runner options come from
+the config's `beam.options` or the command line (docs/scaling.md).
 
     python -m pipelines.features.beam_job --raw-dir RUN/raw --out RUN/features \\
         [--window-start ISO --eval-start ISO --window-end ISO] [--eval-design auto|temporal|holdout]
@@ -26,7 +28,7 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines.config import BeamConfig, EvalDesign, FeaturesConfig
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, DataValidationError
 from pipelines.features import job, workers
 from pipelines.features.records import user_shard
 from pipelines.features.snapshot import EVENT_COLUMNS
@@ -184,7 +186,7 @@ class CountTrainInteractions(beam.PTransform):
             batches
             | "CountBatch" >> beam.ParDo(_CountBatch(self.window, self.cuts_path))
             # without_defaults: no side input to inject an empty default (the DaskRunner has
-            # none to give); the job never runs on an empty snapshot.
+            # none to give); run_beam refuses a snapshot without row groups.
             | "SumCounts" >> beam.CombineGlobally(_SumCounts()).without_defaults()
         )
 
@@ -407,17 +409,25 @@ def run_beam(
 
     Args:
         window: the resolved window (used to plan the split when `plan` is None).
+        beam_args: Beam flags (`--runner`, runner options); they win over `beam_cfg`.
+        beam_cfg: the config's runner and `options` (docs/scaling.md).
         plan: the split plan (`split.plan_split`); None = plan it here from the snapshot (the
             launcher reads its user ids and timestamps with pandas).
+
+    Raises:
+        ConfigError: a `beam.options` name Beam does not know, or a runner that cannot load.
+        DataValidationError: the snapshot has no interactions.
     """
+    row_groups = len(parquet_row_groups(event_files(raw_dir)))
+    if not row_groups:  # every branch would be empty and no manifest written
+        raise DataValidationError(f"{raw_dir}: no interactions to build features from")
+    options = beam_options(beam_args or [], beam_cfg or BeamConfig(), work_units=row_groups)
     files.makedirs(out)
     for split in job.SPLITS:
         files.makedirs(files.join(out, split))
     if plan is None:
         plan = plan_split_from_snapshot(raw_dir, window, cfg)
     split_summary = job.write_user_cuts(out, plan)
-    row_groups = len(parquet_row_groups(event_files(raw_dir)))
-    options = beam_options(beam_args or [], beam_cfg or BeamConfig(), work_units=row_groups)
     # DirectRunner multi_processing: SDK worker processes die with this process, even SIGKILLed.
     workers.guard_local_workers(
         options.view_as(StandardOptions).runner, options.view_as(DirectOptions).direct_running_mode

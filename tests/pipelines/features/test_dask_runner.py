@@ -17,8 +17,9 @@ import pytest
 from conftest import tree_digest
 
 from pipelines.config import BeamConfig, load_config
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, DataValidationError
 from pipelines.features.beam_job import beam_options, run_beam
+from pipelines.features.window import FeatureWindow
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 WORKERS = 2
@@ -71,6 +72,14 @@ def test_beam_flags_outside_options_and_unknown_options_are_refused_by_name():
     misspelt = BeamConfig(runner="FlinkRunner", options={"flink_mastr": "jobmanager:8081"})
     with pytest.raises(ConfigError, match="beam.options: flink_mastr is not a Beam pipeline"):
         beam_options([], misspelt)
+
+
+def test_a_snapshot_without_interactions_is_refused_before_the_job_starts(tmp_path):
+    (tmp_path / "raw" / "interactions").mkdir(parents=True)
+    window = FeatureWindow(0, 0, 10, 20)
+    with pytest.raises(DataValidationError, match="no interactions to build features from"):
+        run_beam(str(tmp_path / "raw"), str(tmp_path / "out"), window, load_config(env={}).features)
+    assert not (tmp_path / "out").exists()
 
 
 # -- the feature job on a dask.distributed cluster ---------------------------------------------
