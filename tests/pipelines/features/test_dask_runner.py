@@ -1,6 +1,7 @@
-"""The feature job on a real dask.distributed cluster (a scheduler and two worker processes
-started here, on 127.0.0.1) writes the same bytes as on the DirectRunner; and the runner's
-options reach Beam from the config (`beam.options`), not only from the CLI."""
+"""The runner's options reach Beam from the config (`beam.options`: YAML, environment), not only
+from the CLI; and the feature job, submitted that way to a real dask.distributed cluster (a
+scheduler and two worker processes started here, on 127.0.0.1), writes the same bytes as on the
+DirectRunner."""
 
 from __future__ import annotations
 
@@ -162,13 +163,13 @@ def raw_in_row_groups(small_features, tmp_path_factory) -> str:
     return str(raw)
 
 
-def _features(raw: str, out: Path, beam_args: list[str], small_features) -> dict[str, str]:
-    cfg = load_config(env={}).features
-    run_beam(raw, str(out), small_features.window, cfg, beam_args)
+def _features(raw: str, out: Path, env: dict[str, str], small_features) -> dict[str, str]:
+    """The job's files from the config `env` gives (the DAG's route), by sha256; manifest.json
+    by content with the run's own directory masked (it names its files by absolute path)."""
+    cfg = load_config(env=env)
+    run_beam(raw, str(out), small_features.window, cfg.features, beam_cfg=cfg.beam)
     digest = tree_digest(out)
-    # manifest.json names its files by absolute path; compare it with the run's own dir out.
-    manifest = (out / "manifest.json").read_text().replace(str(out), "<out>")
-    digest["manifest.json"] = manifest
+    digest["manifest.json"] = (out / "manifest.json").read_text().replace(str(out), "<out>")
     return digest
 
 
@@ -180,14 +181,15 @@ def test_feature_job_on_a_dask_cluster_writes_the_direct_runners_bytes(
 
     on_dask = _features(
         raw_in_row_groups, tmp_path / "dask",
-        ["--runner", DASK_RUNNER, "--dask_client_address", dask_cluster],
+        {"TTR_BEAM__RUNNER": DASK_RUNNER,
+         "TTR_BEAM__OPTIONS__DASK_CLIENT_ADDRESS": dask_cluster},
         small_features,
     )  # fmt: skip
     # The DirectRunner in one process (in_memory: the fastest on tiny data; its outputs do not
     # depend on the running mode, tests/pipelines/features/test_job.py).
     direct = _features(
-        raw_in_row_groups, tmp_path / "direct", ["--direct_running_mode=in_memory"],
-        small_features,
+        raw_in_row_groups, tmp_path / "direct",
+        {"TTR_BEAM__DIRECT_RUNNING_MODE": "in_memory"}, small_features,
     )  # fmt: skip
     assert on_dask == direct
     # ... and the single-process reference on the snapshot as written (one row group).
