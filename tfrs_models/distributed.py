@@ -95,7 +95,8 @@ def make_replicas(distribution: str) -> Replicas:
         return Replicas("none", None)
     if distribution == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
-        return Replicas("mirrored", strategy, strategy.num_replicas_in_sync)
+        n = strategy.num_replicas_in_sync
+        return Replicas("mirrored", strategy, n, task=f"one process, {n} local replica(s)")
     if distribution != "multi_worker":
         raise ValueError(
             f"train.distribution must be none, mirrored or multi_worker: {distribution!r}"

@@ -13,6 +13,9 @@
 - export of the query tower (SavedModel), catalog item embeddings and weights;
 - `train_manifest.json` with the config, curves, throughput, and validation recall vs
   popularity;
+- `train.distribution` (`tfrs_models.distributed`): none, MirroredStrategy, or
+  MultiWorkerMirroredStrategy across processes from TF_CONFIG; `batch_size` is per replica,
+  the chief alone writes this directory, the other workers a scratch directory;
 - optionally (`train.final_fit`) a final fit after the export: the selected weights, with their
   optimizer state, train on the train and held-out examples (the validation and eval
   interactions, every user's most recent data) and are exported to a sibling directory
