@@ -189,19 +189,16 @@ def pytest_testnodedown(node, error):
         _TALLY.failures.extend(sent["failures"])
 
 
-# Tests of one module share its module-scoped fixtures and those of tests/dags one Airflow
-# stack, so xdist (`--dist loadgroup`) keeps each such group on one worker.
-STACK_MODULES = ("test_dag_run.py", "test_plugin.py", "test_trigger_form.py",
-                 "test_ui_approval.py", "test_ui_run.py")  # fmt: skip
-
-
+# Tests of one module share its module-scoped fixtures, and the tests using the session's
+# Airflow stack share that, so xdist (`--dist loadgroup`) keeps each such group on one worker.
+# The stack's group is the longest: tests of the same modules that do not use it run apart.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group"):
             continue
         module = item.nodeid.split("::", 1)[0]
-        group = "airflow_stack" if module.rsplit("/", 1)[-1] in STACK_MODULES else module
+        group = "airflow_stack" if "airflow_stack" in item.fixturenames else module
         item.add_marker(pytest.mark.xdist_group(group))
 
 
