@@ -29,6 +29,18 @@ def airflow_env(home: Path, **extra) -> dict:
     return env
 
 
+def break_a_partition(source: Path) -> Path:
+    """Null the user_id of three rows in the source's last partition (a raw data check fails on
+    it); returns that partition's file."""
+    import pandas as pd
+
+    part = sorted((source / "interactions").rglob("*.parquet"))[-1]
+    frame = pd.read_parquet(part)
+    frame.loc[frame.index[:3], "user_id"] = None
+    frame.to_parquet(part)
+    return part
+
+
 class Hook:
     """A webhook on 127.0.0.1 that records the JSON bodies it receives."""
 

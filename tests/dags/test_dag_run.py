@@ -10,9 +10,8 @@ import shutil
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
-from airflow_support import Hook, airflow_env, run_notes, wait_for
+from airflow_support import Hook, airflow_env, break_a_partition, run_notes, wait_for
 
 from pipelines.orchestration import safe_run_id
 from pipelines.registry import Registry
@@ -27,10 +26,7 @@ def deployment(small_world, tmp_path_factory):
     data = root / "data"
     shutil.copytree(small_world, data / "good")
     shutil.copytree(small_world, data / "bad")
-    part = sorted((data / "bad" / "interactions").rglob("*.parquet"))[-1]
-    frame = pd.read_parquet(part)
-    frame.loc[frame.index[:3], "user_id"] = None
-    frame.to_parquet(part)
+    break_a_partition(data / "bad")
     hook = Hook()
     env = airflow_env(
         root / "airflow",
@@ -159,10 +155,7 @@ def test_in_a_deployment_the_dag_processor_posts_resolved(airflow_stack):
     stack.dag_ready()
     bad = stack.root / "data" / "alerts_bad"
     shutil.copytree(stack.root / "data" / "world", bad)
-    part = sorted((bad / "interactions").rglob("*.parquet"))[-1]
-    frame = pd.read_parquet(part)
-    frame.loc[frame.index[:3], "user_id"] = None
-    frame.to_parquet(part)
+    break_a_partition(bad)
 
     # The form offers the new directory once the DAG processor has parsed the file again.
     failed = wait_for(

@@ -13,9 +13,8 @@ import json
 import shutil
 import urllib.error
 
-import pandas as pd
 import pytest
-from airflow_support import call, wait_for
+from airflow_support import break_a_partition, call, wait_for
 
 from pipelines import orchestration as orch
 
@@ -103,10 +102,7 @@ def alerted_failed_run(stack) -> tuple[str, list[dict]]:
             return run["dag_run_id"], posted
     bad = stack.root / "data" / "celery_bad"
     shutil.copytree(stack.root / "data" / "world", bad)
-    part = sorted((bad / "interactions").rglob("*.parquet"))[-1]
-    frame = pd.read_parquet(part)
-    frame.loc[frame.index[:3], "user_id"] = None
-    frame.to_parquet(part)
+    break_a_partition(bad)
     run_id = wait_for(  # the form offers the directory once the DAG file is parsed again
         "the form to offer celery_bad",
         lambda: stack.trigger({"source": "celery_bad", "epochs": 1}),

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from test_index import clustered
 from tiny_served import ITEMS
 
 from pipelines.config import IndexConfig
@@ -23,19 +24,10 @@ from scann_index.index import (
 from scann_index.sharded import ShardedIndex, shard_bounds
 
 
-def vectors(n, dim, seed, clusters=30):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(clusters, dim))
-    x = centers[rng.integers(0, clusters, n)] + 0.6 * rng.normal(size=(n, dim))
-    q = centers[rng.integers(0, clusters, 400)] + 0.6 * rng.normal(size=(400, dim))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32), q.astype(np.float32), np.array([f"i{i}" for i in range(n)])
-
-
 @pytest.fixture(scope="module")
 def exact_pair():
     """1003 items: one exact index, and exact shards of 251/251/250/251 rows (k > a shard)."""
-    x, q, ids = vectors(1003, 16, seed=0)
+    x, q, ids = clustered(1003, 16, clusters=30, seed=0)
     cfg = IndexConfig(k=300, shard_items=260, threads=1)
     single = build_index(x, ids, cfg.model_copy(update={"shard_items": 0}))
     return x, q, single, build_index(x, ids, cfg)
@@ -44,7 +36,7 @@ def exact_pair():
 def test_shards_are_contiguous_and_at_most_shard_items():
     assert shard_bounds(1003, 260) == [(0, 251), (251, 502), (502, 752), (752, 1003)]
     assert shard_bounds(10, 10) == [(0, 10)] and shard_bounds(11, 10) == [(0, 6), (6, 11)]
-    x, _, ids = vectors(50, 4, seed=1)
+    x, _, ids = clustered(50, 4, clusters=30, seed=1)
     assert not isinstance(build_index(x, ids, IndexConfig(shard_items=50)), ShardedIndex)
     assert not isinstance(build_index(x, ids, IndexConfig(shard_items=0)), ShardedIndex)
 
@@ -78,7 +70,7 @@ def test_ties_are_broken_by_row():
 
 
 def test_tuned_sharded_recall_holds_against_exact_search():
-    x, q, ids = vectors(24_000, 32, seed=2)
+    x, q, ids = clustered(24_000, 32, clusters=30, seed=2)
     cfg = IndexConfig(
         k=50, brute_force_max_items=1000, target_recall=0.9, shard_items=10_000, threads=1
     )
