@@ -44,7 +44,7 @@ services:
 
 ## test: the whole suite, slow tests included (CI runs exactly this)
 test: setup browser services
-	$(PY) -m pytest -q -rs --durations=20 -n 2 --dist loadgroup
+	$(PY) -m pytest -q -rs --durations=20 -n 2
 
 ## test-fast: skip tests marked slow
 test-fast: setup

@@ -190,16 +190,42 @@ def pytest_testnodedown(node, error):
 
 
 # Tests of one module share its module-scoped fixtures, and the tests using the session's
-# Airflow stack share that, so xdist (`--dist loadgroup`) keeps each such group on one worker.
-# The stack's group is the longest: tests of the same modules that do not use it run apart.
-@pytest.hookimpl(tryfirst=True)
+# Airflow stack share that, so `make test` (two xdist workers) schedules each such group on one
+# worker. xdist's own `--dist loadgroup` marks do nothing under pytest 9 (it rewrites
+# `item._nodeid`, which pytest 9 no longer reads: groups were split and module fixtures and the
+# stack were built on both workers), so the groups are named here, by node id, for the
+# controller's scheduler.
+STACK_MODULES = ("tests/dags/test_plugin.py", "tests/dags/test_trigger_form.py",
+                 "tests/dags/test_ui_approval.py", "tests/dags/test_ui_run.py")  # fmt: skip
+STACK_TESTS = ("tests/dags/test_dag_run.py::test_in_a_deployment_the_dag_processor_posts_resolved",)
+
+
+def test_group(nodeid: str) -> str:
+    """The scheduling group of a test: "airflow_stack" or its module."""
+    module = nodeid.split("::", 1)[0]
+    if module in STACK_MODULES or nodeid.split("[", 1)[0] in STACK_TESTS:
+        return "airflow_stack"
+    return module
+
+
 def pytest_collection_modifyitems(config, items):
+    """A test that uses the stack outside its group would start a second stack: refuse it."""
     for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        module = item.nodeid.split("::", 1)[0]
-        group = "airflow_stack" if "airflow_stack" in item.fixturenames else module
-        item.add_marker(pytest.mark.xdist_group(group))
+        if "airflow_stack" in item.fixturenames and test_group(item.nodeid) != "airflow_stack":
+            raise pytest.UsageError(
+                f"{item.nodeid} uses airflow_stack: add it to STACK_TESTS in tests/conftest.py"
+            )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 def pytest_terminal_summary(terminalreporter):
