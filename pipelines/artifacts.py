@@ -41,7 +41,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pipelines.formats.store import is_remote, open_root
+from pipelines.formats.store import is_remote, modified_time, open_root
 from pipelines.layout import (
     FEATURES_MANIFEST,
     GATE_JSON,
@@ -72,7 +72,6 @@ _SYNC_DIR = ".sync"  # per synced directory: what each file was at the last pull
 # The version of a remote file, by the first of these its listing carries.
 _VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "updated",
                  "created")  # fmt: skip
-_MTIME_KEYS = ("LastModified", "mtime", "updated", "created")
 
 
 def default_staging_dir() -> Path:
@@ -280,7 +279,7 @@ class ArtifactRoot:
             pattern = f"{self.root}/{RUNS}/*/summary.json"
             self.fs.invalidate_cache(f"{self.root}/{RUNS}")
             found = self.fs.glob(pattern, detail=True)
-            stamps = [(path.rstrip("/").split("/")[-2], _mtime(info) or 0.0)
+            stamps = [(path.rstrip("/").split("/")[-2], modified_time(info) or 0.0)
                       for path, info in found.items()]  # fmt: skip
         return sorted(stamps, key=lambda s: (s[1], s[0]))
 
@@ -335,7 +334,7 @@ class ArtifactRoot:
             self.fs.get(remote, [str(t) for t in temps])
             for name, temp in zip(names, temps, strict=True):
                 os.replace(temp, local / name)
-                stamp = _mtime(infos[name])
+                stamp = modified_time(infos[name])
                 if stamp is not None:  # the store's time: "finished at" reads the same here
                     os.utime(local / name, (stamp, stamp))
         finally:
@@ -411,21 +410,6 @@ def _version(info: dict | None) -> str | None:
         if info.get(key) is not None:
             return f"{info.get('size')}:{info[key]}"
     return str(info.get("size"))
-
-
-def _mtime(info: dict) -> float | None:
-    for key in _MTIME_KEYS:
-        value = info.get(key)
-        if isinstance(value, dt.datetime):
-            return value.timestamp()
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                continue
-    return None
 
 
 def _unchanged(recorded: dict | None, remote: dict | None, local: list[int] | None) -> bool:

@@ -15,6 +15,7 @@ disk and in memory a lock and a comparison). The loser gets `WriteConflict` and 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import os
@@ -165,6 +166,27 @@ def _kind(fs: AbstractFileSystem) -> str:
     if {"gs", "gcs"} & set(protocols):
         return "gcs"
     return "other"
+
+
+# Where fsspec drivers put a file's modification time in `info`/`ls(detail=True)` entries:
+# local `mtime`, s3fs `LastModified`, gcsfs `updated` (a string), memory `created`.
+MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "created")
+
+
+def modified_time(info: dict) -> float | None:
+    """Epoch seconds of an fsspec listing entry's modification time; None if it has none."""
+    for key in MTIME_KEYS:
+        value = info.get(key)
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
 
 
 def _digest(data: bytes) -> str:

@@ -8,7 +8,6 @@ registry replaces shared objects there with conditional writes (`pipelines.forma
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from pipelines.formats.files import fsync_local
+from pipelines.formats.store import modified_time
 
 
 class RegistryFiles:
@@ -65,14 +65,5 @@ class RegistryFiles:
             root = Path(path)
             return max(p.stat().st_mtime for p in [root, *root.rglob("*")])
         infos = [self.fs.info(path), *self.fs.find(path, withdirs=True, detail=True).values()]
-        times = []
-        for info in infos:
-            for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
-                value = info.get(key)
-                if isinstance(value, dt.datetime):
-                    times.append(value.timestamp())
-                    break
-                if isinstance(value, int | float):
-                    times.append(float(value))
-                    break
+        times = [t for t in map(modified_time, infos) if t is not None]
         return max(times, default=time.time())
