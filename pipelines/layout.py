@@ -280,6 +280,8 @@ class RunSummary:
         steps: each step's result by step name (validate_raw, features, train, index,
             evaluate, gate, promote) when one process ran them (`run`); the DAG's tasks pass
             theirs through XCom and leave this empty.
+        usage: each step's wall time and peak memory by step name (`pipelines.resources`;
+            `run` only).
     """
 
     run_id: str
@@ -291,6 +293,7 @@ class RunSummary:
     report: str
     gate_report: str
     steps: dict[str, dict] = dataclasses.field(default_factory=dict)
+    usage: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(
@@ -303,6 +306,7 @@ class RunSummary:
         production_bundle: str | None,
         steps: dict[str, dict] | None = None,
         location: str | None = None,
+        usage: dict[str, dict] | None = None,
     ) -> RunSummary:
         """The summary of the run in `layout` (its id, directory and report paths from there).
 
@@ -320,6 +324,7 @@ class RunSummary:
             run_id=layout.run_id, run_dir=location or str(layout.run_dir), champion=champion,
             decision=decision, promoted=promoted, production_bundle=production_bundle,
             report=at(layout.report), gate_report=at(layout.gate_md), steps=steps or {},
+            usage=usage or {},
         )  # fmt: skip
 
     def to_dict(self) -> dict:

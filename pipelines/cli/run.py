@@ -46,9 +46,24 @@ def _run(args) -> int:
     layout = ArtifactRoot(cfg.data.artifact_root).run_layout(run_id)  # a URL root: local copy
     print(layout.report.read_text())
     print(layout.gate_md.read_text())
+    print(usage_table(summary.usage))
     print(
         f"run {run_id}: {summary.decision}; production bundle: {summary.production_bundle}"
         f" (champion was {summary.champion})"
     )
     rejected = not summary.promoted and not cfg.gate.dry_run  # the gate kept production
     return 1 if rejected else 0
+
+
+def usage_table(usage: dict[str, dict]) -> str:
+    """Each step's wall time and peak memory (`RunSummary.usage`) as a Markdown table."""
+    lines = [
+        "| step | seconds | peak GiB (process) | peak GiB (with child processes) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for step, used in usage.items():
+        lines.append(
+            f"| {step} | {used['seconds']:.1f} | {used['peak_rss_gib']:.2f} "
+            f"| {used['peak_tree_gib']:.2f} |"
+        )
+    return "\n".join(lines)

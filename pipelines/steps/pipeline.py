@@ -14,6 +14,7 @@ from pipelines.errors import PipelineError
 from pipelines.faults import kill_point
 from pipelines.layout import ModelLayout, RunLayout, RunSummary
 from pipelines.locks import LockHeld, exclusive_lock
+from pipelines.resources import measure
 from pipelines.steps.evaluate import evaluate
 from pipelines.steps.features import build_features
 from pipelines.steps.gate import gate
@@ -63,6 +64,7 @@ def _run_steps(cfg, root, layout, run_id, engine, beam_args, resume) -> RunSumma
     champion_dir = registry.production_dir() if champion_id else None
     warm = champion_dir if (cfg.registry.warm_start and champion_dir) else None
     done: dict[str, dict] = {}
+    usage: dict[str, dict] = {}
     steps = {
         "validate_raw": lambda: validate_raw(cfg, layout),
         "features": lambda: build_features(cfg, layout, engine=engine, beam_args=beam_args),
@@ -74,13 +76,17 @@ def _run_steps(cfg, root, layout, run_id, engine, beam_args, resume) -> RunSumma
     }
     for name, step in steps.items():
         kill_point(f"{name}:before")
-        done[name] = step()
+        with measure() as used:
+            done[name] = step()
+        usage[name] = used.as_dict()
+        log.info("step %s: %s", name, used.describe())
         root.push_run(layout)  # a remote root: another host could take the run from here
         kill_point(f"{name}:after")
     summary = RunSummary.of(
         layout, champion=champion_id, decision=done["gate"]["decision"],
         promoted=done["promote"]["promoted"], production_bundle=registry.production(),
         steps=done, location=root.location(layout.run_dir) if root.remote else None,
+        usage=usage,
     )  # fmt: skip
     summary.write(layout)
     return summary

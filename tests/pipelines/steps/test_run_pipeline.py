@@ -271,6 +271,12 @@ def test_movielens_format_runs_end_to_end_without_oracle_or_user_table(small_wor
     cfg = config(tmp_path / "artifacts", ml)
     summary = run_pipeline(cfg, "ml", engine="local")
     assert summary.steps["promote"]["promoted"]
+    # every step's time and peak memory, in the summary on disk too
+    on_disk = json.loads((Path(summary.run_dir) / "summary.json").read_text())["usage"]
+    assert list(on_disk) == list(summary.steps)
+    assert all(u["seconds"] > 0 and u["peak_tree_gib"] >= u["peak_rss_gib"] > 0.1
+               for u in on_disk.values())  # fmt: skip
+    assert on_disk["train"]["seconds"] > on_disk["gate"]["seconds"]
     metrics = json.loads((Path(summary.run_dir) / "evaluation" / "metrics.json").read_text())
     assert "oracle" not in metrics and metrics["eval"]["queries"] > 1000
     assert metrics["challenger"]["recall@100"] > 1.5 * metrics["popularity"]["recall@100"]
