@@ -10,6 +10,22 @@ from __future__ import annotations
 
 import numpy as np
 
+# Bytes of one block of exact scores (queries x catalog items) held at once. Every exact
+# scoring of queries against the catalog (evaluation, validation recall, the oracle, the index
+# tuning's ground truth) goes in blocks of `score_block_rows` queries, so its peak memory stays
+# a small multiple of this whatever the catalog size: with 1M items, 32 float32 rows a block.
+SCORE_BLOCK_BYTES = 128 << 20
+
+
+def score_block_rows(n_items: int, cell_bytes: int = 4) -> int:
+    """Query rows per block of exact scores: as many as fit `SCORE_BLOCK_BYTES`, at least one.
+
+    Args:
+        n_items: catalog items scored per query (the block's columns).
+        cell_bytes: bytes of one score (4 for float32, 8 for float64).
+    """
+    return max(1, SCORE_BLOCK_BYTES // (cell_bytes * max(1, n_items)))
+
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores per row, best first: int `[n, k]` (ties: lower index first)."""

@@ -30,12 +30,9 @@ import numpy as np
 
 from pipelines.config import IndexConfig
 from pipelines.errors import PipelineError
-from pipelines.metrics import top_k
+from pipelines.metrics import score_block_rows, top_k
 
 log = logging.getLogger(__name__)
-
-_EXACT_BATCH = 2048
-_EXACT_CELLS = 64_000_000  # float32 scores per block (256 MB)
 
 
 def _scann():
@@ -248,9 +245,10 @@ def build_searcher(
 def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Exact top-k rows by dot product (the ground truth of ANN recall): int `[n, k]`.
 
-    Queries go in blocks whose score matrix stays around 256 MB, whatever the catalog size.
+    Queries go in blocks of `pipelines.metrics.score_block_rows` rows, whose score matrix stays
+    within `SCORE_BLOCK_BYTES` whatever the catalog size.
     """
-    rows = max(1, min(_EXACT_BATCH, _EXACT_CELLS // max(1, len(embeddings))))
+    rows = score_block_rows(len(embeddings))
     out = [top_k(queries[i : i + rows] @ embeddings.T, k) for i in range(0, len(queries), rows)]
     return np.concatenate(out) if out else np.zeros((0, k), np.int64)
 

@@ -18,10 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines import schema
-from pipelines.metrics import recall_at_k, top_k
+from pipelines.metrics import recall_at_k, score_block_rows, top_k
 from tfrs_models.data import FeatureSet, catalog_created_at, load_eval_queries
 
-_BATCH = 4096
+# Rows per tower call (the outputs are [rows, d]: small whatever the catalog size).
+_TOWER_BATCH = 4096
 
 
 class QuickEval:
@@ -69,46 +70,62 @@ class QuickEval:
         }
         n = len(self)
         return np.concatenate([
-            query_tower({k: v[i : i + _BATCH] for k, v in inputs.items()}).numpy()
-            for i in range(0, n, _BATCH)
+            query_tower({k: v[i : i + _TOWER_BATCH] for k, v in inputs.items()}).numpy()
+            for i in range(0, n, _TOWER_BATCH)
         ]) if n else np.zeros((0, 1), np.float32)  # fmt: skip
 
     def item_embeddings(self, item_tower) -> np.ndarray:
         ids = tf.constant(self.item_ids)
         return np.concatenate(
-            [item_tower(ids[i : i + _BATCH]).numpy() for i in range(0, len(ids), _BATCH)]
+            [
+                item_tower(ids[i : i + _TOWER_BATCH]).numpy()
+                for i in range(0, len(ids), _TOWER_BATCH)
+            ]
         )
 
     def ranked(self, blocks, k: int, start: int = 0) -> np.ndarray:
         """Top-k catalog indices per query, seen (and, for validation, not yet created) items
         excluded: int `[n_queries, k]`.
 
+        Each block is ranked in pieces of at most `score_block_rows` rows, so the float32 copy
+        and `top_k`'s temporaries stay bounded whatever size the caller's blocks have.
+
         Args:
-            blocks: score matrices `[rows, n_items]` for consecutive queries (bounded memory).
+            blocks: score matrices `[rows, n_items]` for consecutive queries.
             start: query of the first block's first row.
         """
         tops = []
+        rows = score_block_rows(len(self.item_ids))
         for block in blocks:
-            block = np.array(block, dtype=np.float32)
-            for row, seen in enumerate(self.seen[start : start + len(block)]):
-                block[row, seen] = -np.inf
-            if self.created_at is not None:  # not created yet at the query's moment
-                times = self.query_times[start : start + len(block), None]
-                block[self.created_at[None, :] > times] = -np.inf
-            tops.append(top_k(block, k))
+            for offset in range(0, len(block), rows):
+                tops.append(self._ranked_piece(block[offset : offset + rows], k, start + offset))
             start += len(block)
         return np.concatenate(tops) if tops else np.zeros((0, k), np.int64)
 
+    def _ranked_piece(self, block, k: int, start: int) -> np.ndarray:
+        block = np.array(block, dtype=np.float32)
+        for row, seen in enumerate(self.seen[start : start + len(block)]):
+            block[row, seen] = -np.inf
+        if self.created_at is not None:  # not created yet at the query's moment
+            times = self.query_times[start : start + len(block), None]
+            block[self.created_at[None, :] > times] = -np.inf
+        return top_k(block, k)
+
     def model_blocks(self, model):
-        """Score blocks of the model: query vectors x catalog item vectors."""
+        """Score blocks of the model, query vectors x catalog item vectors: float32
+        `[rows, n_items]`, `score_block_rows` rows each (the last one fewer)."""
         items = self.item_embeddings(model.item_tower)
         queries = self.query_embeddings(model.query_tower)
-        for start in range(0, len(queries), _BATCH):
-            yield queries[start : start + _BATCH] @ items.T
+        rows = score_block_rows(len(items))
+        for start in range(0, len(queries), rows):
+            yield queries[start : start + rows] @ items.T
 
     def popularity_blocks(self):
-        for start in range(0, len(self), _BATCH):
-            rows = min(_BATCH, len(self) - start)
+        """Score blocks of popularity (training interactions), `score_block_rows` rows each:
+        read-only broadcast views `[rows, n_items]`, no memory per row."""
+        step = score_block_rows(len(self.popularity))
+        for start in range(0, len(self), step):
+            rows = min(step, len(self) - start)
             yield np.broadcast_to(self.popularity, (rows, len(self.popularity)))
 
     def model_recall(self, model, k: int) -> float:

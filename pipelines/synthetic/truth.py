@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import SourceError
+from pipelines.metrics import score_block_rows
 
 _ARRAYS = (
     "user_vectors",
@@ -66,16 +67,7 @@ class GroundTruth:
         Returns:
             float64 `[n, I]`.
         """
-        p = self.params["truth_params"]
-        day = (at - self.start) // pd.Timedelta(days=1)
-        bias = item_logit_bias(
-            self.item_log_popularity,
-            self.item_arrival_day,
-            day,
-            popularity_beta=p["popularity_beta"],
-            fresh_boost=p["fresh_boost"],
-            fresh_decay_days=p["fresh_decay_days"],
-        )
+        bias = self._bias((at - self.start) // pd.Timedelta(days=1))
         return (
             self.user_vectors[np.asarray(user_index)].astype(np.float64)
             @ self.item_vectors.T.astype(np.float64)
@@ -87,18 +79,50 @@ class GroundTruth:
         beta = self.params["truth_params"]["popularity_beta"]
         return beta * self.item_log_popularity[_positions(item_ids)].astype(np.float64)
 
-    def score_blocks(self, item_ids, users, times, batch: int = 1024):
+    def score_blocks(self, item_ids, users, times, batch: int | None = None):
         """True logits of `users` at `times` (epoch s) over `item_ids`, in `[rows, items]` blocks.
 
-        Ids are the generator's (`u<n>`, `i<n>`); the oracle of every evaluation.
+        Ids are the generator's (`u<n>`, `i<n>`); the oracle of every evaluation. Blocks hold
+        `batch` rows, by default as many float64 rows as fit `pipelines.metrics.SCORE_BLOCK_BYTES`
+        (the catalog can have a million items). The popularity + freshness bias is computed
+        once per distinct day, not once per row.
+
+        Yields:
+            float64 `[rows, len(item_ids)]`: `logits(...)[:, columns]` up to float64 rounding
+            (one matrix product per block instead of one per user).
         """
         columns, user_index = _positions(item_ids), _positions(users)
+        batch = batch or score_block_rows(len(columns), cell_bytes=8)
+        vectors = self.item_vectors[columns].T.astype(np.float64)
+        days = (
+            (pd.to_datetime(np.asarray(times, dtype=np.int64), unit="s", utc=True) - self.start)
+            // pd.Timedelta(days=1)
+        ).to_numpy(np.int64)
+        biases: dict[int, np.ndarray] = {}
         for start in range(0, len(user_index), batch):
-            rows = zip(user_index[start : start + batch], times[start : start + batch], strict=True)
-            yield np.stack([
-                self.logits(np.array([u]), pd.Timestamp(int(t), unit="s", tz="UTC"))[0, columns]
-                for u, t in rows
-            ])  # fmt: skip
+            block_days = days[start : start + batch]
+            block = (
+                self.user_vectors[user_index[start : start + batch]].astype(np.float64) @ vectors
+            )
+            for day in np.unique(block_days):
+                if day not in biases:
+                    biases[day] = self._bias(int(day))[columns]
+                if len(block_days) and (block_days == day).all():  # eval queries: one moment
+                    block += biases[day]
+                else:
+                    block[block_days == day] += biases[day]
+            yield block
+
+    def _bias(self, day: int) -> np.ndarray:
+        p = self.params["truth_params"]
+        return item_logit_bias(
+            self.item_log_popularity,
+            self.item_arrival_day,
+            day,
+            popularity_beta=p["popularity_beta"],
+            fresh_boost=p["fresh_boost"],
+            fresh_decay_days=p["fresh_decay_days"],
+        )
 
 
 def _positions(ids) -> np.ndarray:

@@ -50,3 +50,21 @@ def test_validation_rankings_leave_out_items_created_after_the_query(feature_set
     assert QuickEval(feature_set, 10).created_at is None
     with pytest.raises(ValueError, match="query split must be one of"):
         QuickEval(feature_set, 10, split="train")
+
+
+@pytest.mark.parametrize("split", ["eval", "valid"])
+def test_rankings_do_not_depend_on_the_score_block_size(feature_set, split, monkeypatch):
+    import pipelines.metrics
+
+    ev = QuickEval(feature_set, 300, split=split)
+    scores = np.random.default_rng(1).normal(size=(len(ev), len(ev.item_ids)))
+    whole = ev.ranked([scores], 50)
+    popular = ev.ranked(ev.popularity_blocks(), 50)
+    # 7 rows a block: the caller's one block is ranked in pieces, popularity comes in 43 blocks.
+    monkeypatch.setattr(pipelines.metrics, "SCORE_BLOCK_BYTES", 7 * 4 * len(ev.item_ids))
+    assert pipelines.metrics.score_block_rows(len(ev.item_ids)) == 7
+    assert len(list(ev.popularity_blocks())) == -(-len(ev) // 7)
+    np.testing.assert_array_equal(ev.ranked([scores], 50), whole)
+    np.testing.assert_array_equal(ev.ranked(ev.popularity_blocks(), 50), popular)
+    monkeypatch.setattr(pipelines.metrics, "SCORE_BLOCK_BYTES", 1)  # at least one row
+    np.testing.assert_array_equal(ev.ranked([scores[:10]], 50), whole[:10])
