@@ -2,13 +2,17 @@
 
 Known users get a query vector from their point-in-time history and features at the bundle's
 data window end; users with neither history nor features fall back to the recent popularity
-ranking (marked `"source": "popularity"`), never an error.
+ranking (marked `"source": "popularity"`), never an error. The state is read one user shard at
+a time (`pipelines.serving.ServingState`) and `recommend_stream` answers a file of users batch
+by batch, so memory does not grow with the number of users asked for.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -22,7 +26,9 @@ from pipelines.schema import (
     USER_FEATURE_PREFIX,
     USER_ID,
 )
-from pipelines.serving import ServingModel, read_state
+from pipelines.serving import ServingModel, ServingState, read_popular
+
+STREAM_BATCH = 4096  # users answered at a time by `recommend_stream`
 
 
 class Recommender:
@@ -40,7 +46,8 @@ class Recommender:
     def __init__(self, directory: str | Path, at: int | None = None):
         verify_bundle_dir(directory)  # loading runs the bundle's graph: only what was published
         self.model = ServingModel(directory)
-        self.state, self.popular = read_state(directory)
+        self.state = ServingState(directory)
+        self.popular = read_popular(directory)
         manifest = Path(directory) / MANIFEST
         self.at = at
         if self.at is None:
@@ -49,7 +56,7 @@ class Recommender:
         self.feature_names = [
             n for n in self.model.inputs if n.startswith(USER_FEATURE_PREFIX) and n != USER_ID
         ]
-        self.h = max((len(v) for v in self.state[HISTORY_ITEM_IDS]), default=1) or 1
+        self.h = self.state.max_history or 1
 
     def recommend(self, user_ids: list[str], k: int = 10, exclude_seen: bool = True) -> list[dict]:
         """One `{"user_id", "source", "items": [{"item_id", "score"}]}` per user, in order.
@@ -62,10 +69,10 @@ class Recommender:
         """
         if k < 1:
             raise UsageError(f"--k must be >= 1, got {k}")
-        known = [u for u in user_ids if u in self.state.index]
+        rows = self.state.lookup(user_ids)
+        known = list(rows.index)
         results = {}
         if known:
-            rows = self.state.loc[known]
             vectors = self.model.embed(self._query_features(known, rows))
             exclude = (
                 [self.model.rows(seen) for seen in rows[SEEN_ITEM_IDS]] if exclude_seen else None
@@ -112,3 +119,44 @@ class Recommender:
             if name in rows:
                 features[name] = rows[name].fillna("").astype(str).to_numpy(object)
         return features
+
+
+def recommend_stream(
+    recommender: Recommender,
+    lines: Iterable[str],
+    out: TextIO,
+    k: int = 10,
+    exclude_seen: bool = True,
+    batch: int = STREAM_BATCH,
+) -> int:
+    """Recommend for user ids read line by line (blank lines skipped), writing one JSON line per
+    user (`Recommender.recommend`'s dicts) in input order as each batch of `batch` users is
+    answered: memory holds one batch, whatever the number of lines.
+
+    Returns:
+        The number of users written.
+
+    Raises:
+        UsageError: `k` < 1 (before anything is written).
+    """
+    if k < 1:
+        raise UsageError(f"--k must be >= 1, got {k}")
+    written = 0
+    for users in _batches(lines, batch):
+        results = recommender.recommend(users, k=k, exclude_seen=exclude_seen)
+        out.write("".join(json.dumps(r) + "\n" for r in results))
+        written += len(results)
+    return written
+
+
+def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    users: list[str] = []
+    for line in lines:
+        user = line.strip()
+        if user:
+            users.append(user)
+        if len(users) >= size:
+            yield users
+            users = []
+    if users:
+        yield users

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -187,10 +188,11 @@ def _registry_list(args) -> int:
 
 def _recommend(args) -> int:
     """Recommend for one user (--user) or a file of user ids, one per line (--users FILE --out
-    FILE: one JSON line per user, {user_id, source, items: [{item_id, score}]}). Unknown users
-    get the recent-popularity fallback.
+    FILE: one JSON line per user, {user_id, source, items: [{item_id, score}]}), read and
+    written a batch of users at a time (--out appears complete, under its name, at the end).
+    Unknown users get the recent-popularity fallback.
     """
-    from pipelines.recommend import Recommender
+    from pipelines.recommend import Recommender, recommend_stream
     from pipelines.registry import Registry
 
     cfg = load(args)
@@ -201,18 +203,23 @@ def _recommend(args) -> int:
             f"no production bundle in {cfg.data.artifact_root}/registry; run `two-tower run` first"
         )
     recommender = Recommender(registry.fetch(bundle))
-    if args.user:
-        users = [args.user]
-    else:
+    try:
+        source = (
+            contextlib.nullcontext([args.user]) if args.user else args.users.open(encoding="utf-8")
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot read --users {args.users}: {exc.strerror}") from None
+    with source as lines:
+        if not args.out:
+            recommend_stream(recommender, lines, sys.stdout, args.k, args.exclude_seen)
+            return 0
+        # Written as the users are answered, under a temporary name until the last one.
+        partial = args.out.with_name(f".{args.out.name}.partial")
         try:
-            users = [line.strip() for line in args.users.read_text().splitlines() if line.strip()]
-        except OSError as exc:
-            raise UsageError(f"cannot read --users {args.users}: {exc.strerror}") from None
-    results = recommender.recommend(users, k=args.k, exclude_seen=args.exclude_seen)
-    lines = "".join(json.dumps(r) + "\n" for r in results)
-    if args.out:
-        args.out.write_text(lines)
-        print(f"wrote {len(results)} users to {args.out} (bundle {bundle})", file=sys.stderr)
-    else:
-        sys.stdout.write(lines)
+            with partial.open("w", encoding="utf-8") as out:
+                n = recommend_stream(recommender, lines, out, args.k, args.exclude_seen)
+            partial.replace(args.out)
+        finally:
+            partial.unlink(missing_ok=True)
+    print(f"wrote {n} users to {args.out} (bundle {bundle})", file=sys.stderr)
     return 0

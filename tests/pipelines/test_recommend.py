@@ -1,16 +1,21 @@
-"""`Recommender` on a tiny hand-built served directory (tests/pipelines/conftest.py), whose
-rankings are known in advance: u1's query is item i0's direction, u2's is i2's."""
+"""`Recommender` on a tiny hand-built served directory (tests/conftest.py), whose rankings
+are known in advance: u1's query is item i0's direction, u2's is i2's. Its state is one
+serving_state.parquet, as in bundles built before the state was sharded."""
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from tiny_served import ITEMS, POPULAR, WINDOW_END
 
 from pipelines.errors import UsageError
-from pipelines.recommend import Recommender
+from pipelines.recommend import Recommender, recommend_stream
+from pipelines.serving import build_serving_state
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +98,59 @@ def test_query_time_is_given_or_follows_the_newest_history_event(served_dir, tmp
     calls = spy_on_embed(no_window, monkeypatch)
     no_window.recommend(["u1", "u2"], k=1)
     assert calls[-1]["timestamp"].tolist() == [901, 901]
+
+
+@pytest.fixture(scope="module")
+def sharded_dir(served_dir, tmp_path_factory):
+    """The tiny served directory with its state rebuilt by `build_serving_state` (2 user
+    shards) from events that give the same histories, and the same fallback file."""
+    root = tmp_path_factory.mktemp("sharded")
+    model_dir = shutil.copytree(served_dir, root / "run" / "model")
+    (model_dir / "serving_state.parquet").unlink()
+    (root / "run" / "features").mkdir()
+    (root / "run" / "features" / "manifest.json").write_text(json.dumps({
+        "window_epoch_s": {"history_start": 0, "window_end": WINDOW_END},
+        "config": {"history_length": 2, "shards": 2},
+    }))  # fmt: skip
+    (root / "run" / "raw" / "interactions").mkdir(parents=True)
+    events = [("u1", "i2", 800), ("u1", "i0", 900), ("u2", "i2", 700), ("u9", "i1", WINDOW_END)]
+    pd.DataFrame(events, columns=["user_id", "item_id", "timestamp"]).to_parquet(
+        root / "run" / "raw" / "interactions" / "part-0.parquet", index=False
+    )
+    users = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "country": ["DE", None, "FR"]})
+    users.to_parquet(root / "run" / "raw" / "users.parquet", index=False)
+    build_serving_state(root / "run", model_dir)
+    shutil.copy(served_dir / "popular_items.txt", model_dir / "popular_items.txt")
+    return model_dir
+
+
+def test_a_sharded_state_serves_what_the_single_file_state_served(served_dir, sharded_dir):
+    """Old bundles (one serving_state.parquet) and new ones (a file per user shard) load, and
+    the same events give the same recommendations."""
+    assert not (sharded_dir / "serving_state.parquet").exists()
+    old, new = Recommender(served_dir), Recommender(sharded_dir)
+    assert len(new.state.files) == 2 and new.h == old.h == 2
+    users = ["u1", "nobody", "u3", "u2", "u1"]
+    for k, exclude_seen in ((1, True), (3, True), (10, True), (4, False)):
+        assert new.recommend(users, k, exclude_seen) == old.recommend(users, k, exclude_seen)
+    assert sorted(new.state.index) == ["u1", "u2", "u3"]
+
+
+def test_recommend_stream_answers_a_file_batch_by_batch_in_input_order(sharded_dir, monkeypatch):
+    recommender = Recommender(sharded_dir)
+    lines = io.StringIO("u1\n\nnobody\nu2\n u3 \nu1\n")
+    batches = []
+    recommend = recommender.recommend
+
+    def spy(users, **kwargs):
+        batches.append(list(users))
+        return recommend(users, **kwargs)
+
+    monkeypatch.setattr(recommender, "recommend", spy)
+    out = io.StringIO()
+    assert recommend_stream(recommender, lines, out, k=2, batch=2) == 5
+    assert batches == [["u1", "nobody"], ["u2", "u3"], ["u1"]]
+    expected = recommend(["u1", "nobody", "u2", "u3", "u1"], k=2)
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == expected
+    with pytest.raises(UsageError, match="--k must be >= 1, got 0"):
+        recommend_stream(recommender, io.StringIO("u1\n"), out, k=0)
