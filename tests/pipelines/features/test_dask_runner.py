@@ -5,12 +5,8 @@ DirectRunner."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,9 +16,9 @@ from conftest import tree_digest
 from pipelines.config import BeamConfig, load_config
 from pipelines.errors import ConfigError, DataValidationError
 from pipelines.features.beam_job import beam_options, run_beam
+from pipelines.features.dask_local import DASK_RUNNER, local_dask_cluster, worker_pids
 from pipelines.features.window import FeatureWindow
 
-DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 WORKERS = 2
 
 
@@ -88,58 +84,12 @@ def test_a_snapshot_without_interactions_is_refused_before_the_job_starts(tmp_pa
 
 @pytest.fixture(scope="module")
 def dask_cluster(tmp_path_factory):
-    """`dask scheduler` + 2 × `dask worker --nworkers 1 --nthreads 1 --no-nanny`: three
-    processes on 127.0.0.1 (free ports: each picks one; the scheduler writes its address to its
-    scheduler file). No nanny: the worker is the `dask worker` process itself (stops in < 1 s)."""
-    home = tmp_path_factory.mktemp("dask")
-    scheduler_file = home / "scheduler.json"
-    dask_scheduler = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    dask_worker = [sys.executable, "-m", "distributed.cli.dask_worker"]
-    log = (home / "cluster.log").open("ab")  # read it when the cluster misbehaves
-    common = {"cwd": home, "stdout": subprocess.DEVNULL, "stderr": log}
-    scheduler = f"--host 127.0.0.1 --port 0 --no-dashboard --scheduler-file {scheduler_file}"
-    procs = [subprocess.Popen([*dask_scheduler, *scheduler.split()], **common)]
-    address = None
-    try:
-        address = _scheduler_address(scheduler_file)
-        for n in range(WORKERS):
-            worker = (
-                f"{address} --nworkers 1 --nthreads 1 --no-nanny --host 127.0.0.1 "
-                f"--no-dashboard --name w{n} --local-directory {home}"
-            )
-            procs.append(subprocess.Popen([*dask_worker, *worker.split()], **common))
-        from distributed import Client
-
-        with Client(address, timeout=30) as client:
-            client.wait_for_workers(WORKERS, timeout=60)
-            pids = client.run(os.getpid)
-        assert len(set(pids.values())) == WORKERS and os.getpid() not in pids.values()
-        yield address
-    finally:
-        try:
-            from distributed import Client
-
-            with Client(address, timeout=10) as client:
-                client.shutdown()  # the scheduler and its workers, at once
-        except Exception:  # noqa: BLE001 - not started, or already gone: killed below
-            pass
-        for proc in procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-
-
-def _scheduler_address(scheduler_file: Path, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return json.loads(scheduler_file.read_text())["address"]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            time.sleep(0.1)
-    raise TimeoutError(f"the dask scheduler wrote no {scheduler_file} within {timeout} s")
+    """A real local cluster: `dask scheduler` + 2 `dask worker` processes on 127.0.0.1
+    (`pipelines.features.dask_local`); yields the scheduler's address."""
+    with local_dask_cluster(WORKERS, tmp_path_factory.mktemp("dask")) as cluster:
+        pids = worker_pids(cluster.address)
+        assert len(pids) == WORKERS and os.getpid() not in pids
+        yield cluster.address
 
 
 @pytest.fixture(scope="module")
