@@ -7,7 +7,7 @@
         raw/ features/   the feature job's input (snapshot as of `features.as_of`) and output
                          (+ features_report/)
         model/           training output (the selected weights: what evaluation measures);
-                         index/, serving_state.parquet, popular_items.txt
+                         index/, serving_state/ (one file per user shard), popular_items.txt
         model_final/     with train.final_fit: the selected weights trained on with the held-out
                          interactions too (what ships); same layout, its own index and state
         evaluation/      metrics.json, report.md, recall_at_k.png, gate.json, gate.md

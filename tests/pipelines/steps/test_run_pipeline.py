@@ -17,6 +17,7 @@ from pipelines.config import load_config
 from pipelines.errors import DataValidationError
 from pipelines.layout import RunLayout, RunSummary
 from pipelines.registry import Registry
+from pipelines.serving import read_state
 
 pytestmark = pytest.mark.slow
 
@@ -239,8 +240,8 @@ def test_recommend_cli_serves_the_production_bundle(two_runs, tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["user_id"] for r in lines] == ["u0000001", "u0000002", "stranger"]
     assert [r["source"] for r in lines] == ["model", "model", "popularity"]
-    state = pd.read_parquet(Path(Registry(root).production_dir()) / "serving_state.parquet")
-    seen = set(state.set_index("user_id").loc["u0000001", "seen_item_ids"])
+    state, _ = read_state(Registry(root).production_dir())
+    seen = set(state.loc["u0000001", "seen_item_ids"])
     for r in lines:
         items = [i["item_id"] for i in r["items"]]
         assert len(items) == len(set(items)) == 7
