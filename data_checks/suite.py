@@ -30,6 +30,63 @@ class Rule:
 Locator = Callable[[Rule, list, bool], tuple[str, tuple[str, ...]]]
 
 
+class SuiteRunner:
+    """Great Expectations set up once — an ephemeral context, one suite per table — and run on
+    as many frames of a table as needed (every batch of a large table goes through the same
+    suite).
+
+    Args:
+        rules: every rule; `Rule.table` picks the suite.
+        suite_prefix: names the datasource and suites ("raw", "features").
+        sample_rows: failing row indexes GX returns per expectation.
+    """
+
+    def __init__(self, rules: list[Rule], *, suite_prefix: str, sample_rows: int):
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(
+            globally=False, metric_calculations=False
+        )
+        datasource = context.data_sources.add_pandas(suite_prefix)
+        self.sample_rows = sample_rows
+        self._definitions = {}
+        for table in dict.fromkeys(r.table for r in rules):
+            batch = datasource.add_dataframe_asset(table).add_batch_definition_whole_dataframe(
+                "all"
+            )
+            suite = context.suites.add(gx.ExpectationSuite(name=f"{suite_prefix}_{table}"))
+            for i, rule in enumerate(rules):
+                if rule.table == table:
+                    rule.expectation.meta = {
+                        "rule": rule.rule,
+                        "column": rule.column,
+                        "rule_index": i,
+                    }
+                    suite.add_expectation(rule.expectation)
+            self._definitions[table] = context.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{suite_prefix}_{table}", data=batch, suite=suite)
+            )
+
+    def run(self, table: str, frame: pd.DataFrame) -> tuple[dict[int, object], object]:
+        """Run `table`'s suite on `frame`.
+
+        Returns:
+            (rule index -> GX `ExpectationValidationResult`, the suite's whole GX result).
+        """
+        result = self._definitions[table].run(
+            batch_parameters={"dataframe": frame},
+            result_format={
+                "result_format": "SUMMARY",
+                "partial_unexpected_count": self.sample_rows,
+            },
+        )
+        by_rule = {int(r.expectation_config.meta["rule_index"]): r for r in result.results}
+        return by_rule, result
+
+
 def evaluate(
     frames: dict[str, pd.DataFrame],
     rules: list[Rule],
@@ -47,56 +104,35 @@ def evaluate(
     Raises:
         RuntimeError: an expectation crashed inside GX (a bug, not bad data).
     """
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    datasource = context.data_sources.add_pandas(suite_prefix)
+    runner = SuiteRunner(rules, suite_prefix=suite_prefix, sample_rows=sample_rows)
     by_rule: dict[int, object] = {}
     pages: dict[str, str] = {}
     for table, frame in frames.items():
-        table_rules = [(i, r) for i, r in enumerate(rules) if r.table == table]
-        if not table_rules:
+        if not any(r.table == table for r in rules):
             continue
-        batch = datasource.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{suite_prefix}_{table}"))
-        for i, rule in table_rules:
-            rule.expectation.meta = {"rule": rule.rule, "column": rule.column, "rule_index": i}
-            suite.add_expectation(rule.expectation)
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{suite_prefix}_{table}", data=batch, suite=suite)
-        )
-        result = definition.run(
-            batch_parameters={"dataframe": frame},
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": sample_rows},
-        )
-        for expectation_result in result.results:
-            by_rule[int(expectation_result.expectation_config.meta["rule_index"])] = (
-                expectation_result
-            )
+        found, result = runner.run(table, frame)
+        by_rule.update(found)
         if render:
-            pages[table] = _render_page(result)
+            pages[table] = render_page(result)
     results = [
-        _to_check_result(rule, by_rule[i], len(frames[rule.table]), locate)
+        to_check_result(rule, by_rule[i], len(frames[rule.table]), locate)
         for i, rule in enumerate(rules)
     ]
     return results, pages
 
 
-def _to_check_result(rule: Rule, res, rows: int, locate: Locator) -> CheckResult:
+def to_check_result(rule: Rule, res, rows: int, locate: Locator) -> CheckResult:
+    """One GX result as a `CheckResult` (`rows`: the frame's length, when GX gives no count).
+
+    Raises:
+        RuntimeError: the expectation crashed inside GX.
+    """
+    raise_if_crashed(rule, res)
     result = res.result or {}
-    if res.exception_info and res.exception_info.get("raised_exception"):
-        raise RuntimeError(
-            f"expectation for rule {rule.rule!r} crashed: {res.exception_info.get('exception_message')}"
-        )
     failed = int(result.get("unexpected_count") or 0)
     if not res.success and "observed_value" in result:  # table-level rules (row counts)
         failed = max(failed, 1)
-    index = [
-        i for i in result.get("partial_unexpected_index_list") or [] if not isinstance(i, dict)
-    ]
+    index = failing_index(res)
     file, samples = locate(rule, index, not res.success)
     return CheckResult(
         table=rule.table,
@@ -111,7 +147,21 @@ def _to_check_result(rule: Rule, res, rows: int, locate: Locator) -> CheckResult
     )
 
 
-def _render_page(result) -> str:
+def raise_if_crashed(rule: Rule, res) -> None:
+    """Raise when GX caught an exception in the expectation (a bug, not bad data)."""
+    if res.exception_info and res.exception_info.get("raised_exception"):
+        raise RuntimeError(
+            f"expectation for rule {rule.rule!r} crashed: {res.exception_info.get('exception_message')}"
+        )
+
+
+def failing_index(res) -> list:
+    """Row labels of the first failing rows GX returned (multi-column rules may give none)."""
+    result = res.result or {}
+    return [i for i in result.get("partial_unexpected_index_list") or [] if not isinstance(i, dict)]
+
+
+def render_page(result) -> str:
     from great_expectations.render.renderer import ValidationResultsPageRenderer
     from great_expectations.render.view import DefaultJinjaPageView
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from pipelines.contract import RawSnapshot
 from pipelines.errors import SourceError
-from pipelines.sources.contract_files import read_contract
+from pipelines.sources.contract_files import read_contract, scan_contract
 from pipelines.sources.movielens import read_ml1m, read_ml100k, read_ml_latest
+from pipelines.sources.scan import SourceScan
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,22 @@ def detect_format(root: str | Path) -> str:
     )
 
 
+def scan_source(root: str | Path, fmt: str = "auto", *, sample_rows: int = 5) -> SourceScan:
+    """Open a source directory for reading its interactions in batches (`SourceScan.batches`).
+
+    Contract sources are streamed file by file; the MovieLens formats (bounded downloads) are
+    read whole and handed out in batches.
+
+    Raises:
+        SourceError: unknown format, missing directory, or no interactions at all.
+    """
+    root, fmt = _resolve(root, fmt)
+    log.info("scanning %s as %s", root, fmt)
+    if fmt == "contract":
+        return scan_contract(root, sample_rows=sample_rows)
+    return SourceScan.of_snapshot(READERS[fmt](root, sample_rows=sample_rows))
+
+
 def read_source(root: str | Path, fmt: str = "auto", *, sample_rows: int = 5) -> RawSnapshot:
     """Read a source directory into the normalized raw snapshot.
 
@@ -63,13 +80,7 @@ def read_source(root: str | Path, fmt: str = "auto", *, sample_rows: int = 5) ->
     Raises:
         SourceError: unknown format, missing directory, or no interactions at all.
     """
-    root = Path(root)
-    if fmt == "auto":
-        fmt = detect_format(root)
-    elif not root.is_dir():
-        raise SourceError(f"source directory {root} does not exist")
-    if fmt not in READERS:
-        raise SourceError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)} or 'auto'")
+    root, fmt = _resolve(root, fmt)
     log.info("reading %s as %s", root, fmt)
     snapshot = READERS[fmt](root, sample_rows=sample_rows)
     log.info(
@@ -80,3 +91,14 @@ def read_source(root: str | Path, fmt: str = "auto", *, sample_rows: int = 5) ->
         len(snapshot.issues),
     )
     return snapshot
+
+
+def _resolve(root: str | Path, fmt: str) -> tuple[Path, str]:
+    root = Path(root)
+    if fmt == "auto":
+        fmt = detect_format(root)
+    elif not root.is_dir():
+        raise SourceError(f"source directory {root} does not exist")
+    if fmt not in READERS:
+        raise SourceError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)} or 'auto'")
+    return root, fmt

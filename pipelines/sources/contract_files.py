@@ -25,16 +25,16 @@ from pipelines.contract import (
     RawSnapshot,
     ReadIssue,
     empty_partitions,
-    merge_issues,
 )
 from pipelines.errors import SourceError
-from pipelines.sources.columns import InteractionColumns, count_rows
+from pipelines.sources.columns import count_rows
 from pipelines.sources.normalize import (
     canonical_names,
     normalize_interactions,
     normalize_items,
     normalize_users,
 )
+from pipelines.sources.scan import SourceScan
 from pipelines.sources.text import DelimitedFile
 
 TABLE_SUFFIXES = (".parquet", ".csv")
@@ -44,20 +44,30 @@ _IGNORED_PREFIXES = ("_", ".")
 
 
 def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
-    """Read a contract-layout directory into a `RawSnapshot`.
+    """Read a contract-layout directory into a `RawSnapshot` (`scan_contract`, collected).
 
     Raises:
         SourceError: the directory has neither `interactions/` nor an `interactions` file.
     """
-    issues: list[ReadIssue] = []
+    return scan_contract(root, sample_rows=sample_rows).collect()
+
+
+def scan_contract(root: Path, *, sample_rows: int = 5) -> SourceScan:
+    """A contract-layout directory as a `SourceScan`: listing, items and users read now, the
+    interaction files block by block on each pass.
+
+    Raises:
+        SourceError: the directory has neither `interactions/` nor an `interactions` file.
+    """
+    listing_issues: list[ReadIssue] = []
     files: list[tuple[Path, str | None]] = []  # (interactions file, its dt= day)
     partition_days: list[tuple[str, Path]] = []
     part_dir = root / "interactions"
     if part_dir.is_dir():
-        for child in _listing(part_dir, issues):
+        for child in _listing(part_dir, listing_issues):
             if not child.is_dir():
                 if not child.name.startswith(_IGNORED_PREFIXES):  # would be dropped unread
-                    issues.append(ReadIssue(
+                    listing_issues.append(ReadIssue(
                         table="interactions", file=str(child), column=None, count=1,
                         rule="interactions/ holds only dt=YYYY-MM-DD partition directories "
                         "(move this file into its day's partition)",
@@ -65,7 +75,7 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
                 continue
             match = PARTITION_PATTERN.match(child.name)
             if match is None or not _is_date(match.group(1)):
-                issues.append(
+                listing_issues.append(
                     ReadIssue(
                         table="interactions",
                         file=str(child),
@@ -76,7 +86,7 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
                 )
                 continue
             partition_days.append((match.group(1), child))
-            files.extend((path, match.group(1)) for path in _partition_files(child, issues))
+            files.extend((path, match.group(1)) for path in _partition_files(child, listing_issues))
     else:
         path = _table_file(root, "interactions")
         if path is None:
@@ -86,30 +96,33 @@ def read_contract(root: Path, *, sample_rows: int = 5) -> RawSnapshot:
             )
         files.append((path, None))
 
-    columns = InteractionColumns(count_rows([path for path, _ in files]))
-    rows_per_day: dict[str, int] = {}
-    for path, day in files:
-        for frame in _read_interactions_file(path, day, issues, sample_rows):
-            columns.add(frame)
-            if day is not None:
-                rows_per_day[day] = rows_per_day.get(day, 0) + len(frame)
-    partition_rows = [
-        {"dt": day, "path": str(child), "rows": rows_per_day.get(day, 0)}
-        for day, child in partition_days
-    ]
-    items = _read_table(root, "items", normalize_items, issues, sample_rows, required=True)
-    users = _read_table(root, "users", normalize_users, issues, sample_rows, required=False)
+    table_issues: list[ReadIssue] = []
+    items = _read_table(root, "items", normalize_items, table_issues, sample_rows, required=True)
+    users = _read_table(root, "users", normalize_users, table_issues, sample_rows, required=False)
     table_files = {t: str(p) for t in ("items", "users") if (p := _table_file(root, t)) is not None}
-    partitions = pd.DataFrame(partition_rows) if partition_rows else empty_partitions()
-    return RawSnapshot(
+    partitions = (
+        pd.DataFrame([{"dt": day, "path": str(child), "rows": 0} for day, child in partition_days])
+        if partition_days
+        else empty_partitions()
+    )
+    interaction_issues: list[ReadIssue] = []
+
+    def blocks() -> Iterator[pd.DataFrame]:
+        interaction_issues.clear()  # each pass finds them again
+        for path, day in files:
+            yield from _read_interactions_file(path, day, interaction_issues, sample_rows)
+
+    return SourceScan(
         format="contract",
         root=str(root),
-        interactions=columns.frame(),
         items=items,
         users=users,
         partitions=partitions,
-        issues=merge_issues(issues, sample_rows),
+        blocks=blocks,
+        issue_lists=[listing_issues, interaction_issues, table_issues],
+        sample_rows=sample_rows,
         table_files=table_files,
+        capacity=lambda: count_rows([path for path, _ in files]),
     )
 
 
