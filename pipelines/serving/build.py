@@ -44,6 +44,8 @@ POPULAR_DAYS = 7
 POPULAR_ITEMS = 1000
 SCAN_ROWS = 262_144  # events per batch read from the snapshot
 _SCRATCH = ".serving-state-"  # scratch directory in the output while building
+# Read back once, soon: fast to write rather than small.
+_SCRATCH_PARQUET = {"compression": "lz4", "use_dictionary": False, "write_statistics": False}
 _EVENTS = pa.schema(
     [(schema.USER_ID, pa.string()), (schema.TIMESTAMP, pa.int64()), (schema.ITEM_ID, pa.string())]
 )
@@ -131,18 +133,27 @@ def partition_events(interactions: Path, window: dict, shards: int, out: Path) -
             if batch.num_rows == 0:
                 continue
             table = pa.Table.from_batches([batch]).cast(_EVENTS)
-            shard = user_shard(table.column(schema.USER_ID).to_numpy(zero_copy_only=False), shards)
+            shard = _shard_of_each(table.column(schema.USER_ID), shards)
             order = np.argsort(shard, kind="stable")
             bounds = np.flatnonzero(np.r_[True, shard[order][1:] != shard[order][:-1], True])
             for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
                 s = int(shard[order[start]])
                 if s not in writers:
-                    writers[s] = pq.ParquetWriter(out / f"shard-{s:05d}.parquet", _EVENTS)
+                    writers[s] = pq.ParquetWriter(
+                        out / f"shard-{s:05d}.parquet", _EVENTS, **_SCRATCH_PARQUET
+                    )
                 writers[s].write_table(table.take(pa.array(order[start:end])))
     finally:
         for writer in writers.values():
             writer.close()
     return {s: out / f"shard-{s:05d}.parquet" for s in sorted(writers)}
+
+
+def _shard_of_each(user_ids: pa.ChunkedArray, shards: int) -> np.ndarray:
+    """`records.user_shard` of every row, hashing each distinct user of the batch once."""
+    encoded = pc.dictionary_encode(user_ids.combine_chunks())
+    distinct = user_shard(encoded.dictionary.to_numpy(zero_copy_only=False), shards)
+    return distinct[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def _read_spill(path: Path | None) -> pa.Table:
@@ -175,7 +186,8 @@ def shard_state(ev: SortedEvents, users: pa.Table | None, h: int) -> tuple[pa.Ta
     at = np.searchsorted(everyone, names)  # each event user's row among everyone
 
     # every distinct (user, item) pair, sorted: the seen items, in id order
-    pairs = np.unique(ev.user_codes * max(len(ev.item_names), 1) + ev.item_codes)
+    pairs = np.sort(ev.user_codes * max(len(ev.item_names), 1) + ev.item_codes)
+    pairs = pairs[np.r_[True, pairs[1:] != pairs[:-1]]] if len(pairs) else pairs
     seen_users, seen_items = np.divmod(pairs, max(len(ev.item_names), 1))
     seen_lengths = np.bincount(seen_users, minlength=len(names))
     columns = {
