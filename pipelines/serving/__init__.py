@@ -24,7 +24,7 @@ import numpy as np
 
 from pipelines.errors import PipelineError
 from pipelines.layout import ModelLayout
-from pipelines.serving.build import build_serving_state, popular_items
+from pipelines.serving.build import build_serving_state, copy_serving_state, popular_items
 from pipelines.serving.state import (
     POPULAR_FILE,
     STATE_DIR,
@@ -41,6 +41,7 @@ __all__ = [
     "ServingModel",
     "ServingState",
     "build_serving_state",
+    "copy_serving_state",
     "popular_items",
     "read_popular",
     "read_state",

@@ -111,6 +111,31 @@ def build_serving_state(run_dir: str | Path, out_dir: str | Path) -> dict:
     return {"users": int(sum(counts)), "window_end": int(window["window_end"]), "shards": shards}
 
 
+def copy_serving_state(source: str | Path, out_dir: str | Path) -> dict | None:
+    """Copy the state and fallback `build_serving_state` wrote to `source` into `out_dir`, if
+    the two directories export the same catalog (the fallback keeps to it); else None.
+
+    Returns:
+        The same counts `build_serving_state` returned for `source`, or None (nothing copied).
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    ids = ModelLayout(source).item_ids, ModelLayout(out_dir).item_ids
+    meta_path = source / STATE_DIR / STATE_META
+    if not (meta_path.is_file() and all(p.is_file() for p in ids)):
+        return None
+    if ids[0].read_bytes() != ids[1].read_bytes():
+        return None
+    work = Path(tempfile.mkdtemp(prefix=_SCRATCH, dir=out_dir))
+    try:
+        shutil.copytree(source / STATE_DIR, work / STATE_DIR)
+        _swap_in(work / STATE_DIR, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    shutil.copyfile(source / POPULAR_FILE, out_dir / POPULAR_FILE)
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return {k: int(meta[k]) for k in ("users", "window_end", "shards")}
+
+
 def partition_events(interactions: Path, window: dict, shards: int, out: Path) -> dict[int, Path]:
     """Split the window's events (`[history_start, window_end)`) by user shard into one Parquet
     file per shard under `out`, reading `SCAN_ROWS` events at a time.

@@ -26,12 +26,25 @@ def build_index(cfg: PipelineConfig, layout: RunLayout) -> dict:
     evalset = EvalSet(layout.features, sample, seed=1)
     out = _index_model(cfg, layout, layout.model, evalset)
     shipped = layout.shipped_model() == layout.model_final
-    final = _index_model(cfg, layout, layout.model_final, evalset) if shipped else None
+    final = (
+        _index_model(cfg, layout, layout.model_final, evalset, state_from=layout.model)
+        if shipped
+        else None
+    )
     return {**out, "final": final}
 
 
-def _index_model(cfg: PipelineConfig, layout: RunLayout, model_dir: Path, evalset) -> dict:
-    from pipelines.serving import build_serving_state
+def _index_model(
+    cfg: PipelineConfig,
+    layout: RunLayout,
+    model_dir: Path,
+    evalset,
+    state_from: Path | None = None,
+) -> dict:
+    """Index and tune one model directory and give it its serving state (copied from
+    `state_from` when that directory exports the same catalog: the state depends only on the
+    run's data window and the catalog)."""
+    from pipelines.serving import build_serving_state, copy_serving_state
     from scann_index.index import build_index as build
     from scann_index.index import tune_index
     from tfrs_models.export import load_query_tower
@@ -45,5 +58,7 @@ def _index_model(cfg: PipelineConfig, layout: RunLayout, model_dir: Path, evalse
     queries = tower(**{n: v for n, v in evalset.queries.items() if n in names})["embedding"]
     tuned = tune_index(index, embeddings, queries.numpy(), cfg.index)
     index.save(model.index)
-    state = build_serving_state(layout.run_dir, model_dir)
+    state = copy_serving_state(state_from, model_dir) if state_from is not None else None
+    if state is None:
+        state = build_serving_state(layout.run_dir, model_dir)
     return {"index_dir": str(model.index), "kind": index.kind, **tuned, "state": state}

@@ -19,6 +19,7 @@ from pipelines.serving import (
     STATE_FILE,
     ServingState,
     build_serving_state,
+    copy_serving_state,
     popular_items,
     read_state,
 )
@@ -215,3 +216,19 @@ def test_a_state_manifest_that_does_not_match_its_files_is_refused_by_name(tmp_p
     meta_path.unlink()
     with pytest.raises(PipelineError, match="no serving state"):
         ServingState(model_dir)
+
+
+def test_a_model_with_the_same_catalog_gets_a_copy_of_the_state(tmp_path):
+    """The final fit's directory: same window, same catalog, so the same state, copied."""
+    frame, table = _world(seed=3, users=30)
+    run_dir, model_dir = _built(tmp_path, frame, table, shards=3, catalog={"i00", "i02"})
+    summary = build_serving_state(run_dir, model_dir)
+    final, other = run_dir / "model_final", run_dir / "other"
+    for directory, ids in ((final, "i00\ni02\n"), (other, "i00\n")):
+        directory.mkdir()
+        (directory / "item_ids.txt").write_text(ids)
+    assert copy_serving_state(model_dir, final) == summary
+    assert read_state(final)[0].equals(read_state(model_dir)[0])
+    assert read_state(final)[1] == read_state(model_dir)[1]
+    assert copy_serving_state(model_dir, other) is None
+    assert sorted(p.name for p in other.iterdir()) == ["item_ids.txt"]
