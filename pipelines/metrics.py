@@ -28,9 +28,23 @@ def score_block_rows(n_items: int, cell_bytes: int = 4) -> int:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores per row, best first: int `[n, k]` (ties: lower index first)."""
+    """Indices of the k highest scores per row, best first: int `[n, k]`.
+
+    Ties go to the lower index, also at the cut: of several items scoring the k-th highest
+    score, the lowest indices make the top k (`argpartition` alone picks any of them), so a
+    ranking does not depend on what else the row holds.
+    """
     k = min(k, scores.shape[1])
+    if k == 0:
+        return np.zeros((len(scores), 0), np.int64)
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+    # Rows where items outside the partition tie with the k-th score: take the lowest indices.
+    tied_part = (np.take_along_axis(scores, part, axis=1) == kth[:, None]).sum(axis=1)
+    for row in np.flatnonzero((scores == kth[:, None]).sum(axis=1) > tied_part):
+        above = part[row][scores[row, part[row]] > kth[row]]
+        ties = np.flatnonzero(scores[row] == kth[row])[: k - len(above)]
+        part[row] = np.concatenate([above, ties])
     order = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
     return np.take_along_axis(part, order, axis=1)
 

@@ -15,18 +15,91 @@ model improves (on the small world: 0.64 -> 0.56 over five epochs while eval rec
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from pipelines import schema
 from pipelines.metrics import recall_at_k, score_block_rows, top_k
-from tfrs_models.data import FeatureSet, catalog_created_at, load_eval_queries
+from tfrs_models.data import QUERY_SPLITS, FeatureSet, catalog_created_at, parse_batch
 
 # Rows per tower call (the outputs are [rows, d]: small whatever the catalog size).
 _TOWER_BATCH = 4096
+# Queries per chunk when a split is streamed (`QuickEval.chunks`): their features, seen items
+# and top-K are held at once, never the whole split's.
+QUERY_CHUNK = 8192
+
+
+class _Catalog:
+    """What every chunk of one split shares: the catalog's ids, popularity and creation times."""
+
+    def __init__(self, features: FeatureSet, split: str):
+        self.item_ids = features.catalog[schema.ITEM_ID].to_numpy(str)
+        self.positions = pd.Index([item.encode() for item in self.item_ids])
+        self.popularity = features.catalog["train_count"].to_numpy(np.float64)
+        # Popularity ranks every query alike: one stable order (ties: lower index first, as
+        # `top_k`) on the float32 scores `ranked` would compare.
+        self.popularity_order = np.argsort(-self.popularity.astype(np.float32), kind="stable")
+        self.created_at = catalog_created_at(features) if split == "valid" else None
+        if self.created_at is not None:
+            self.created_sorted = np.sort(self.created_at[~np.isnan(self.created_at)])
+
+    def rows_of(self, ragged: tf.RaggedTensor) -> list[np.ndarray]:
+        """Catalog indices of ragged item ids `[n, None]`, unknown ids dropped: n int64 arrays."""
+        flat = self.positions.get_indexer(ragged.flat_values.numpy())
+        splits = ragged.row_splits.numpy()
+        return [row[row >= 0] for row in np.split(flat.astype(np.int64), splits[1:-1])] if len(
+            splits
+        ) > 1 else []  # fmt: skip
+
+
+def read_queries(features: FeatureSet, limit: int | None, seed: int, split: str, rows: int | None):
+    """The queries of a split, parsed, in chunks of `rows` (None: all in one); at least one.
+
+    The same seeded subset of `limit` records as `tfrs_models.data.load_eval_queries`, without
+    holding the split's records at once.
+
+    Yields:
+        Parsed features of consecutive queries (`seen_item_ids` / `label_item_ids` ragged).
+
+    Raises:
+        ValueError: an unknown split, or one the features do not have.
+    """
+    if split not in QUERY_SPLITS:
+        raise ValueError(f"query split must be one of {QUERY_SPLITS}, got {split!r}")
+    if split not in features.manifest["splits"]:
+        raise ValueError(
+            f"{features.directory} has no {split!r} split (features older than version 2): "
+            "rerun the feature step"
+        )
+    dataset = tf.data.TFRecordDataset(features.files(split))
+    keep = None
+    if limit is not None:
+        n = sum(len(batch) for batch in dataset.batch(_TOWER_BATCH).as_numpy_iterator())
+        if n > limit:
+            keep = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+    rows = rows or np.iinfo(np.int64).max
+    pending, offset, sent = [], 0, False
+    for batch in dataset.batch(min(rows, _TOWER_BATCH)).as_numpy_iterator():
+        if keep is None:
+            pending.extend(batch)
+        else:
+            chosen = keep[
+                np.searchsorted(keep, offset) : np.searchsorted(keep, offset + len(batch))
+            ]
+            pending.extend(batch[chosen - offset])
+        offset += len(batch)
+        while len(pending) >= rows:
+            yield parse_batch(tf.constant(pending[:rows], dtype=tf.string), features, split)
+            pending, sent = pending[rows:], True
+    if pending or not sent:
+        yield parse_batch(tf.constant(pending, dtype=tf.string), features, split)
 
 
 class QuickEval:
-    """Queries of one split loaded once; scores any model (or popularity) against the catalog.
+    """Queries of one split; scores any model (or popularity) against the catalog.
+
+    `QuickEval(...)` holds the split's (or the subset's) queries at once; `QuickEval.chunks`
+    streams the same queries as consecutive `QuickEval`s of `QUERY_CHUNK` queries each.
 
     Args:
         features: the feature run.
@@ -37,27 +110,38 @@ class QuickEval:
     """
 
     def __init__(self, features: FeatureSet, limit: int | None, seed: int = 0, split: str = "eval"):
-        self.features, self.split = features, split
-        self.queries = load_eval_queries(features, limit, seed, split)
-        self.item_ids = features.catalog[schema.ITEM_ID].to_numpy(str)
-        index = {item: i for i, item in enumerate(self.item_ids)}
+        queries = next(read_queries(features, limit, seed, split, None))
+        self._attach(features, split, _Catalog(features, split), queries)
 
-        def to_index(ragged):
-            return [
-                np.array([index[x.decode()] for x in row if x.decode() in index], dtype=np.int64)
-                for row in ragged.to_list()
-            ]
+    @classmethod
+    def chunks(
+        cls,
+        features: FeatureSet,
+        limit: int | None,
+        seed: int = 0,
+        split: str = "eval",
+        rows: int = QUERY_CHUNK,
+    ):
+        """The queries of `QuickEval(features, limit, seed, split)` as consecutive `QuickEval`s
+        of `rows` queries each (the last one fewer; one empty chunk for no query)."""
+        catalog = _Catalog(features, split)
+        for queries in read_queries(features, limit, seed, split, rows):
+            chunk = cls.__new__(cls)
+            chunk._attach(features, split, catalog, queries)
+            yield chunk
 
-        self.seen = to_index(self.queries[schema.SEEN_ITEM_IDS])
-        labels = to_index(self.queries[schema.LABEL_ITEM_IDS])
+    def _attach(self, features: FeatureSet, split: str, catalog: _Catalog, queries: dict):
+        self.features, self.split, self.catalog, self.queries = features, split, catalog, queries
+        self.item_ids, self.popularity = catalog.item_ids, catalog.popularity
+        self.seen = catalog.rows_of(queries[schema.SEEN_ITEM_IDS])
+        labels = catalog.rows_of(queries[schema.LABEL_ITEM_IDS])
         self.targets = [
             np.setdiff1d(label, seen) for label, seen in zip(labels, self.seen, strict=True)
         ]
-        self.popularity = features.catalog["train_count"].to_numpy(np.float64)
         self.created_at = self.query_times = None
         if split == "valid":
-            self.created_at = catalog_created_at(features)
-            self.query_times = self.queries[schema.TIMESTAMP].numpy().astype(np.float64)
+            self.created_at = catalog.created_at
+            self.query_times = queries[schema.TIMESTAMP].numpy().astype(np.float64)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -132,4 +216,36 @@ class QuickEval:
         return recall_at_k(self.ranked(self.model_blocks(model), k), self.targets)
 
     def popularity_recall(self, k: int) -> float:
-        return recall_at_k(self.ranked(self.popularity_blocks(), k), self.targets)
+        return recall_at_k(self.popularity_ranked(k), self.targets)
+
+    def popularity_ranked(self, k: int) -> np.ndarray:
+        """`ranked(popularity_blocks(), k)` without scoring the catalog once per query.
+
+        Every query shares the catalog's popularity order: its top k are the first k items of
+        that order it may be shown (not seen; for validation, created by its moment), found in a
+        prefix of k + the number of items it may not be shown. A query left with fewer than k
+        such items is ranked the long way (`ranked` then fills up with excluded items).
+
+        Returns:
+            int `[n_queries, k]`, identical to `ranked(popularity_blocks(), k)`.
+        """
+        catalog, n_items = self.catalog, len(self.item_ids)
+        k = min(k, n_items)
+        out = np.zeros((len(self), k), np.int64)
+        for row, seen in enumerate(self.seen):
+            hidden = len(seen)
+            if self.created_at is not None:
+                later = len(catalog.created_sorted) - np.searchsorted(
+                    catalog.created_sorted, self.query_times[row], side="right"
+                )
+                hidden += int(later)
+            prefix = catalog.popularity_order[: k + hidden]
+            allowed = ~np.isin(prefix, seen)
+            if self.created_at is not None:
+                allowed &= ~(self.created_at[prefix] > self.query_times[row])
+            top = prefix[allowed][:k]
+            if len(top) < k:  # the catalog minus this query's exclusions is smaller than k
+                block = np.broadcast_to(self.popularity, (1, n_items))
+                top = self.ranked([block], k, start=row)[0]
+            out[row] = top
+        return out

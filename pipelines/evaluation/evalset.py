@@ -21,6 +21,9 @@ class EvalSet:
     training interactions), the tail (the rest with training interactions) or cold (no
     training interaction).
 
+    `EvalSet(...)` holds all its queries; `EvalSet.chunks(...)` streams the same queries as
+    consecutive `EvalSet`s of a bounded number of queries (the evaluation step's way).
+
     Attributes:
         features: the feature run (`tfrs_models.data.FeatureSet`).
         item_ids: the eval catalog, `[n_items]`.
@@ -36,49 +39,102 @@ class EvalSet:
         from tfrs_models.data import FeatureSet
         from tfrs_models.quick_eval import QuickEval
 
-        self.features = FeatureSet.load(features_dir)
-        self.quick = QuickEval(self.features, cfg.max_queries, seed)
-        self.cfg = cfg
-        self.item_ids = self.quick.item_ids
-        self.targets = self.quick.targets
+        features = FeatureSet.load(features_dir)
+        shared = _Shared(features, cfg)
+        self._attach(QuickEval(features, cfg.max_queries, seed), cfg, shared)
+
+    @classmethod
+    def chunks(cls, features_dir: str | Path, cfg: EvalConfig, seed: int = 0, rows: int = 0):
+        """The queries of `EvalSet(features_dir, cfg, seed)` as consecutive `EvalSet`s of `rows`
+        queries each (0: `tfrs_models.quick_eval.QUERY_CHUNK`); one empty chunk for no query.
+        """
+        from tfrs_models.data import FeatureSet
+        from tfrs_models.quick_eval import QUERY_CHUNK, QuickEval
+
+        features = FeatureSet.load(features_dir)
+        shared = _Shared(features, cfg)
+        for quick in QuickEval.chunks(features, cfg.max_queries, seed, rows=rows or QUERY_CHUNK):
+            chunk = cls.__new__(cls)
+            chunk._attach(quick, cfg, shared)
+            yield chunk
+
+    def _attach(self, quick, cfg: EvalConfig, shared: _Shared):
+        self.quick, self.cfg, self.features = quick, cfg, quick.features
+        self.item_ids = quick.item_ids
+        self.targets = quick.targets
         self.queries = {
             k: v.numpy()
-            for k, v in self.quick.queries.items()
+            for k, v in quick.queries.items()
             if k not in (SEEN_ITEM_IDS, LABEL_ITEM_IDS)
         }
         self.seen_ids = [
-            [x.decode() for x in row] for row in self.quick.queries[SEEN_ITEM_IDS].to_list()
+            [x.decode() for x in row] for row in quick.queries[SEEN_ITEM_IDS].to_list()
         ]
         self.users = [u.decode() for u in self.queries[USER_ID]]
-        train_users = set(self.features.vocab[USER_ID])
-        self.warm_user = np.array([u in train_users for u in self.users])
-        counts = self.features.catalog["train_count"].to_numpy(np.float64)
-        self.item_slice = item_slices(counts, cfg.head_share)
+        self.warm_user = np.array([u in shared.train_users for u in self.users], dtype=bool)
+        self.item_slice = shared.item_slice
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def metrics(self, ranked: np.ndarray) -> dict:
         """All metrics plus slices for ranked eval-catalog indices `[n, >= max(ks)]`."""
-        ks, n = self.cfg.ks, len(self.item_ids)
-        out = ranking_metrics(ranked, self.targets, ks, n)
-        slices = {}
-        for name, mask in (("warm_users", self.warm_user), ("cold_users", ~self.warm_user)):
-            rows = np.flatnonzero(mask)
-            slices[name] = ranking_metrics(ranked[rows], [self.targets[i] for i in rows], ks, n)
-        for name in ("head", "tail", "cold"):
-            targets = [t[self.item_slice[t] == name] for t in self.targets]
-            slices[f"{name}_items"] = {
-                key: value
-                for key, value in ranking_metrics(ranked, targets, ks, n).items()
-                if key.startswith(("recall", "queries"))
-            }
-        out["slices"] = slices
-        return out
+        return slice_metrics(ranked, self.targets, self.warm_user, self.item_slice, self.cfg.ks)
 
     def ranked_from_scores(self, blocks) -> np.ndarray:
         """Top max(K) eval-catalog indices from score blocks (seen items excluded)."""
         return self.quick.ranked(blocks, max(self.cfg.ks))
+
+    def popularity_ranked(self) -> np.ndarray:
+        """Top max(K) eval-catalog indices by training popularity (seen items excluded): the
+        same as `ranked_from_scores` of popularity blocks, without a catalog pass per query."""
+        return self.quick.popularity_ranked(max(self.cfg.ks))
+
+
+class _Shared:
+    """What every chunk of an eval set shares: the training users and the items' slices."""
+
+    def __init__(self, features, cfg: EvalConfig):
+        self.train_users = set(features.vocab[USER_ID])
+        counts = features.catalog["train_count"].to_numpy(np.float64)
+        self.item_slice = item_slices(counts, cfg.head_share)
+
+
+def slice_metrics(
+    ranked: np.ndarray,
+    targets: list[np.ndarray],
+    warm_user: np.ndarray,
+    item_slice: np.ndarray,
+    ks: list[int],
+) -> dict:
+    """`ranking_metrics` of ranked eval-catalog indices, plus the user and item slices.
+
+    Args:
+        ranked: int `[n, >= max(ks)]`, best first (-1 = padding).
+        targets: n arrays of target eval-catalog indices.
+        warm_user: bool `[n]`, the query's user is in the training vocabulary.
+        item_slice: `[n_items]` of "head", "tail" or "cold" (`item_slices`).
+        ks: cutoffs.
+
+    Returns:
+        The metrics, with `slices`: `warm_users` / `cold_users` (all metrics on those queries)
+        and `head_items` / `tail_items` / `cold_items` (recall and queries on those targets).
+    """
+    n = len(item_slice)
+    out = ranking_metrics(ranked, targets, ks, n)
+    slices = {}
+    for name, mask in (("warm_users", warm_user), ("cold_users", ~warm_user)):
+        rows = np.flatnonzero(mask)
+        slices[name] = ranking_metrics(ranked[rows], [targets[i] for i in rows], ks, n)
+    for name in ("head", "tail", "cold"):
+        kept = [t[item_slice[t] == name] for t in targets]
+        slices[f"{name}_items"] = {
+            key: value
+            for key, value in ranking_metrics(ranked, kept, ks, n).items()
+            if key.startswith(("recall", "queries"))
+        }
+    out["slices"] = slices
+    return out
 
 
 def item_slices(train_counts: np.ndarray, head_share: float) -> np.ndarray:

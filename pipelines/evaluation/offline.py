@@ -14,11 +14,14 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from pipelines.config import EvalConfig
+from pipelines.evaluation.ann import ann_section
 from pipelines.evaluation.compare import compare_models
-from pipelines.evaluation.evalset import EvalSet
+from pipelines.evaluation.evalset import EvalSet, slice_metrics
 from pipelines.evaluation.report import MODELS, PLOT_FILE, plot_recall, render_report
-from pipelines.evaluation.served import evaluate_served
+from pipelines.evaluation.served import eval_catalog_rows, served_ranking
 from pipelines.layout import METRICS_FILE, REPORT_FILE
 from pipelines.metrics import per_query_metrics, recall_curve
 from pipelines.schema import TIMESTAMP
@@ -60,33 +63,25 @@ def evaluate(
     Returns:
         The `metrics.json` content.
     """
-    from pipelines.serving import ServingModel
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    evalset = EvalSet(features_dir, cfg)
-    log.info("evaluate: %d eval queries, %d catalog items", len(evalset), len(evalset.item_ids))
-    metrics, curves = {}, {}
-    challenger = ServingModel(challenger_dir)
-    metrics["challenger"], ranked, metrics["ann"] = evaluate_served(challenger, evalset)
-    curves["challenger"] = ranked
-    if champion_dir is not None:
-        champion = ServingModel(champion_dir)
-        metrics["champion"], curves["champion"], _ = evaluate_served(champion, evalset)
-    ranked = evalset.ranked_from_scores(evalset.quick.popularity_blocks())
-    metrics["popularity"], curves["popularity"] = evalset.metrics(ranked), ranked
-    truth = _truth(truth_dir)
-    if truth is not None:
-        ranked = evalset.ranked_from_scores(
-            truth.score_blocks(evalset.item_ids, evalset.users, evalset.queries[TIMESTAMP])
+    streamed = _stream(features_dir, challenger_dir, champion_dir, cfg, _truth(truth_dir))
+    evalset, curves = streamed.last, streamed.ranked
+    log.info("evaluate: %d eval queries, %d catalog items", streamed.n, len(evalset.item_ids))
+    metrics = {
+        name: slice_metrics(
+            ranked, streamed.targets, streamed.warm_user, evalset.item_slice, cfg.ks
         )
-        metrics["oracle"], curves["oracle"] = evalset.metrics(ranked), ranked
-    warm = int(evalset.warm_user.sum())
+        for name, ranked in curves.items()
+    }
+    metrics["ann"] = ann_section(streamed.challenger, streamed.vectors)
+    metrics = {name: metrics[name] for name in ("challenger", "ann", *curves) if name in metrics}
+    warm = int(streamed.warm_user.sum())
     split = evalset.features.manifest.get("split")
     metrics["eval"] = {
-        "queries": len(evalset),
+        "queries": streamed.n,
         "warm_queries": warm,
-        "cold_queries": len(evalset) - warm,
+        "cold_queries": streamed.n - warm,
         "items": int(len(evalset.item_ids)),
         "window": evalset.features.manifest["window"],
         "ks": list(cfg.ks),
@@ -98,14 +93,14 @@ def evaluate(
         **({"champion_weights": champion_weights} if champion_weights else {}),
     }
     per_query = {
-        name: per_query_metrics(ranked, evalset.targets, cfg.ks) for name, ranked in curves.items()
+        name: per_query_metrics(ranked, streamed.targets, cfg.ks) for name, ranked in curves.items()
     }
     for name, section in compare_models(per_query, cfg).items():
         metrics[name] = {**metrics.get(name, {}), **section}
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=float))
     kmax = max(cfg.ks)
     plot_recall(
-        {name: recall_curve(r, evalset.targets, kmax) for name, r in curves.items()},
+        {name: recall_curve(r, streamed.targets, kmax) for name, r in curves.items()},
         out_dir / PLOT_FILE,
     )
     (out_dir / REPORT_FILE).write_text(render_report(metrics))
@@ -118,6 +113,64 @@ def evaluate(
                 metrics[name][cfg.primary_metric],
             )
     return metrics
+
+
+class _Streamed:
+    """What evaluation keeps of the eval queries streamed chunk by chunk: per query its
+    targets, user slice, challenger query vector and each model's top max(K), nothing of the
+    size of the catalog."""
+
+    def __init__(self):
+        self.n, self.last = 0, None
+        self.targets, self.warm_user, self.vectors = [], [], []
+        self.ranked: dict[str, list | np.ndarray] = {}
+        self.challenger = None
+
+    def add(self, name: str, ranked: np.ndarray):
+        # int32 halves what the top-K of ~400k queries x 4 models holds (catalog indices fit).
+        self.ranked.setdefault(name, []).append(np.asarray(ranked, dtype=np.int32))
+
+    def close(self):
+        self.ranked = {name: np.concatenate(parts) for name, parts in self.ranked.items()}
+        self.warm_user = np.concatenate(self.warm_user)
+        self.vectors = np.concatenate(self.vectors)
+
+
+def _stream(features_dir, challenger_dir, champion_dir, cfg: EvalConfig, truth) -> _Streamed:
+    """Every model's top max(K) for the eval queries, one chunk of queries at a time.
+
+    Each chunk is read and parsed once and answered by every model: the challenger and the
+    champion through their index, popularity from the catalog's one popularity order, the
+    oracle by exact scoring in byte-bounded blocks.
+    """
+    from pipelines.serving import ServingModel
+
+    out = _Streamed()
+    models = {"challenger": ServingModel(challenger_dir)}
+    if champion_dir is not None:
+        models["champion"] = ServingModel(champion_dir)
+    out.challenger = models["challenger"]
+    mappings = {}
+    for evalset in EvalSet.chunks(features_dir, cfg):
+        for name, model in models.items():
+            if name not in mappings:
+                mappings[name] = eval_catalog_rows(model.item_ids, evalset.item_ids)
+            ranked, vectors = served_ranking(model, evalset, mappings[name])
+            out.add(name, ranked)
+            if name == "challenger":
+                out.vectors.append(vectors)
+        out.add("popularity", evalset.popularity_ranked())
+        if truth is not None:
+            times = evalset.queries[TIMESTAMP]
+            blocks = truth.score_blocks(evalset.item_ids, evalset.users, times)
+            out.add("oracle", evalset.ranked_from_scores(blocks))
+        out.n += len(evalset)
+        out.targets.extend(evalset.targets)
+        out.warm_user.append(evalset.warm_user)
+        out.last = evalset
+        log.info("evaluate: %d eval queries answered by every model", out.n)
+    out.close()
+    return out
 
 
 def _truth(truth_dir):

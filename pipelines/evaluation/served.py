@@ -4,6 +4,7 @@ the user already saw excluded."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from pipelines.evaluation.ann import ann_section
 from pipelines.evaluation.evalset import EvalSet
@@ -15,12 +16,28 @@ def evaluate_served(model, evalset: EvalSet) -> tuple[dict, np.ndarray, dict]:
     Returns:
         (metrics, ranked eval-catalog indices `[n, kmax]` (-1: no result), ann section).
     """
-    kmax = max(evalset.cfg.ks)
+    ranked, vectors = served_ranking(model, evalset)
+    return evalset.metrics(ranked), ranked, ann_section(model, vectors)
+
+
+def served_ranking(
+    model, evalset: EvalSet, mapping: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The eval queries (or a chunk of them) answered by a `ServingModel`, seen items excluded.
+
+    Args:
+        mapping: `eval_catalog_rows(model.item_ids, evalset.item_ids)`, when the caller keeps
+            it across chunks.
+
+    Returns:
+        (ranked eval-catalog indices int `[n, kmax]` (-1: no result), query vectors `[n, d]`).
+    """
     vectors = model.embed(evalset.queries)
     exclude = [model.rows(seen) for seen in evalset.seen_ids]
-    found, _ = model.index.search(vectors, kmax, exclude=exclude)
-    ranked = to_eval_catalog(found, model.item_ids, evalset.item_ids)
-    return evalset.metrics(ranked), ranked, ann_section(model, vectors)
+    found, _ = model.index.search(vectors, max(evalset.cfg.ks), exclude=exclude)
+    if mapping is None:
+        mapping = eval_catalog_rows(model.item_ids, evalset.item_ids)
+    return mapping[found], vectors
 
 
 def to_eval_catalog(found: np.ndarray, index_items, eval_items) -> np.ndarray:
@@ -29,6 +46,11 @@ def to_eval_catalog(found: np.ndarray, index_items, eval_items) -> np.ndarray:
     A served model's index and the eval catalog may hold different items (a champion trained
     on an older window), so results are mapped by item id.
     """
-    to_eval = {item: i for i, item in enumerate(eval_items)}
-    mapping = np.array([to_eval.get(item, -1) for item in index_items] + [-1], dtype=np.int64)
-    return mapping[found]  # -1 (no result) maps through the appended -1
+    return eval_catalog_rows(index_items, eval_items)[found]
+
+
+def eval_catalog_rows(index_items, eval_items) -> np.ndarray:
+    """int `[len(index_items) + 1]`: the eval-catalog index of each index row (-1: not in the
+    eval catalog), then -1, so that `mapping[found]` maps "no result" (-1) to -1."""
+    rows = pd.Index(np.asarray(eval_items)).get_indexer(np.asarray(index_items))
+    return np.append(rows.astype(np.int64), -1)

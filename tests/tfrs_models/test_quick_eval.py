@@ -68,3 +68,28 @@ def test_rankings_do_not_depend_on_the_score_block_size(feature_set, split, monk
     np.testing.assert_array_equal(ev.ranked(ev.popularity_blocks(), 50), popular)
     monkeypatch.setattr(pipelines.metrics, "SCORE_BLOCK_BYTES", 1)  # at least one row
     np.testing.assert_array_equal(ev.ranked([scores[:10]], 50), whole[:10])
+
+
+@pytest.mark.parametrize("split", ["eval", "valid"])
+def test_streamed_chunks_are_the_same_queries_and_popularity_needs_no_catalog_pass(
+    feature_set, split
+):
+    whole = QuickEval(feature_set, 300, seed=4, split=split)
+    chunks = list(QuickEval.chunks(feature_set, 300, seed=4, split=split, rows=70))
+    assert [len(c) for c in chunks] == [70, 70, 70, 70, 20]
+    for name in ("user_id", "timestamp"):
+        streamed = np.concatenate([c.queries[name].numpy() for c in chunks])
+        np.testing.assert_array_equal(streamed, whole.queries[name].numpy())
+    for attr in ("seen", "targets"):
+        streamed = [row for c in chunks for row in getattr(c, attr)]
+        assert all(map(np.array_equal, streamed, getattr(whole, attr)))
+    # Popularity from the one shared order equals scoring the catalog for every query.
+    expected = whole.ranked(whole.popularity_blocks(), 100)
+    np.testing.assert_array_equal(whole.popularity_ranked(100), expected)
+    streamed = np.concatenate([c.popularity_ranked(100) for c in chunks])
+    np.testing.assert_array_equal(streamed, expected)
+    # A k beyond what is left after the exclusions fills up the long way, as `ranked` does.
+    n = len(whole.item_ids)
+    np.testing.assert_array_equal(
+        whole.popularity_ranked(n), whole.ranked(whole.popularity_blocks(), n)
+    )

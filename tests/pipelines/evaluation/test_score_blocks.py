@@ -60,3 +60,14 @@ def test_exact_top_k_does_not_depend_on_the_block_size(monkeypatch):
     monkeypatch.setattr(pipelines.metrics, "SCORE_BLOCK_BYTES", 4 * 4 * len(items))
     np.testing.assert_array_equal(exact_top_k(items, queries, 20), whole)
     np.testing.assert_array_equal(whole, np.argsort(-(queries @ items.T), axis=1)[:, :20])
+
+
+def test_top_k_gives_ties_at_the_cut_to_the_lower_index():
+    scores = np.array([[1.0, 5.0, 3.0, 3.0, 3.0, 3.0, -np.inf], [3.0] * 7])
+    rows = pipelines.metrics.top_k(scores, 3)
+    np.testing.assert_array_equal(rows, [[1, 2, 3], [0, 1, 2]])
+    everything = np.array([[-np.inf, 2.0, -np.inf]])
+    np.testing.assert_array_equal(pipelines.metrics.top_k(everything, 3), [[1, 0, 2]])
+    tied = np.random.default_rng(0).integers(0, 4, size=(50, 1000)).astype(np.float32)
+    expected = np.argsort(-tied, axis=1, kind="stable")[:, :100]
+    np.testing.assert_array_equal(pipelines.metrics.top_k(tied, 100), expected)
