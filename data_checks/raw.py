@@ -173,8 +173,7 @@ def interaction_check_frame(
         }
     )
     if partitioned:
-        day_start = _epoch_seconds(pd.to_datetime(batch["dt"], utc=True))
-        frame["partition_offset_s"] = epoch - day_start
+        frame["partition_offset_s"] = epoch - _day_starts(batch["dt"])
     if item_ids is not None:
         frame["item_known"] = item_ids.get_indexer(batch["item_id"]) >= 0
     return frame
@@ -238,6 +237,15 @@ def _describe_row(scan: SourceScan, frames, rule: Rule, index) -> str:
 
 def _table_file(scan: SourceScan, table: str) -> str:
     return scan.table_files.get(table, str(Path(scan.root) / table))
+
+
+def _day_starts(days: pd.Series) -> np.ndarray:
+    """Epoch seconds `[n]` of each row's `dt` day at 00:00 UTC, parsed once per distinct day."""
+    if isinstance(days.dtype, pd.CategoricalDtype):
+        starts = _epoch_seconds(pd.Series(pd.to_datetime(days.cat.categories, utc=True)))
+        codes = days.cat.codes.to_numpy()
+        return np.where(codes >= 0, starts[codes] if len(starts) else np.nan, np.nan)
+    return _epoch_seconds(pd.to_datetime(days, utc=True))
 
 
 def _epoch_seconds(ts: pd.Series) -> np.ndarray:

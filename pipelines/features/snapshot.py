@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from pipelines.contract import RawSnapshot
 from pipelines.errors import DataValidationError
 from pipelines.schema import epoch_seconds
+from pipelines.sources.columns import empty_interactions
 
 META = "snapshot.json"
 
@@ -45,51 +46,106 @@ def write_snapshot(snapshot: RawSnapshot, out: str | Path, validation: dict | No
     Returns:
         The directory written.
     """
-    out = Path(out)
-    (out / META).unlink(missing_ok=True)  # the completion marker goes last
-    for stale in ("items.parquet", "users.parquet"):
-        (out / stale).unlink(missing_ok=True)
-    interactions_dir = out / "interactions"
-    interactions_dir.mkdir(parents=True, exist_ok=True)
-    for old in interactions_dir.glob("*.parquet"):
-        old.unlink()
-    inter = snapshot.interactions
-    frame = pd.DataFrame({
+    writer = SnapshotWriter(out)
+    writer.add(snapshot.interactions)
+    return writer.finish(snapshot, validation)
+
+
+class SnapshotWriter:
+    """Writes a snapshot as its interactions arrive in batches, holding at most one part file's
+    rows (`ROWS_PER_FILE`) as Arrow; the files are those `write_snapshot` writes for the same
+    rows, byte for byte.
+
+    Args:
+        out: the snapshot directory (created; its snapshot files are removed first, and
+            snapshot.json, the completion marker, is written last by `finish`).
+    """
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        (self.out / META).unlink(missing_ok=True)
+        for stale in ("items.parquet", "users.parquet"):
+            (self.out / stale).unlink(missing_ok=True)
+        self.interactions_dir = self.out / "interactions"
+        self.interactions_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.interactions_dir.glob("*.parquet"):
+            old.unlink()
+        self.rows = 0
+        self.parts = 0
+        self._pending: list[pa.Table] = []
+        self._held = 0
+
+    def add(self, interactions: pd.DataFrame) -> None:
+        """Append typed interactions (`RawSnapshot.interactions` columns), in source order."""
+        if len(interactions) == 0:
+            return
+        self._pending.append(pa.Table.from_pandas(_event_frame(interactions), preserve_index=False))
+        self._held += len(interactions)
+        self.rows += len(interactions)
+        while self._held >= ROWS_PER_FILE:
+            table = pa.concat_tables(self._pending)
+            self._write_part(table.slice(0, ROWS_PER_FILE))
+            rest = table.slice(ROWS_PER_FILE)
+            self._pending, self._held = ([rest] if len(rest) else []), len(rest)
+
+    def finish(self, source, validation: dict | None = None) -> Path:
+        """Write the last part, the items and users tables, then snapshot.json.
+
+        Args:
+            source: a `RawSnapshot` or `SourceScan` (after its pass): format, root, items,
+                users, partitions, weight_range.
+            validation: what the raw checks said.
+
+        Returns:
+            The directory written.
+        """
+        if self._pending or self.parts == 0:  # an empty snapshot still has one (empty) part
+            table = (
+                pa.concat_tables(self._pending)
+                if self._pending
+                else pa.Table.from_pandas(_event_frame(empty_interactions()), preserve_index=False)
+            )
+            self._write_part(table)
+            self._pending, self._held = [], 0
+        out = self.out
+        if source.items is not None:
+            items = source.items.drop(columns=["source_row"], errors="ignore").copy()
+            items["created_at"] = epoch_seconds(items["created_at"], missing=None)
+            pq.write_table(pa.Table.from_pandas(items, preserve_index=False), out / "items.parquet")
+        if source.users is not None:
+            users = source.users.drop(columns=["source_row"], errors="ignore")
+            pq.write_table(pa.Table.from_pandas(users, preserve_index=False), out / "users.parquet")
+        meta = {
+            "source": source.root,
+            "format": source.format,
+            "interactions": self.rows,
+            "items": 0 if source.items is None else len(source.items),
+            "users": 0 if source.users is None else len(source.users),
+            "partitions": source.partitions[["dt", "path", "rows"]].to_dict("records"),
+            "weight_range": source.weight_range,
+            "files": _file_hashes(out),
+            "validation": validation,
+        }
+        tmp = out / f".{META}.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        os.replace(tmp, out / META)
+        return out
+
+    def _write_part(self, table: pa.Table) -> None:
+        path = self.interactions_dir / f"part-{self.parts:05d}.parquet"
+        pq.write_table(table, path, row_group_size=ROW_GROUP)
+        self.parts += 1
+
+
+def _event_frame(inter: pd.DataFrame) -> pd.DataFrame:
+    """Typed interactions as the snapshot stores them (`EVENT_COLUMNS`, epoch-second times)."""
+    return pd.DataFrame({
         "user_id": inter["user_id"].astype(str),
         "item_id": inter["item_id"].astype(str),
         "timestamp": epoch_seconds(inter["timestamp"]),
         "event": inter["event"].astype(str),
         "weight": inter["weight"].astype(np.float64),
     })  # fmt: skip
-    for part, start in enumerate(range(0, max(len(frame), 1), ROWS_PER_FILE)):
-        chunk = pa.Table.from_pandas(
-            frame.iloc[start : start + ROWS_PER_FILE], preserve_index=False
-        )
-        pq.write_table(
-            chunk, interactions_dir / f"part-{part:05d}.parquet", row_group_size=ROW_GROUP
-        )
-    if snapshot.items is not None:
-        items = snapshot.items.drop(columns=["source_row"], errors="ignore").copy()
-        items["created_at"] = epoch_seconds(items["created_at"], missing=None)
-        pq.write_table(pa.Table.from_pandas(items, preserve_index=False), out / "items.parquet")
-    if snapshot.users is not None:
-        users = snapshot.users.drop(columns=["source_row"], errors="ignore")
-        pq.write_table(pa.Table.from_pandas(users, preserve_index=False), out / "users.parquet")
-    meta = {
-        "source": snapshot.root,
-        "format": snapshot.format,
-        "interactions": len(frame),
-        "items": 0 if snapshot.items is None else len(snapshot.items),
-        "users": 0 if snapshot.users is None else len(snapshot.users),
-        "partitions": snapshot.partitions[["dt", "path", "rows"]].to_dict("records"),
-        "weight_range": snapshot.weight_range,
-        "files": _file_hashes(out),
-        "validation": validation,
-    }
-    tmp = out / f".{META}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    os.replace(tmp, out / META)
-    return out
 
 
 def read_snapshot(out: str | Path, *, require_validated: bool = False) -> RawSnapshot:

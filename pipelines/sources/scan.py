@@ -18,7 +18,7 @@ from pipelines.contract import RawSnapshot, ReadIssue, empty_partitions, merge_i
 from pipelines.sources.columns import InteractionColumns, empty_interactions
 
 # Interactions per batch: bounds what the raw checks and the snapshot writer hold at once.
-BATCH_ROWS = 1 << 20
+BATCH_ROWS = 1 << 18
 
 
 @dataclasses.dataclass

@@ -51,7 +51,10 @@ def take_snapshot(
     """Read `data.source` once, run the raw checks on what was read, keep it as the snapshot.
 
     What passed the checks is exactly what the feature job, training and serving state read:
-    rows written to the source afterwards (or a retry re-reading it) never reach them.
+    rows written to the source afterwards (or a retry re-reading it) never reach them. The
+    source is read in bounded batches: each batch is checked and written to the snapshot
+    directory as it passes, so memory does not grow with the source; the snapshot is
+    completed (snapshot.json) only when every rule held, and removed otherwise.
 
     Args:
         interval: the data interval [start, end) timestamps must fall in (else any).
@@ -66,23 +69,29 @@ def take_snapshot(
         SourceError: the source cannot be read at all.
         ConfigError: `data.source` is not set.
     """
-    from data_checks.raw import validate_snapshot
-    from pipelines.features.snapshot import write_snapshot
-    from pipelines.sources import read_source
+    from data_checks.raw import validate_scan
+    from pipelines.features.snapshot import SnapshotWriter
+    from pipelines.sources import scan_source
 
     source = _source(cfg)
     report_dir = report_dir or layout.raw_report
     shutil.rmtree(layout.snapshot, ignore_errors=True)
-    snapshot = read_source(source, cfg.data.format, sample_rows=cfg.checks.sample_rows)
-    report = validate_snapshot(
-        snapshot, cfg.checks, interval=interval, now=now, report_dir=report_dir
-    )
-    if not report.success:
-        raise DataValidationError(report.summary(), report=report)
-    write_snapshot(snapshot, layout.snapshot, validation={
-        "success": True, "source": source, "now": report.now, "interval": report.interval,
-        "rows": report.rows, "report_dir": str(report_dir),
-    })  # fmt: skip
+    scan = scan_source(source, cfg.data.format, sample_rows=cfg.checks.sample_rows)
+    writer = SnapshotWriter(layout.snapshot)
+    try:
+        report = validate_scan(
+            scan, cfg.checks, interval=interval, now=now, report_dir=report_dir,
+            on_batch=writer.add,
+        )  # fmt: skip
+        if not report.success:
+            raise DataValidationError(report.summary(), report=report)
+        writer.finish(scan, validation={
+            "success": True, "source": source, "now": report.now, "interval": report.interval,
+            "rows": report.rows, "report_dir": str(report_dir),
+        })  # fmt: skip
+    except BaseException:
+        shutil.rmtree(layout.snapshot, ignore_errors=True)  # never a half-written snapshot
+        raise
     log.info(
         "validated snapshot of %s: %d interactions in %s", source, report.rows, layout.snapshot
     )
