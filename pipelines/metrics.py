@@ -31,16 +31,39 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores per row, best first: int `[n, k]`.
 
     Ties go to the lower index, also at the cut: of several items scoring the k-th highest
-    score, the lowest indices make the top k (`argpartition` alone picks any of them), so a
-    ranking does not depend on what else the row holds.
+    score, the lowest indices make the top k, so a ranking does not depend on what else the
+    row holds.
+
+    Wide rows (a catalog) are cut down first: the k-th highest score of every 16th column is
+    at most the row's k-th highest, so the items scoring at least that hold the whole top k
+    (and every tie at its cut), about 16 k of them; only those are partitioned and sorted.
+    That is several times faster than partitioning the whole row.
     """
     k = min(k, scores.shape[1])
+    stride = min(_SAMPLE_STRIDE, scores.shape[1] // max(1, 4 * k))
+    if k == 0 or stride < 2:
+        return _top_k_rows(scores, k)
+    sample = scores[:, ::stride]
+    floor = -np.partition(-sample, k - 1, axis=1)[:, k - 1]
+    out = np.empty((len(scores), k), np.int64)
+    for row, (values, least) in enumerate(zip(scores, floor, strict=True)):
+        candidates = np.flatnonzero(values >= least)
+        out[row] = candidates[_top_k_rows(values[candidates][None], k)[0]]
+    return out
+
+
+_SAMPLE_STRIDE = 16
+
+
+def _top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """`top_k` by partitioning whole rows."""
     if k == 0:
         return np.zeros((len(scores), 0), np.int64)
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+    values = np.take_along_axis(scores, part, axis=1)
+    kth = values.min(axis=1)
     # Rows where items outside the partition tie with the k-th score: take the lowest indices.
-    tied_part = (np.take_along_axis(scores, part, axis=1) == kth[:, None]).sum(axis=1)
+    tied_part = (values == kth[:, None]).sum(axis=1)
     for row in np.flatnonzero((scores == kth[:, None]).sum(axis=1) > tied_part):
         above = part[row][scores[row, part[row]] > kth[row]]
         ties = np.flatnonzero(scores[row] == kth[row])[: k - len(above)]

@@ -249,7 +249,8 @@ def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarr
     within `SCORE_BLOCK_BYTES` whatever the catalog size.
     """
     rows = score_block_rows(len(embeddings))
-    out = [top_k(queries[i : i + rows] @ embeddings.T, k) for i in range(0, len(queries), rows)]
+    columns = np.ascontiguousarray(embeddings.T)  # BLAS is several times faster on [d, n]
+    out = [top_k(queries[i : i + rows] @ columns, k) for i in range(0, len(queries), rows)]
     return np.concatenate(out) if out else np.zeros((0, k), np.int64)
 
 

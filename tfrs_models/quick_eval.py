@@ -198,11 +198,12 @@ class QuickEval:
     def model_blocks(self, model):
         """Score blocks of the model, query vectors x catalog item vectors: float32
         `[rows, n_items]`, `score_block_rows` rows each (the last one fewer)."""
-        items = self.item_embeddings(model.item_tower)
+        # [d, items] row-major: BLAS multiplies it several times faster than `items.T`.
+        items = np.ascontiguousarray(self.item_embeddings(model.item_tower).T)
         queries = self.query_embeddings(model.query_tower)
-        rows = score_block_rows(len(items))
+        rows = score_block_rows(items.shape[1])
         for start in range(0, len(queries), rows):
-            yield queries[start : start + rows] @ items.T
+            yield queries[start : start + rows] @ items
 
     def popularity_blocks(self):
         """Score blocks of popularity (training interactions), `score_block_rows` rows each:

@@ -93,7 +93,9 @@ class GroundTruth:
         """
         columns, user_index = _positions(item_ids), _positions(users)
         batch = batch or score_block_rows(len(columns), cell_bytes=8)
-        vectors = self.item_vectors[columns].T.astype(np.float64)
+        # [d, items] in row-major order: BLAS multiplies it several times faster than the
+        # transposed view of [items, d].
+        vectors = np.ascontiguousarray(self.item_vectors[columns].T, dtype=np.float64)
         days = (
             (pd.to_datetime(np.asarray(times, dtype=np.int64), unit="s", utc=True) - self.start)
             // pd.Timedelta(days=1)
