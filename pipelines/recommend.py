@@ -127,11 +127,11 @@ def recommend_stream(
     out: TextIO,
     k: int = 10,
     exclude_seen: bool = True,
-    batch: int = STREAM_BATCH,
+    batch: int | None = None,
 ) -> int:
     """Recommend for user ids read line by line (blank lines skipped), writing one JSON line per
-    user (`Recommender.recommend`'s dicts) in input order as each batch of `batch` users is
-    answered: memory holds one batch, whatever the number of lines.
+    user (`Recommender.recommend`'s dicts) in input order as each batch of `batch` users
+    (default `STREAM_BATCH`) is answered: memory holds one batch, whatever the number of lines.
 
     Returns:
         The number of users written.
@@ -142,7 +142,7 @@ def recommend_stream(
     if k < 1:
         raise UsageError(f"--k must be >= 1, got {k}")
     written = 0
-    for users in _batches(lines, batch):
+    for users in _batches(lines, batch or STREAM_BATCH):
         results = recommender.recommend(users, k=k, exclude_seen=exclude_seen)
         out.write("".join(json.dumps(r) + "\n" for r in results))
         written += len(results)

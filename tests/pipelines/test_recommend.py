@@ -154,3 +154,42 @@ def test_recommend_stream_answers_a_file_batch_by_batch_in_input_order(sharded_d
     assert [json.loads(line) for line in out.getvalue().splitlines()] == expected
     with pytest.raises(UsageError, match="--k must be >= 1, got 0"):
         recommend_stream(recommender, io.StringIO("u1\n"), out, k=0)
+
+
+def test_recommend_command_streams_a_users_file_into_out(
+    sharded_dir, tmp_path, monkeypatch, capsys
+):
+    """`two-tower recommend --users FILE --out FILE` on a production bundle with a sharded
+    state: answered 2 users at a time, written in input order, no partial file left."""
+    import pipelines.recommend
+    from pipelines.cli import main
+    from pipelines.registry import Registry
+
+    staging = shutil.copytree(sharded_dir, tmp_path / "staging")
+    (staging / "manifest.json").unlink()
+    registry = Registry(tmp_path / "root")
+    registry.promote(registry.publish(staging, {"data_window": {"window_end": WINDOW_END}}))
+    batches = []
+    recommend = Recommender.recommend
+
+    def spy(self, users, **kwargs):
+        batches.append(len(users))
+        return recommend(self, users, **kwargs)
+
+    monkeypatch.setattr(pipelines.recommend, "STREAM_BATCH", 2)
+    monkeypatch.setattr(Recommender, "recommend", spy)
+    users, out = tmp_path / "users.txt", tmp_path / "recs.jsonl"
+    users.write_text("u2\nnobody\n\nu1\nu3\nu2\n")
+    root = str(tmp_path / "root")
+    assert main(["recommend", "--artifact-root", root, "--users", str(users), "--out", str(out),
+                 "--k", "2"]) == 0  # fmt: skip
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["user_id"] for r in lines] == ["u2", "nobody", "u1", "u3", "u2"]
+    assert [r["source"] for r in lines] == ["model", "popularity", "model", "model", "model"]
+    assert ids(lines[2]) == ["i1", "i3"] and batches == [2, 2, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recs.jsonl", "root", "staging",
+                                                          "users.txt"]  # fmt: skip
+    assert "wrote 5 users to" in capsys.readouterr().err
+    missing = ["recommend", "--artifact-root", root, "--users", str(tmp_path / "none.txt")]
+    assert main(missing) == 2
+    assert f"cannot read --users {tmp_path / 'none.txt'}: No such file" in capsys.readouterr().err
