@@ -163,7 +163,16 @@ class FeaturesConfig(_Section):
     logq_smoothing: float = Field(
         1.0, gt=0.0, le=1e6, description="Additive smoothing of item counts for logQ probabilities."
     )
-    shards: int = Field(8, ge=1, le=4096, description="User shards = TFRecord files per split.")
+    shards: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="User shards = TFRecord files per split = units of the per-user work. "
+        "None = one per 250,000 events of the snapshot, at least 8 (a shard's events and "
+        "records are in one worker's memory at once: 250k events take about 1.2 GiB). The "
+        "count is part of the output: the same data and config give the same files on every "
+        "runner.",
+    )
     min_train_examples: int = Field(1, ge=1, description="Feature check: fewest train examples.")
     min_eval_queries: int = Field(1, ge=1, description="Feature check: fewest eval queries.")
     eval_design: EvalDesign = Field(

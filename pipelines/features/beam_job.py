@@ -65,16 +65,24 @@ def event_files(raw_dir: str) -> str:
     return files.join(raw_dir, "interactions", "*.parquet")
 
 
-def parquet_row_groups(pattern: str) -> list[tuple[str, int]]:
-    """(path, row group index) of every Parquet file matching `pattern`, in path order."""
+def parquet_row_groups(pattern: str) -> list[tuple[str, int, int]]:
+    """(path, row group index, rows) of every Parquet file matching `pattern`, in path order."""
     from apache_beam.io.filesystems import FileSystems
 
     paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
     groups = []
     for path in paths:
         with _open_parquet(path) as parquet:
-            groups.extend((path, group) for group in range(parquet.metadata.num_row_groups))
+            meta = parquet.metadata
+            groups.extend(
+                (path, group, meta.row_group(group).num_rows)
+                for group in range(meta.num_row_groups)
+            )
     return groups
+
+
+def _rows(groups: list[tuple[str, int, int]]) -> int:
+    return sum(rows for _, _, rows in groups)
 
 
 @contextlib.contextmanager
@@ -93,7 +101,7 @@ class _ReadRowGroup(beam.DoFn):
         self.columns = list(columns)
 
     def process(self, element):
-        path, group = element
+        path, group, _ = element
         with _open_parquet(path) as parquet:
             yield parquet.read_row_group(group, columns=self.columns)
 
@@ -418,9 +426,11 @@ def run_beam(
         ConfigError: a `beam.options` name Beam does not know, or a runner that cannot load.
         DataValidationError: the snapshot has no interactions.
     """
-    row_groups = len(parquet_row_groups(event_files(raw_dir)))
+    groups = parquet_row_groups(event_files(raw_dir))
+    row_groups = len(groups)
     if not row_groups:  # every branch would be empty and no manifest written
         raise DataValidationError(f"{raw_dir}: no interactions to build features from")
+    cfg = job.with_shards(cfg, _rows(groups))
     options = beam_options(beam_args or [], beam_cfg or BeamConfig(), work_units=row_groups)
     files.makedirs(out)
     for split in job.SPLITS:
@@ -459,7 +469,9 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval-start", required=True)
     parser.add_argument("--window-end", required=True)
     parser.add_argument("--history-length", type=int, default=FeaturesConfig().history_length)
-    parser.add_argument("--shards", type=int, default=FeaturesConfig().shards)
+    parser.add_argument(
+        "--shards", type=int, default=None, help="user shards (default: from the event count)"
+    )
     parser.add_argument(
         "--eval-design", choices=typing.get_args(EvalDesign),
         default=FeaturesConfig().eval_design, help="features.eval_design",

@@ -39,6 +39,26 @@ SPLITS = ("train", "valid", "eval", "heldout")
 FEATURES_VERSION = 3
 
 
+# `features.shards: null`: one user shard per this many snapshot events, at least MIN_SHARDS. A
+# shard's events, histories and encoded records are in one worker's memory at once; 250k
+# events peak at about 1.2 GiB per worker (bench/RESULTS.md, feature job on `medium`).
+EVENTS_PER_SHARD = 250_000
+MIN_SHARDS = 8
+
+
+def with_shards(cfg: FeaturesConfig, events: int) -> FeaturesConfig:
+    """`cfg` with its user shard count decided: `features.shards` when set, else one per
+    `EVENTS_PER_SHARD` of the snapshot's `events` (at least `MIN_SHARDS`).
+
+    Decided from the snapshot's row count only, never from the runner or its workers, so the
+    same data and config give the same files on every runner.
+    """
+    if cfg.shards is not None:
+        return cfg
+    shards = min(4096, max(MIN_SHARDS, -(-events // EVENTS_PER_SHARD)))
+    return cfg.model_copy(update={"shards": shards})
+
+
 def shard_path(out: str, split: str, shard: int, shards: int) -> str:
     return files.join(out, split, f"part-{shard:05d}-of-{shards:05d}.tfrecord")
 

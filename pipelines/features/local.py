@@ -45,6 +45,7 @@ def run_local(
     for split in job.SPLITS:
         files.makedirs(files.join(out, split))
     events = read_events(raw_dir)
+    cfg = job.with_shards(cfg, len(events))
     if plan is None:
         plan = plan_split(events["user_id"].to_numpy(), events["timestamp"].to_numpy(), window, cfg)
     window, cuts = plan.window, plan.cuts
