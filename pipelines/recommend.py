@@ -38,9 +38,11 @@ class Recommender:
     that hash before its SavedModel is loaded (BundleIntegrityError on a mismatch).
 
     Args:
-        directory: a served directory (`pipelines.serving`).
+        directory: a served directory (`pipelines.serving`); its user state is read one user
+            shard at a time, only for the users asked for (`ServingState`).
         at: the query time (epoch seconds); default: the data window end in the directory's
-            `manifest.json`, else one second after the newest event in the serving state.
+            `manifest.json`, else one second after the newest history event of the users in
+            each `recommend` call.
     """
 
     def __init__(self, directory: str | Path, at: int | None = None):
