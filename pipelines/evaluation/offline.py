@@ -10,8 +10,10 @@ In the same run, on the same queries:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -150,25 +152,38 @@ def _stream(features_dir, challenger_dir, champion_dir, cfg: EvalConfig, truth) 
     if champion_dir is not None:
         models["champion"] = ServingModel(champion_dir)
     out.challenger = models["challenger"]
-    mappings = {}
+    mappings, seconds = {}, {}
+
+    def answer(name: str, rank) -> None:
+        started = time.perf_counter()
+        out.add(name, rank())
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def served(name: str, model, evalset: EvalSet) -> np.ndarray:
+        if name not in mappings:
+            mappings[name] = eval_catalog_rows(model.item_ids, evalset.item_ids)
+        ranked, vectors = served_ranking(model, evalset, mappings[name])
+        if name == "challenger":
+            out.vectors.append(vectors)
+        return ranked
+
     for evalset in EvalSet.chunks(features_dir, cfg):
         for name, model in models.items():
-            if name not in mappings:
-                mappings[name] = eval_catalog_rows(model.item_ids, evalset.item_ids)
-            ranked, vectors = served_ranking(model, evalset, mappings[name])
-            out.add(name, ranked)
-            if name == "challenger":
-                out.vectors.append(vectors)
-        out.add("popularity", evalset.popularity_ranked())
+            answer(name, functools.partial(served, name, model, evalset))
+        answer("popularity", evalset.popularity_ranked)
         if truth is not None:
             times = evalset.queries[TIMESTAMP]
             blocks = truth.score_blocks(evalset.item_ids, evalset.users, times)
-            out.add("oracle", evalset.ranked_from_scores(blocks))
+            answer("oracle", functools.partial(evalset.ranked_from_scores, blocks))
         out.n += len(evalset)
         out.targets.extend(evalset.targets)
         out.warm_user.append(evalset.warm_user)
         out.last = evalset
-        log.info("evaluate: %d eval queries answered by every model", out.n)
+        log.info(
+            "evaluate: %d eval queries answered (%s)",
+            out.n,
+            ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()),
+        )
     out.close()
     return out
 
