@@ -11,8 +11,8 @@ A served model directory (a training output with an `index/`, or a registry bund
                             serving_state.parquet)
     popular_items.txt       fallback ranking for users the model knows nothing about
 
-Modules: `build` writes the state and the fallback in bounded memory, `state` reads them shard
-by shard. Evaluation, the gate's smoke test and `recommend` all go through `ServingModel`, so
+Modules: `build` writes the state in bounded memory from `events` (the window's events split
+by user shard) and the fallback (`popularity`); `state` reads them shard by shard. Evaluation, the gate's smoke test and `recommend` all go through `ServingModel`, so
 what is measured is what serves.
 """
 
@@ -24,7 +24,8 @@ import numpy as np
 
 from pipelines.errors import PipelineError
 from pipelines.layout import ModelLayout
-from pipelines.serving.build import build_serving_state, copy_serving_state, popular_items
+from pipelines.serving.build import build_serving_state, copy_serving_state
+from pipelines.serving.popularity import popular_items
 from pipelines.serving.state import (
     POPULAR_FILE,
     STATE_DIR,

@@ -6,7 +6,8 @@ Parquet file per shard. Each shard is then built alone: its events sorted in
 `schema.EVENT_ORDER`, the histories taken by `schema.point_in_time_history` at the window end
 (the rule the training examples follow), the user features joined, and written as
 `serving_state/part-SSSSS-of-NNNNN.parquet` (`state.py`). Memory holds one batch, or one
-shard's events and state, plus per-item counts for the fallback; never the whole window.
+shard's events and state, plus per-item counts for the fallback (`popularity.py`); never the
+whole window.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipelines import schema
 from pipelines.errors import PipelineError
 from pipelines.features.records import user_shard
 from pipelines.layout import ModelLayout, RunLayout
+from pipelines.serving.events import SortedEvents, partition_events, read_spill, take
+from pipelines.serving.popularity import POPULAR_DAYS, POPULAR_ITEMS, Popularity
 from pipelines.serving.state import (
     POPULAR_FILE,
     STATE_DIR,
@@ -40,15 +41,7 @@ from pipelines.serving.state import (
 
 log = logging.getLogger(__name__)
 
-POPULAR_DAYS = 7
-POPULAR_ITEMS = 1000
-SCAN_ROWS = 262_144  # events per batch read from the snapshot
 _SCRATCH = ".serving-state-"  # scratch directory in the output while building
-# Read back once, soon: fast to write rather than small.
-_SCRATCH_PARQUET = {"compression": "lz4", "use_dictionary": False, "write_statistics": False}
-_EVENTS = pa.schema(
-    [(schema.USER_ID, pa.string()), (schema.TIMESTAMP, pa.int64()), (schema.ITEM_ID, pa.string())]
-)
 
 
 def build_serving_state(run_dir: str | Path, out_dir: str | Path) -> dict:
@@ -83,7 +76,7 @@ def build_serving_state(run_dir: str | Path, out_dir: str | Path) -> dict:
         staged.mkdir()
         counts, longest = [], 0
         for shard in range(shards):
-            events = SortedEvents(_read_spill(spill.get(shard)))
+            events = SortedEvents(read_spill(spill.get(shard)))
             table, history = shard_state(events, _shard_users(users, shard, shards), h)
             popularity.add(events)
             pq.write_table(table, staged / part_name(shard, shards))
@@ -136,55 +129,6 @@ def copy_serving_state(source: str | Path, out_dir: str | Path) -> dict | None:
     return {k: int(meta[k]) for k in ("users", "window_end", "shards")}
 
 
-def partition_events(interactions: Path, window: dict, shards: int, out: Path) -> dict[int, Path]:
-    """Split the window's events (`[history_start, window_end)`) by user shard into one Parquet
-    file per shard under `out`, reading `SCAN_ROWS` events at a time.
-
-    Returns:
-        {shard: file} for the shards that have events (`user_id, timestamp, item_id`).
-    """
-    out.mkdir(parents=True)
-    scanner = ds.dataset(interactions, format="parquet").scanner(
-        columns=list(_EVENTS.names),
-        filter=(ds.field(schema.TIMESTAMP) >= window["history_start"])
-        & (ds.field(schema.TIMESTAMP) < window["window_end"]),
-        batch_size=SCAN_ROWS,
-        batch_readahead=1,
-        fragment_readahead=1,
-    )
-    writers: dict[int, pq.ParquetWriter] = {}
-    try:
-        for batch in scanner.to_batches():
-            if batch.num_rows == 0:
-                continue
-            table = pa.Table.from_batches([batch]).cast(_EVENTS)
-            shard = _shard_of_each(table.column(schema.USER_ID), shards)
-            order = np.argsort(shard, kind="stable")
-            bounds = np.flatnonzero(np.r_[True, shard[order][1:] != shard[order][:-1], True])
-            for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-                s = int(shard[order[start]])
-                if s not in writers:
-                    writers[s] = pq.ParquetWriter(
-                        out / f"shard-{s:05d}.parquet", _EVENTS, **_SCRATCH_PARQUET
-                    )
-                writers[s].write_table(table.take(pa.array(order[start:end])))
-    finally:
-        for writer in writers.values():
-            writer.close()
-    return {s: out / f"shard-{s:05d}.parquet" for s in sorted(writers)}
-
-
-def _shard_of_each(user_ids: pa.ChunkedArray, shards: int) -> np.ndarray:
-    """`records.user_shard` of every row, hashing each distinct user of the batch once."""
-    encoded = pc.dictionary_encode(user_ids.combine_chunks())
-    distinct = user_shard(encoded.dictionary.to_numpy(zero_copy_only=False), shards)
-    return distinct[encoded.indices.to_numpy(zero_copy_only=False)]
-
-
-def _read_spill(path: Path | None) -> pa.Table:
-    return pq.read_table(path) if path is not None else _EVENTS.empty_table()
-
-
 def shard_state(ev: SortedEvents, users: pa.Table | None, h: int) -> tuple[pa.Table, int]:
     """The state of one user shard: every user with events or features, sorted by user_id.
 
@@ -218,11 +162,11 @@ def shard_state(ev: SortedEvents, users: pa.Table | None, h: int) -> tuple[pa.Ta
     columns = {
         schema.USER_ID: pa.array(everyone, type=pa.string()),
         schema.HISTORY_ITEM_IDS: _lists(
-            _take(ev.item_names, ev.item_codes[flat]), lengths, at, len(everyone)
+            take(ev.item_names, ev.item_codes[flat]), lengths, at, len(everyone)
         ),  # fmt: skip
         schema.HISTORY_TIMESTAMPS: _lists(pa.array(ev.t[flat]), lengths, at, len(everyone)),
         schema.SEEN_ITEM_IDS: _lists(
-            _take(ev.item_names, seen_items), seen_lengths, at, len(everyone)
+            take(ev.item_names, seen_items), seen_lengths, at, len(everyone)
         ),  # fmt: skip
     }
     if users is not None:
@@ -240,34 +184,6 @@ def _lists(values: pa.Array, lengths: np.ndarray, at: np.ndarray, n: int) -> pa.
     offsets = np.zeros(n + 1, np.int32)
     np.cumsum(every, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), values)
-
-
-def _take(values: pa.Array, rows: np.ndarray) -> pa.Array:
-    return values.take(pa.array(rows, type=pa.int64()))
-
-
-class SortedEvents:
-    """A shard's events (`user_id, timestamp, item_id`, any order) sorted in `schema.EVENT_ORDER` (user, timestamp, item), as codes into
-    sorted distinct user and item ids (Arrow string arrays). Events that share all three keys
-    give the same history, seen items and counts whatever their event and weight."""
-
-    def __init__(self, events: pa.Table):
-        user_codes, self.user_names = _factorize(events.column(schema.USER_ID))
-        item_codes, self.item_names = _factorize(events.column(schema.ITEM_ID))
-        t = events.column(schema.TIMESTAMP).to_numpy()
-        order = np.lexsort((item_codes, t, user_codes))
-        self.user_codes, self.item_codes, self.t = user_codes[order], item_codes[order], t[order]
-
-
-def _factorize(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """(int64 codes `[n]`, sorted distinct values): `pd.factorize(sort=True)` without turning
-    every value into a Python string."""
-    encoded = pc.dictionary_encode(column.combine_chunks())
-    order = pc.sort_indices(encoded.dictionary).to_numpy()
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
-    return codes, encoded.dictionary.take(pa.array(order, type=pa.int64()))
 
 
 def _read_users(path: Path) -> pa.Table | None:
@@ -301,99 +217,6 @@ def _swap_in(staged: Path, out_dir: Path) -> None:
         shutil.rmtree(old)
     staged.rename(target)
     (out_dir / STATE_FILE).unlink(missing_ok=True)
-
-
-class Popularity:
-    """Item counts of the window's catalog events, added shard by shard, ranked as
-    `popular_items` ranks one frame of them: most interactions first, ties in the order the
-    items first appear in `schema.EVENT_ORDER`.
-
-    Args:
-        catalog: the servable items (the index's rows).
-        recent_from: epoch seconds; events at or after it count for "this week".
-    """
-
-    def __init__(self, catalog: set[str], recent_from: int):
-        self.catalog = catalog
-        self.catalog_array = pa.array(sorted(catalog), type=pa.string())
-        self.recent_from = recent_from
-        self.recent = self.window = None
-
-    def add(self, ev: SortedEvents) -> None:
-        """Count one shard's events (sorted: `sorted_events`)."""
-        in_catalog = pc.is_in(ev.item_names, value_set=self.catalog_array).to_numpy(
-            zero_copy_only=False
-        )[ev.item_codes]
-        users = ev.user_names.to_numpy(zero_copy_only=False)
-        recent = in_catalog & (ev.t >= self.recent_from)
-        self.recent = _merge(self.recent, _first_and_count(ev, users, recent))
-        self.window = _merge(self.window, _first_and_count(ev, users, in_catalog))
-
-    def ranking(self, n: int = POPULAR_ITEMS) -> list[str]:
-        """The fallback: this week's most interacted items, the window's, then the catalog."""
-        return fallback_ranking(_ranked(self.recent), _ranked(self.window), self.catalog, n)
-
-
-def _first_and_count(ev: SortedEvents, users: np.ndarray, keep: np.ndarray) -> pd.DataFrame:
-    """Per item among the rows `keep`: its count and its first row's (user, timestamp)."""
-    rows = np.flatnonzero(keep)
-    codes, first, count = np.unique(ev.item_codes[rows], return_index=True, return_counts=True)
-    first = rows[first]
-    return pd.DataFrame(
-        {
-            "item": _take(ev.item_names, codes).to_numpy(zero_copy_only=False),
-            "count": count.astype(np.int64),
-            "first_user": users[ev.user_codes[first]],
-            "first_t": ev.t[first],
-        }
-    )
-
-
-def _merge(a: pd.DataFrame | None, b: pd.DataFrame) -> pd.DataFrame:
-    """Counts summed per item, first appearance = the earlier of the two."""
-    if a is None:
-        return b
-    both = pd.concat([a, b], ignore_index=True).sort_values(
-        ["item", "first_user", "first_t"], kind="stable"
-    )
-    grouped = both.groupby("item", sort=True)
-    first = grouped[["first_user", "first_t"]].first()
-    return first.assign(count=grouped["count"].sum()).reset_index()[list(b.columns)]
-
-
-def _ranked(counts: pd.DataFrame | None) -> list[str]:
-    if counts is None or counts.empty:
-        return []
-    ordered = counts.sort_values(
-        ["count", "first_user", "first_t", "item"], ascending=[False, True, True, True]
-    )
-    return ordered["item"].tolist()
-
-
-def popular_items(
-    events: pd.DataFrame, window_end: int, catalog: set[str], n: int = POPULAR_ITEMS
-) -> list:
-    """The fallback ranking from one frame of events (`user_id, item_id, timestamp`, sorted in
-    `schema.EVENT_ORDER`): the last week's most interacted items, then the rest of the window's,
-    then the remaining catalog in id order; only items in the catalog (the index's rows:
-    anything else cannot be served, e.g. unknown items the checks tolerated, or items first seen
-    in the eval period). `Popularity` gives the same ranking shard by shard."""
-    in_catalog = events[events["item_id"].isin(catalog)]
-    recent = in_catalog[in_catalog["timestamp"] >= window_end - POPULAR_DAYS * 86_400]
-    ranked = list(recent["item_id"].value_counts(sort=True).index)
-    window = list(in_catalog["item_id"].value_counts(sort=True).index)
-    return fallback_ranking(ranked, window, catalog, n)
-
-
-def fallback_ranking(recent: list[str], window: list[str], catalog: set[str], n: int) -> list:
-    """`recent`, then the rest of `window`, then the rest of the catalog in id order; `n` items."""
-    ranked = list(recent[:n])
-    for more in (window, sorted(catalog)):
-        if len(ranked) >= n:
-            break
-        have = set(ranked)
-        ranked += [i for i in more if i not in have][: n - len(ranked)]
-    return ranked[:n]
 
 
 def _catalog(model_dir: Path) -> set[str]:

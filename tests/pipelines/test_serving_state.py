@@ -156,13 +156,13 @@ def _built(tmp_path, frame, table, shards, catalog):
 def test_sharded_state_and_fallback_equal_the_single_pass_build(tmp_path, monkeypatch):
     """Per user shard, read in batches of 7 events: the same rows, lists, features and
     fallback (ties in first-appearance order) as one frame of every event gives."""
-    import pipelines.serving.build
+    import pipelines.serving.events
 
     frame, table = _world()
     catalog = {f"i{i:02d}" for i in range(0, 70, 2)}  # half the items, and some never seen
     run_dir, model_dir = _built(tmp_path, frame, table, shards=4, catalog=catalog)
     (model_dir / STATE_FILE).write_text("an older build's file")
-    monkeypatch.setattr(pipelines.serving.build, "SCAN_ROWS", 7)
+    monkeypatch.setattr(pipelines.serving.events, "SCAN_ROWS", 7)
     summary = build_serving_state(run_dir, model_dir)
 
     expected, inside = _reference(frame, table, h=4)
