@@ -130,7 +130,11 @@ def per_query_metrics(
 
 
 def ranking_metrics(
-    ranked: np.ndarray, targets: list[np.ndarray], ks: list[int], n_items: int
+    ranked: np.ndarray,
+    targets: list[np.ndarray],
+    ks: list[int],
+    n_items: int,
+    values: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Recall@K, NDCG@K, hit rate@K for each K, MRR@max(K) and catalog coverage@K.
 
@@ -150,10 +154,12 @@ def ranking_metrics(
         targets: n arrays of relevant item indices.
         ks: cutoffs.
         n_items: catalog size for coverage.
+        values: `per_query_metrics(ranked, targets, ks)` when the caller has it already.
     """
     kmax = max(ks)
     ranked = np.asarray(ranked)[:, :kmax]
-    values = per_query_metrics(ranked, targets, ks)
+    if values is None:
+        values = per_query_metrics(ranked, targets, ks)
     n = len(values[f"mrr@{kmax}"])
 
     def mean(key: str) -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import EvalConfig
-from pipelines.metrics import ranking_metrics
+from pipelines.metrics import per_query_metrics, ranking_metrics
 from pipelines.schema import LABEL_ITEM_IDS, SEEN_ITEM_IDS, USER_ID
 
 
@@ -106,6 +106,7 @@ def slice_metrics(
     warm_user: np.ndarray,
     item_slice: np.ndarray,
     ks: list[int],
+    values: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """`ranking_metrics` of ranked eval-catalog indices, plus the user and item slices.
 
@@ -115,17 +116,25 @@ def slice_metrics(
         warm_user: bool `[n]`, the query's user is in the training vocabulary.
         item_slice: `[n_items]` of "head", "tail" or "cold" (`item_slices`).
         ks: cutoffs.
+        values: `per_query_metrics(ranked, targets, ks)` when the caller has it already.
 
     Returns:
         The metrics, with `slices`: `warm_users` / `cold_users` (all metrics on those queries)
         and `head_items` / `tail_items` / `cold_items` (recall and queries on those targets).
     """
     n = len(item_slice)
-    out = ranking_metrics(ranked, targets, ks, n)
+    if values is None:
+        values = per_query_metrics(ranked, targets, ks)
+    out = ranking_metrics(ranked, targets, ks, n, values)
+    # A query's values do not depend on the other queries: a user slice takes its rows' values.
+    scored = np.array([len(t) > 0 for t in targets], dtype=bool)
+    position = np.cumsum(scored) - 1
     slices = {}
     for name, mask in (("warm_users", warm_user), ("cold_users", ~warm_user)):
         rows = np.flatnonzero(mask)
-        slices[name] = ranking_metrics(ranked[rows], [targets[i] for i in rows], ks, n)
+        kept = position[rows[scored[rows]]]
+        sub = {key: value[kept] for key, value in values.items()}
+        slices[name] = ranking_metrics(ranked[rows], [targets[i] for i in rows], ks, n, sub)
     for name in ("head", "tail", "cold"):
         kept = [t[item_slice[t] == name] for t in targets]
         slices[f"{name}_items"] = {

@@ -70,9 +70,17 @@ def evaluate(
     streamed = _stream(features_dir, challenger_dir, champion_dir, cfg, _truth(truth_dir))
     evalset, curves = streamed.last, streamed.ranked
     log.info("evaluate: %d eval queries, %d catalog items", streamed.n, len(evalset.item_ids))
+    per_query = {
+        name: per_query_metrics(ranked, streamed.targets, cfg.ks) for name, ranked in curves.items()
+    }
     metrics = {
         name: slice_metrics(
-            ranked, streamed.targets, streamed.warm_user, evalset.item_slice, cfg.ks
+            ranked,
+            streamed.targets,
+            streamed.warm_user,
+            evalset.item_slice,
+            cfg.ks,
+            per_query[name],
         )
         for name, ranked in curves.items()
     }
@@ -93,9 +101,6 @@ def evaluate(
         **({"measured_weights": measured_weights} if measured_weights else {}),
         **({"final_fit": final_fit} if final_fit else {}),
         **({"champion_weights": champion_weights} if champion_weights else {}),
-    }
-    per_query = {
-        name: per_query_metrics(ranked, streamed.targets, cfg.ks) for name, ranked in curves.items()
     }
     for name, section in compare_models(per_query, cfg).items():
         metrics[name] = {**metrics.get(name, {}), **section}
