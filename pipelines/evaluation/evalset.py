@@ -67,15 +67,21 @@ class EvalSet:
             for k, v in quick.queries.items()
             if k not in (SEEN_ITEM_IDS, LABEL_ITEM_IDS)
         }
-        self.seen_ids = [
-            [x.decode() for x in row] for row in quick.queries[SEEN_ITEM_IDS].to_list()
-        ]
+        seen = quick.queries[SEEN_ITEM_IDS]
+        # Flat (bytes) with row splits: a served model maps them to its rows in one lookup.
+        self.seen_flat, self.seen_splits = seen.flat_values.numpy(), seen.row_splits.numpy()
         self.users = [u.decode() for u in self.queries[USER_ID]]
         self.warm_user = np.array([u in shared.train_users for u in self.users], dtype=bool)
         self.item_slice = shared.item_slice
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    @property
+    def seen_ids(self) -> list[list[str]]:
+        """Per query, the item ids seen before the eval start."""
+        flat = [x.decode() for x in self.seen_flat]
+        return [flat[a:b] for a, b in zip(self.seen_splits[:-1], self.seen_splits[1:], strict=True)]
 
     def metrics(self, ranked: np.ndarray) -> dict:
         """All metrics plus slices for ranked eval-catalog indices `[n, >= max(ks)]`."""

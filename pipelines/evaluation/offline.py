@@ -23,7 +23,7 @@ from pipelines.evaluation.ann import ann_section
 from pipelines.evaluation.compare import compare_models
 from pipelines.evaluation.evalset import EvalSet, slice_metrics
 from pipelines.evaluation.report import MODELS, PLOT_FILE, plot_recall, render_report
-from pipelines.evaluation.served import eval_catalog_rows, served_ranking
+from pipelines.evaluation.served import ServedRows, served_ranking
 from pipelines.layout import METRICS_FILE, REPORT_FILE
 from pipelines.metrics import per_query_metrics, recall_curve
 from pipelines.schema import TIMESTAMP
@@ -166,7 +166,7 @@ def _stream(features_dir, challenger_dir, champion_dir, cfg: EvalConfig, truth) 
 
     def served(name: str, model, evalset: EvalSet) -> np.ndarray:
         if name not in mappings:
-            mappings[name] = eval_catalog_rows(model.item_ids, evalset.item_ids)
+            mappings[name] = ServedRows(model, evalset.item_ids)
         ranked, vectors = served_ranking(model, evalset, mappings[name])
         if name == "challenger":
             out.vectors.append(vectors)

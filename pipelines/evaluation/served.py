@@ -21,23 +21,42 @@ def evaluate_served(model, evalset: EvalSet) -> tuple[dict, np.ndarray, dict]:
 
 
 def served_ranking(
-    model, evalset: EvalSet, mapping: np.ndarray | None = None
+    model, evalset: EvalSet, rows: ServedRows | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The eval queries (or a chunk of them) answered by a `ServingModel`, seen items excluded.
 
     Args:
-        mapping: `eval_catalog_rows(model.item_ids, evalset.item_ids)`, when the caller keeps
-            it across chunks.
+        rows: `ServedRows(model, evalset.item_ids)`, when the caller keeps it across chunks.
 
     Returns:
         (ranked eval-catalog indices int `[n, kmax]` (-1: no result), query vectors `[n, d]`).
     """
+    rows = rows or ServedRows(model, evalset.item_ids)
     vectors = model.embed(evalset.queries)
-    exclude = [model.rows(seen) for seen in evalset.seen_ids]
-    found, _ = model.index.search(vectors, max(evalset.cfg.ks), exclude=exclude)
-    if mapping is None:
-        mapping = eval_catalog_rows(model.item_ids, evalset.item_ids)
-    return mapping[found], vectors
+    found, _ = model.index.search(vectors, max(evalset.cfg.ks), exclude=rows.seen(evalset))
+    return rows.to_eval[found], vectors
+
+
+class ServedRows:
+    """A served model's index rows and the eval catalog, mapped both ways by item id once.
+
+    Attributes:
+        to_eval: `eval_catalog_rows(model.item_ids, eval_items)`.
+    """
+
+    def __init__(self, model, eval_items):
+        self.model = model
+        self.to_eval = eval_catalog_rows(model.item_ids, eval_items)
+        self.by_id = pd.Index([str(item).encode() for item in model.item_ids])
+
+    def seen(self, evalset) -> list[np.ndarray]:
+        """Per query, the index rows of its seen items (ids the index lacks dropped), as
+        `model.rows` gives them, from the eval set's flat seen ids when it has them."""
+        if not hasattr(evalset, "seen_flat"):
+            return [self.model.rows(seen) for seen in evalset.seen_ids]
+        flat = self.by_id.get_indexer(evalset.seen_flat).astype(np.int64)
+        splits = evalset.seen_splits
+        return [r[r >= 0] for r in np.split(flat, splits[1:-1])] if len(splits) > 1 else []
 
 
 def to_eval_catalog(found: np.ndarray, index_items, eval_items) -> np.ndarray:
