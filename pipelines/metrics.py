@@ -48,7 +48,10 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     out = np.empty((len(scores), k), np.int64)
     for row, (values, least) in enumerate(zip(scores, floor, strict=True)):
         candidates = np.flatnonzero(values >= least)
-        out[row] = candidates[_top_k_rows(values[candidates][None], k)[0]]
+        if len(candidates) < k:  # NaN scores: no usable floor, rank the whole row
+            out[row] = _top_k_rows(values[None], k)[0]
+        else:
+            out[row] = candidates[_top_k_rows(values[candidates][None], k)[0]]
     return out
 
 

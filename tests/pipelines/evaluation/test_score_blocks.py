@@ -71,3 +71,10 @@ def test_top_k_gives_ties_at_the_cut_to_the_lower_index():
     tied = np.random.default_rng(0).integers(0, 4, size=(50, 1000)).astype(np.float32)
     expected = np.argsort(-tied, axis=1, kind="stable")[:, :100]
     np.testing.assert_array_equal(pipelines.metrics.top_k(tied, 100), expected)
+    # Wide rows are cut down to the items above a sampled floor first: the same top k.
+    np.testing.assert_array_equal(pipelines.metrics.top_k(tied, 10), expected[:, :10])
+    wide = np.random.default_rng(1).normal(size=(5, 20_000))
+    expected = np.argsort(-wide, axis=1, kind="stable")[:, :50]
+    np.testing.assert_array_equal(pipelines.metrics.top_k(wide, 50), expected)
+    wide[0, ::2] = np.nan  # a diverged model: NaN never outranks a score
+    assert not np.isnan(wide[0, pipelines.metrics.top_k(wide, 50)[0]]).any()
