@@ -153,12 +153,25 @@ def _run_files(push: bool = True):
     """`_context()` with the run directory synced around the task's work: on a remote
     artifact root (s3://, gs://, memory://) pulled from the store first and pushed back after
     (`push=False`: read only), so tasks on different Celery workers share the run; a local
-    root is used in place (`pipelines.artifacts`)."""
+    root is used in place (`pipelines.artifacts`). The task's wall time and peak memory
+    (`pipelines.resources`) are logged and, when it writes, kept as `usage/<task_id>.json`."""
     from pipelines.artifacts import ArtifactRoot
+    from pipelines.resources import measure
 
     cfg, _, run_id = _context()
+    task_id = get_current_context()["ti"].task_id
     with ArtifactRoot(cfg.data.artifact_root).synced_run(run_id, push=push) as layout:
-        yield cfg, layout, run_id
+        try:
+            with measure() as used:
+                yield cfg, layout, run_id
+        finally:  # the task's time and peak memory, also when it failed
+            log.info("task %s: %s", task_id, used.describe())
+            if push:
+                import json
+
+                out = layout.run_dir / "usage" / f"{task_id}.json"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(used.as_dict()))
 
 
 APPROVAL_PARAMS = ("reason",)  # the approval form's own fields, not pipeline Params

@@ -69,6 +69,12 @@ def test_good_run_promotes_then_bad_partition_alerts_once_and_recovery_resolves(
     content = registry.manifest(production)["content_hash"]
     [summary] = list((root / "artifacts" / "runs").glob("*/summary.json"))
     assert json.loads(summary.read_text())["production_bundle"] == production
+    usage = {p.stem: json.loads(p.read_text()) for p in summary.parent.glob("usage/*.json")}
+    assert {"validate_raw", "features", "train", "build_index", "evaluate", "promote"} <= set(
+        usage
+    ), sorted(usage)
+    assert all(u["seconds"] >= 0 and u["peak_rss_gib"] > 0.1 for u in usage.values()), usage
+    assert usage["train"]["seconds"] > usage["promote"]["seconds"], usage
     [(run_id, state, note)] = run_notes(root / "airflow")
     lines = note.splitlines()
     assert re.fullmatch(
