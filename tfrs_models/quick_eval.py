@@ -45,11 +45,11 @@ class _Catalog:
 
     def rows_of(self, ragged: tf.RaggedTensor) -> list[np.ndarray]:
         """Catalog indices of ragged item ids `[n, None]`, unknown ids dropped: n int64 arrays."""
-        flat = self.positions.get_indexer(ragged.flat_values.numpy())
+        flat = self.positions.get_indexer(ragged.flat_values.numpy()).astype(np.int64)
         splits = ragged.row_splits.numpy()
-        return [row[row >= 0] for row in np.split(flat.astype(np.int64), splits[1:-1])] if len(
-            splits
-        ) > 1 else []  # fmt: skip
+        if len(splits) < 2:  # no rows (np.split would hand back one)
+            return []
+        return [row[row >= 0] for row in np.split(flat, splits[1:-1])]
 
 
 def read_queries(features: FeatureSet, limit: int | None, seed: int, split: str, rows: int | None):
