@@ -62,9 +62,12 @@ def build_serving_state(run_dir: str | Path, out_dir: str | Path) -> dict:
     run, out_dir = RunLayout(run_dir), Path(out_dir)
     manifest = json.loads(run.features_manifest.read_text())
     window, config = manifest["window_epoch_s"], manifest["config"]
-    h, shards = int(config["history_length"]), int(config.get("shards", 1))
+    h = int(config["history_length"])
+    # the feature job's shard count (decided from the snapshot's size when not configured)
+    shards = int(config.get("shards") or len(manifest.get("shards") or []) or 1)
     catalog = _catalog(out_dir)
     users = _read_users(run.raw / "users.parquet")
+    users_shard = _shard_of_users(users, shards)
     popularity = Popularity(catalog, window["window_end"] - POPULAR_DAYS * schema.DAY_SECONDS)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(f"{_SCRATCH}*"):  # left by a build that was killed
@@ -77,7 +80,8 @@ def build_serving_state(run_dir: str | Path, out_dir: str | Path) -> dict:
         counts, longest = [], 0
         for shard in range(shards):
             events = SortedEvents(read_spill(spill.get(shard)))
-            table, history = shard_state(events, _shard_users(users, shard, shards), h)
+            mine = None if users is None else users.filter(pa.array(users_shard == shard))
+            table, history = shard_state(events, mine, h)
             popularity.add(events)
             pq.write_table(table, staged / part_name(shard, shards))
             counts.append(table.num_rows)
@@ -201,11 +205,11 @@ def _read_users(path: Path) -> pa.Table | None:
     return table.rename_columns([schema.USER_ID, *(schema.user_feature(c) for c in rest)])
 
 
-def _shard_users(users: pa.Table | None, shard: int, shards: int) -> pa.Table | None:
+def _shard_of_users(users: pa.Table | None, shards: int) -> np.ndarray | None:
+    """The user shard of each row of the user table (hashed once, not once per shard)."""
     if users is None:
         return None
-    ids = users.column(schema.USER_ID).to_numpy(zero_copy_only=False)
-    return users.filter(pa.array(user_shard(ids, shards) == shard))
+    return user_shard(users.column(schema.USER_ID).to_numpy(zero_copy_only=False), shards)
 
 
 def _swap_in(staged: Path, out_dir: Path) -> None:

@@ -15,6 +15,7 @@ from pipelines import schema
 from pipelines.features.records import user_shard
 
 SCAN_ROWS = 262_144  # events per batch read from the snapshot
+SPILL_ROWS = 4 * SCAN_ROWS  # events held, split by shard, before they are written
 # Read back once, soon: fast to write rather than small.
 _SPILL_PARQUET = {"compression": "lz4", "use_dictionary": False, "write_statistics": False}
 EVENTS = pa.schema(
@@ -24,7 +25,8 @@ EVENTS = pa.schema(
 
 def partition_events(interactions: Path, window: dict, shards: int, out: Path) -> dict[int, Path]:
     """Split the window's events (`[history_start, window_end)`) by user shard into one Parquet
-    file per shard under `out`, reading `SCAN_ROWS` events at a time.
+    file per shard under `out`, reading `SCAN_ROWS` events at a time and holding at most
+    `SPILL_ROWS` (plus one batch) before writing them.
 
     Returns:
         {shard: file} for the shards that have events (`user_id, timestamp, item_id`).
@@ -39,6 +41,17 @@ def partition_events(interactions: Path, window: dict, shards: int, out: Path) -
         fragment_readahead=1,
     )
     writers: dict[int, pq.ParquetWriter] = {}
+    pending: dict[int, list[pa.Table]] = {}
+    held = 0
+
+    def flush():
+        for s, pieces in pending.items():
+            if s not in writers:
+                path = out / f"shard-{s:05d}.parquet"
+                writers[s] = pq.ParquetWriter(path, EVENTS, **_SPILL_PARQUET)
+            writers[s].write_table(pa.concat_tables(pieces))
+        pending.clear()
+
     try:
         for batch in scanner.to_batches():
             if batch.num_rows == 0:
@@ -48,12 +61,13 @@ def partition_events(interactions: Path, window: dict, shards: int, out: Path) -
             order = np.argsort(shard, kind="stable")
             bounds = np.flatnonzero(np.r_[True, shard[order][1:] != shard[order][:-1], True])
             for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-                s = int(shard[order[start]])
-                if s not in writers:
-                    writers[s] = pq.ParquetWriter(
-                        out / f"shard-{s:05d}.parquet", EVENTS, **_SPILL_PARQUET
-                    )
-                writers[s].write_table(table.take(pa.array(order[start:end])))
+                piece = table.take(pa.array(order[start:end]))
+                pending.setdefault(int(shard[order[start]]), []).append(piece)
+            held += table.num_rows
+            if held >= SPILL_ROWS:  # a few large row groups per shard, not one per batch
+                flush()
+                held = 0
+        flush()
     finally:
         for writer in writers.values():
             writer.close()

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.serving.events import SortedEvents, take
 
 POPULAR_DAYS = 7
 POPULAR_ITEMS = 1000
+MERGE_ROWS = 2_000_000  # per-item rows of several shards merged at once
 
 
 class Popularity:
@@ -26,23 +25,51 @@ class Popularity:
 
     def __init__(self, catalog: set[str], recent_from: int):
         self.catalog = catalog
-        self.catalog_array = pa.array(sorted(catalog), type=pa.string())
+        # hashed once here, looked up by every shard
+        self.catalog_index = pd.Index(sorted(catalog), dtype=object)
         self.recent_from = recent_from
-        self.recent = self.window = None
+        self.recent, self.window = _Counts(), _Counts()
 
     def add(self, ev: SortedEvents) -> None:
-        """Count one shard's events (sorted: `sorted_events`)."""
-        in_catalog = pc.is_in(ev.item_names, value_set=self.catalog_array).to_numpy(
-            zero_copy_only=False
-        )[ev.item_codes]
+        """Count one shard's events."""
+        names = ev.item_names.to_numpy(zero_copy_only=False)
+        in_catalog = (self.catalog_index.get_indexer(names) >= 0)[ev.item_codes]
         users = ev.user_names.to_numpy(zero_copy_only=False)
         recent = in_catalog & (ev.t >= self.recent_from)
-        self.recent = _merge(self.recent, _first_and_count(ev, users, recent))
-        self.window = _merge(self.window, _first_and_count(ev, users, in_catalog))
+        self.recent.add(_first_and_count(ev, users, recent))
+        self.window.add(_first_and_count(ev, users, in_catalog))
 
     def ranking(self, n: int = POPULAR_ITEMS) -> list[str]:
         """The fallback: this week's most interacted items, the window's, then the catalog."""
-        return fallback_ranking(_ranked(self.recent), _ranked(self.window), self.catalog, n)
+        recent, window = self.recent.ranked(), self.window.ranked()
+        return fallback_ranking(recent, window, self.catalog, n)
+
+
+class _Counts:
+    """Per-item (count, first appearance) frames of several shards, merged a few at a time:
+    one merge sorts the items seen so far, so merging after every small shard would sort the
+    catalog once per shard."""
+
+    def __init__(self):
+        self.merged: pd.DataFrame | None = None
+        self.pending: list[pd.DataFrame] = []
+        self.pending_rows = 0
+
+    def add(self, counts: pd.DataFrame) -> None:
+        self.pending.append(counts)
+        self.pending_rows += len(counts)
+        if self.pending_rows >= MERGE_ROWS:
+            self._fold()
+
+    def ranked(self) -> list[str]:
+        """Items by count (descending), ties by first appearance."""
+        self._fold()
+        return _ranked(self.merged)
+
+    def _fold(self) -> None:
+        frames = ([self.merged] if self.merged is not None else []) + self.pending
+        self.merged = _merge(frames) if frames else None
+        self.pending, self.pending_rows = [], 0
 
 
 def _first_and_count(ev: SortedEvents, users: np.ndarray, keep: np.ndarray) -> pd.DataFrame:
@@ -60,16 +87,16 @@ def _first_and_count(ev: SortedEvents, users: np.ndarray, keep: np.ndarray) -> p
     )
 
 
-def _merge(a: pd.DataFrame | None, b: pd.DataFrame) -> pd.DataFrame:
-    """Counts summed per item, first appearance = the earlier of the two."""
-    if a is None:
-        return b
-    both = pd.concat([a, b], ignore_index=True).sort_values(
+def _merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Counts summed per item, first appearance = the earliest."""
+    if len(frames) == 1:
+        return frames[0]
+    every = pd.concat(frames, ignore_index=True).sort_values(
         ["item", "first_user", "first_t"], kind="stable"
     )
-    grouped = both.groupby("item", sort=True)
+    grouped = every.groupby("item", sort=True)
     first = grouped[["first_user", "first_t"]].first()
-    return first.assign(count=grouped["count"].sum()).reset_index()[list(b.columns)]
+    return first.assign(count=grouped["count"].sum()).reset_index()[list(frames[0].columns)]
 
 
 def _ranked(counts: pd.DataFrame | None) -> list[str]:

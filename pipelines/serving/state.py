@@ -33,6 +33,7 @@ STATE_META = "state.json"
 STATE_FILE = "serving_state.parquet"  # the single-file state of older bundles
 POPULAR_FILE = "popular_items.txt"
 STATE_FORMAT = 1
+CACHE_BYTES = 1 << 30  # shards a ServingState keeps in memory, in Arrow bytes
 _PART = re.compile(r"part-\d{5}-of-\d{5}\.parquet")
 
 
@@ -44,20 +45,21 @@ def part_name(shard: int, shards: int) -> str:
 class ServingState:
     """The user state of a served directory, read one user shard at a time.
 
-    A lookup reads only the shards of the users asked for; the last `cache_shards` shards read
-    stay in memory (as Arrow tables: compact, converted to Python only for the rows returned).
+    A lookup reads only the shards of the users asked for; the shards read last stay in memory
+    up to `cache_bytes` (as Arrow tables: compact, converted to Python only for the rows
+    returned; the shard in use is kept whatever its size).
 
     Args:
         directory: a served directory with `serving_state/` or an older `serving_state.parquet`.
-        cache_shards: shards kept in memory (>= 1).
+        cache_bytes: Arrow bytes of the shards kept in memory.
 
     Raises:
         PipelineError: no state, or a `state.json` that does not describe its files.
     """
 
-    def __init__(self, directory: str | Path, cache_shards: int = 8):
+    def __init__(self, directory: str | Path, cache_bytes: int = CACHE_BYTES):
         self.directory = Path(directory)
-        self.cache_shards = max(1, int(cache_shards))
+        self.cache_bytes = int(cache_bytes)
         self._cache: collections.OrderedDict[int, tuple[pa.Table, np.ndarray]] = (
             collections.OrderedDict()
         )
@@ -129,8 +131,10 @@ class ServingState:
             order = np.argsort(names, kind="stable")
             table, names = table.take(pa.array(order, type=pa.int64())), names[order]
         self._cache[shard] = (table, names)
-        while len(self._cache) > self.cache_shards:
-            self._cache.popitem(last=False)
+        held = sum(t.nbytes for t, _ in self._cache.values())
+        while held > self.cache_bytes and len(self._cache) > 1:
+            _, (oldest, _) = self._cache.popitem(last=False)
+            held -= oldest.nbytes
         return table, names
 
     def _empty(self) -> pd.DataFrame:
@@ -169,6 +173,6 @@ def read_state(directory: str | Path) -> tuple[pd.DataFrame, list[str]]:
     Every shard in memory at once: for tests and small directories; serving reads shards on
     demand through `ServingState`.
     """
-    state = ServingState(directory, cache_shards=1)
+    state = ServingState(directory, cache_bytes=0)
     frames = [pq.read_table(path).to_pandas() for path in state.files]
     return pd.concat(frames, ignore_index=True).set_index(USER_ID), read_popular(directory)

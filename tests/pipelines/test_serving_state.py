@@ -144,9 +144,12 @@ def _reference(frame, table, h):
 
 
 def _built(tmp_path, frame, table, shards, catalog):
+    """A run whose feature job made `shards` user shards (in its config, or, with a config
+    that left it to the job, only in the list of shards)."""
     run_dir, model_dir = _run_dir(tmp_path, frame, history_length=4)
     manifest = json.loads((run_dir / "features" / "manifest.json").read_text())
-    manifest["config"]["shards"] = shards
+    manifest["config"]["shards"] = shards if shards > 2 else None
+    manifest["shards"] = [{"shard": s} for s in range(shards)]
     (run_dir / "features" / "manifest.json").write_text(json.dumps(manifest))
     table.to_parquet(run_dir / "raw" / "users.parquet", index=False)
     (model_dir / "item_ids.txt").write_text("".join(f"{i}\n" for i in sorted(catalog)))
@@ -154,15 +157,19 @@ def _built(tmp_path, frame, table, shards, catalog):
 
 
 def test_sharded_state_and_fallback_equal_the_single_pass_build(tmp_path, monkeypatch):
-    """Per user shard, read in batches of 7 events: the same rows, lists, features and
-    fallback (ties in first-appearance order) as one frame of every event gives."""
+    """Per user shard, read in batches of 7 events, written 50 at a time, item counts merged a
+    few shards at a time: the same rows, lists, features and fallback (ties in
+    first-appearance order) as one frame of every event gives."""
     import pipelines.serving.events
+    import pipelines.serving.popularity
 
     frame, table = _world()
     catalog = {f"i{i:02d}" for i in range(0, 70, 2)}  # half the items, and some never seen
     run_dir, model_dir = _built(tmp_path, frame, table, shards=4, catalog=catalog)
     (model_dir / STATE_FILE).write_text("an older build's file")
     monkeypatch.setattr(pipelines.serving.events, "SCAN_ROWS", 7)
+    monkeypatch.setattr(pipelines.serving.events, "SPILL_ROWS", 50)
+    monkeypatch.setattr(pipelines.serving.popularity, "MERGE_ROWS", 30)
     summary = build_serving_state(run_dir, model_dir)
 
     expected, inside = _reference(frame, table, h=4)
@@ -189,7 +196,7 @@ def test_lookup_reads_only_the_shards_of_the_users_asked_for(tmp_path):
     run_dir, model_dir = _built(tmp_path, frame, table, shards=4, catalog={"i00"})
     build_serving_state(run_dir, model_dir)
     whole, _ = read_state(model_dir)
-    state = ServingState(model_dir, cache_shards=1)
+    state = ServingState(model_dir, cache_bytes=0)  # keeps only the shard in use
     users = sorted(whole.index)
     shard = user_shard(np.array(users, dtype=object), 4)
     mine = [u for u, s in zip(users, shard, strict=True) if s == 2][:5]
