@@ -84,6 +84,9 @@ def features_from_snapshot(
         snapshot.interactions["user_id"].astype(str).to_numpy(), timestamps, window, cfg.features
     )
     window = plan.window
+    # The job reads raw/ itself: the in-memory snapshot (GiBs at tens of millions of events)
+    # must not stay alive beside the runner and its workers.
+    del snapshot, timestamps
     log.info("feature window %s", window.describe())
     log.info("eval design %s: %s", plan.design, plan.summary["reason"])
     out = str(layout.features)
