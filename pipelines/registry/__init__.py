@@ -4,7 +4,7 @@ Under `<artifact_root>/registry/` (a local path, file://, s3://, gs:// or memory
 `pipelines.formats.store`; `layout` names every path):
 
     bundles/<bundle_id>/      query_tower/, item_ids.txt, item_embeddings.npy, index/, vocab/,
-                              serving_state.parquet, popular_items.txt, evaluation/,
+                              serving_state/ (one Parquet file per user shard + state.json), popular_items.txt, evaluation/,
                               manifest.json (config, data window, metrics, gate, code version,
                               parent bundle, content hash, file list), written last
     production.json           the pointer: {"bundle_id", "previous", "chain", "seq", "event",
