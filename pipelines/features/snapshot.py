@@ -133,7 +133,9 @@ class SnapshotWriter:
 
     def _write_part(self, table: pa.Table) -> None:
         path = self.interactions_dir / f"part-{self.parts:05d}.parquet"
-        pq.write_table(table, path, row_group_size=ROW_GROUP)
+        # One chunk per column, as `write_snapshot` always had: where a column's dictionary
+        # page overflows (and its encoding falls back) follows the chunks, so the bytes would too.
+        pq.write_table(table.combine_chunks(), path, row_group_size=ROW_GROUP)
         self.parts += 1
 
 
