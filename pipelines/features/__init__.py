@@ -12,15 +12,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import typing
+from pathlib import Path
 
 import pandas as pd
 
 from pipelines.config import FeatureEngine, PipelineConfig
-from pipelines.contract import RawSnapshot
 from pipelines.errors import ConfigError
 from pipelines.features.window import FeatureWindow, resolve_window
 from pipelines.layout import RunLayout
-from pipelines.schema import epoch_seconds, utc_timestamp
+from pipelines.schema import utc_timestamp
 
 log = logging.getLogger(__name__)
 ENGINES = typing.get_args(FeatureEngine)  # the feature job's runners, as the config spells them
@@ -39,7 +39,7 @@ class FeatureRun:
 
 
 def features_from_snapshot(
-    snapshot: RawSnapshot,
+    snapshot_dir: str | Path,
     layout: RunLayout,
     cfg: PipelineConfig,
     *,
@@ -52,8 +52,11 @@ def features_from_snapshot(
     """Write the snapshot (as of `features.as_of`) to `layout.raw`, build features into
     `layout.features`.
 
+    The snapshot is never in this process's memory as a whole: `raw/` is derived from it one
+    part file at a time, and the window and split are planned from two columns of `raw/`.
+
     Args:
-        snapshot: the run's validated snapshot.
+        snapshot_dir: the run's verified, validated snapshot (`pipelines.steps.validate`).
         layout: the run's directories.
         cfg: the pipeline config (`features`, `beam` sections are used).
         window_start, eval_start, window_end: explicit window boundaries (else from config/data).
@@ -66,27 +69,32 @@ def features_from_snapshot(
     Raises:
         ConfigError: `features.as_of` is before every interaction of the snapshot.
     """
-    from pipelines.features.snapshot import write_snapshot
+    import pyarrow.dataset as ds
+
+    from pipelines.features.snapshot import derive_snapshot
     from pipelines.features.split import plan_split
 
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if cfg.features.as_of is not None:
-        snapshot = _as_of(snapshot, cfg.features.as_of)
-    raw_dir = write_snapshot(snapshot, layout.raw)
-    timestamps = epoch_seconds(snapshot.interactions["timestamp"]).to_numpy()
+    as_of = None if cfg.features.as_of is None else utc_timestamp(cfg.features.as_of)
+    raw = derive_snapshot(snapshot_dir, layout.raw, as_of)
+    if as_of is not None:
+        _check_as_of(raw, as_of)
+    raw_dir = layout.raw
+    columns = ds.dataset(raw_dir / "interactions", format="parquet").to_table(
+        columns=["user_id", "timestamp"]
+    )
+    timestamps = columns.column("timestamp").to_numpy()
     window = resolve_window(
         timestamps, cfg.features,
         window_start=window_start, eval_start=eval_start, window_end=window_end,
     )  # fmt: skip
     # Decided here, on the whole snapshot, and handed to the job as data (per-user cuts).
     plan = plan_split(
-        snapshot.interactions["user_id"].astype(str).to_numpy(), timestamps, window, cfg.features
+        columns.column("user_id").to_numpy(zero_copy_only=False), timestamps, window, cfg.features
     )
+    del columns, timestamps  # the job reads raw/ itself
     window = plan.window
-    # The job reads raw/ itself: the in-memory snapshot (GiBs at tens of millions of events)
-    # must not stay alive beside the runner and its workers.
-    del snapshot, timestamps
     log.info("feature window %s", window.describe())
     log.info("eval design %s: %s", plan.design, plan.summary["reason"])
     out = str(layout.features)
@@ -101,19 +109,14 @@ def features_from_snapshot(
     return FeatureRun(str(layout.run_dir), str(raw_dir), out, window, manifest, None)
 
 
-def _as_of(snapshot: RawSnapshot, when) -> RawSnapshot:
-    """The snapshot as it stood at `features.as_of` (point-in-time runs, e.g. backfills)."""
-    when = utc_timestamp(when)
-    past = snapshot.as_of(when)
-    if past.interactions.empty:
-        first = snapshot.interactions["timestamp"].min()
+def _check_as_of(raw: dict, when: pd.Timestamp) -> None:
+    """Refuse a point in time before every interaction (the run would have nothing to learn)."""
+    if raw["interactions"] == 0:
+        first = raw["first_timestamp"]
+        said = "none" if first is None else pd.Timestamp(first, unit="s", tz="UTC").isoformat()
         raise ConfigError(
-            f"features.as_of={when.isoformat()}: {snapshot.root} has no interactions before it "
-            f"(its first is at {first.isoformat()})"
+            f"features.as_of={when.isoformat()}: {raw['source']} has no interactions before it "
+            f"(its first is at {said})"
         )
-    log.info(
-        "as of %s: %d of %d interactions, %s items",
-        when.isoformat(), len(past.interactions), len(snapshot.interactions),
-        "no" if past.items is None else len(past.items),
-    )  # fmt: skip
-    return past
+    log.info("as of %s: %d interactions, %s items", when.isoformat(), raw["interactions"],
+             raw["items"] or "no")  # fmt: skip

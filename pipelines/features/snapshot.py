@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.contract import RawSnapshot
@@ -150,16 +151,18 @@ def _event_frame(inter: pd.DataFrame) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def read_snapshot(out: str | Path, *, require_validated: bool = False) -> RawSnapshot:
-    """Read a snapshot written by `write_snapshot`, after checking every file's sha256.
+def verify_snapshot(out: str | Path, *, require_validated: bool = False) -> dict:
+    """Check a snapshot written by `write_snapshot` / `SnapshotWriter` without loading it:
+    complete, validated (with `require_validated`), and every file's sha256 as written.
+
+    Returns:
+        Its snapshot.json.
 
     Raises:
         DataValidationError: the snapshot is incomplete (no snapshot.json), was not validated
             (with `require_validated`), or a file changed, appeared or vanished since it was
             written.
     """
-    from pipelines.contract import empty_partitions
-
     out = Path(out)
     meta_path = out / META
     if not meta_path.is_file():
@@ -179,14 +182,112 @@ def read_snapshot(out: str | Path, *, require_validated: bool = False) -> RawSna
             f"{out}: snapshot files changed since it was written (rule: a run reads only the "
             f"snapshot its validation passed): {', '.join(changed)}; re-run the run to re-validate"
         )
+    return meta
+
+
+def derive_snapshot(src: str | Path, out: str | Path, as_of: pd.Timestamp | None = None) -> dict:
+    """Write `out` as the (verified) snapshot `src` as it stood at `as_of`, one part file at a
+    time: never the whole snapshot in memory.
+
+    `as_of` None keeps every row (the part files are copied). Otherwise the rows, items and
+    partitions `RawSnapshot.as_of` keeps: earlier interactions; items created before it, with
+    no `created_at`, or interacted with before it; partitions whose day starts before it. The
+    files are those `write_snapshot(read_snapshot(src).as_of(as_of), out)` writes.
+
+    Returns:
+        `out`'s snapshot.json (`interactions`: the rows kept; `first_timestamp`: the earliest
+        interaction of `src`, epoch seconds, or None when it has none).
+    """
+    import shutil
+
+    src, out = Path(src), Path(out)
+    meta = json.loads((src / META).read_text())
+    parts = sorted((src / "interactions").glob("*.parquet"))
+    first = _min_timestamp(parts)
+    if as_of is None:
+        shutil.rmtree(out, ignore_errors=True)
+        (out / "interactions").mkdir(parents=True)
+        for path in [*parts, src / "items.parquet", src / "users.parquet"]:
+            if path.is_file():
+                shutil.copyfile(path, out / path.relative_to(src))
+        derived = {**meta, "files": _file_hashes(out), "validation": None}
+    else:
+        cut = int(epoch_seconds(pd.Series([as_of])).iloc[0])
+        writer = SnapshotWriter(out)
+        seen: set[str] = set()
+        for path in parts:
+            table = pq.read_table(path, columns=EVENT_COLUMNS)
+            kept = table.filter(pc.less(table.column("timestamp"), cut)).to_pandas()
+            kept["timestamp"] = pd.to_datetime(kept["timestamp"], unit="s", utc=True)
+            seen.update(kept["item_id"].unique())
+            writer.add(kept)
+        items = None
+        if (src / "items.parquet").is_file():
+            items = _read_items(src / "items.parquet")
+            created = items["created_at"]
+            when = pd.Timestamp(cut, unit="s", tz="UTC")
+            items = items.loc[created.isna() | (created < when) | items["item_id"].isin(seen)]
+        partitions = pd.DataFrame(meta.get("partitions") or [], columns=["dt", "path", "rows"])
+        partitions = partitions.loc[
+            pd.to_datetime(partitions["dt"], utc=True) < pd.Timestamp(cut, unit="s", tz="UTC")
+        ]
+        users = (
+            pq.read_table(src / "users.parquet").to_pandas()
+            if (src / "users.parquet").is_file()
+            else None
+        )
+        writer.finish(_Tables(meta, items, users, partitions))
+        derived = json.loads((out / META).read_text())
+    if as_of is None:
+        tmp = out / f".{META}.tmp"
+        tmp.write_text(json.dumps(derived, indent=2, default=str) + "\n")
+        os.replace(tmp, out / META)
+    return {**derived, "first_timestamp": first}
+
+
+class _Tables:
+    """What `SnapshotWriter.finish` reads of a source, from a snapshot's metadata and tables."""
+
+    def __init__(self, meta: dict, items, users, partitions: pd.DataFrame):
+        self.root, self.format = meta["source"], meta["format"]
+        weight_range = meta.get("weight_range")
+        self.weight_range = tuple(weight_range) if weight_range else None
+        self.items, self.users, self.partitions = items, users, partitions
+
+
+def _min_timestamp(parts: list[Path]) -> int | None:
+    """The earliest interaction of the part files, from their column statistics when present."""
+    low = None
+    for path in parts:
+        column = pq.read_table(path, columns=["timestamp"]).column("timestamp")
+        if len(column):
+            value = pc.min(column).as_py()
+            low = value if low is None else min(low, value)
+    return low
+
+
+def _read_items(path: Path) -> pd.DataFrame:
+    items = pq.read_table(path).to_pandas()
+    items["created_at"] = pd.to_datetime(items["created_at"].astype("Float64"), unit="s", utc=True)
+    return items
+
+
+def read_snapshot(out: str | Path, *, require_validated: bool = False) -> RawSnapshot:
+    """Read a snapshot written by `write_snapshot`, after checking every file's sha256
+    (`verify_snapshot`). Every row in memory: the feature job reads the files instead.
+
+    Raises:
+        DataValidationError: see `verify_snapshot`.
+    """
+    from pipelines.contract import empty_partitions
+
+    out = Path(out)
+    meta = verify_snapshot(out, require_validated=require_validated)
     inter = pq.read_table(out / "interactions").to_pandas()
     inter["timestamp"] = pd.to_datetime(inter["timestamp"], unit="s", utc=True)
     items = users = None
     if (out / "items.parquet").is_file():
-        items = pq.read_table(out / "items.parquet").to_pandas()
-        items["created_at"] = pd.to_datetime(
-            items["created_at"].astype("Float64"), unit="s", utc=True
-        )
+        items = _read_items(out / "items.parquet")
     if (out / "users.parquet").is_file():
         users = pq.read_table(out / "users.parquet").to_pandas()
     partitions = pd.DataFrame(meta.get("partitions") or [], columns=["dt", "path", "rows"])

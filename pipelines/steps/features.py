@@ -55,10 +55,10 @@ def run_features(
             should use these features).
     """
     from pipelines.features import features_from_snapshot
-    from pipelines.steps.validate import validated_snapshot
+    from pipelines.steps.validate import validated_snapshot_dir
 
     run = features_from_snapshot(
-        validated_snapshot(cfg, layout), layout, cfg,
+        validated_snapshot_dir(cfg, layout), layout, cfg,
         window_start=window_start, eval_start=eval_start, window_end=window_end,
         beam_args=beam_args, engine=engine,
     )  # fmt: skip

@@ -99,8 +99,20 @@ def take_snapshot(
 
 
 def validated_snapshot(cfg: PipelineConfig, layout: RunLayout) -> RawSnapshot:
+    """The run's validated snapshot of `data.source` read into memory (`validated_snapshot_dir`).
+
+    Raises:
+        DataValidationError: the source failed the raw checks, or a snapshot file changed
+            since it was validated.
+    """
+    from pipelines.features.snapshot import read_snapshot
+
+    return read_snapshot(validated_snapshot_dir(cfg, layout), require_validated=True)
+
+
+def validated_snapshot_dir(cfg: PipelineConfig, layout: RunLayout) -> Path:
     """The run's validated snapshot of `data.source`, taken now (`take_snapshot`) when the run
-    has none or has one of another source; its files' hashes are checked on every read.
+    has none or has one of another source; its files' hashes are checked on every use.
 
     Raises:
         DataValidationError: the source failed the raw checks, or a snapshot file changed
@@ -108,19 +120,21 @@ def validated_snapshot(cfg: PipelineConfig, layout: RunLayout) -> RawSnapshot:
     """
     import json
 
-    from pipelines.features.snapshot import META, read_snapshot
+    from pipelines.features.snapshot import META, verify_snapshot
 
     source = _source(cfg)
     meta = layout.snapshot / META
     if meta.is_file():
         taken_from = (json.loads(meta.read_text()).get("validation") or {}).get("source")
         if taken_from == source:
-            return read_snapshot(layout.snapshot, require_validated=True)
+            verify_snapshot(layout.snapshot, require_validated=True)
+            return layout.snapshot
         log.info("the run's snapshot is of %s, not %s: taking a new one", taken_from, source)
     else:
         log.info("no validated snapshot in %s: reading and checking %s now", layout.run_dir, source)
     take_snapshot(cfg, layout)
-    return read_snapshot(layout.snapshot, require_validated=True)
+    verify_snapshot(layout.snapshot, require_validated=True)
+    return layout.snapshot
 
 
 def _source(cfg: PipelineConfig) -> str:

@@ -240,12 +240,11 @@ def test_disk_full_exit_code_is_2_in_features_without_a_tmpfs(tmp_path, monkeypa
     source = ContractSource(tmp_path / "source", days=10, rows_per_day=30).write()
     before = tree_digest(source)
 
-    def full(snap, out, *args, **kwargs):
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "items.parquet").write_bytes(b"PAR1 half")  # what a full disk leaves
-        raise OSError(errno.ENOSPC, "No space left on device", str(Path(out) / "items.parquet"))
+    def full(writer, *args, **kwargs):
+        (writer.out / "items.parquet").write_bytes(b"PAR1 half")  # what a full disk leaves
+        raise OSError(errno.ENOSPC, "No space left on device", str(writer.out / "items.parquet"))
 
-    monkeypatch.setattr(snapshot, "write_snapshot", full)
+    monkeypatch.setattr(snapshot.SnapshotWriter, "finish", full)
     rc = main(["features", "--source", str(source), "--run-dir", str(tmp_path / "run"),
                "--engine", "local"])  # fmt: skip
     err = capsys.readouterr().err
