@@ -220,14 +220,26 @@ QUERY_SPLITS = ("valid", "eval")
 def load_eval_queries(
     features: FeatureSet, limit: int | None = None, seed: int = 0, split: str = "eval"
 ) -> dict[str, tf.Tensor]:
-    """Queries of one split as one batch of tensors (a random subset of `limit` when given).
+    """Queries of one split as one batch of tensors (`read_queries` in one chunk).
 
     Args:
         split: "eval" (the eval period: evaluation only) or "valid" (validation queries carved
             from the training window: early stopping and model selection).
+    """
+    return next(read_queries(features, limit, seed, split, None))
 
-    Returns:
-        Parsed features; `seen_item_ids` and `label_item_ids` stay ragged.
+
+_READ_BATCH = 4096  # records read from the TFRecord files at a time
+
+
+def read_queries(features: FeatureSet, limit: int | None, seed: int, split: str, rows: int | None):
+    """The queries of a split, parsed, in chunks of `rows` (None: all in one); at least one.
+
+    A seeded subset of `limit` records when given (`np.random.default_rng(seed)`), chosen
+    without holding the split's records at once.
+
+    Yields:
+        Parsed features of consecutive queries (`seen_item_ids` / `label_item_ids` ragged).
 
     Raises:
         ValueError: an unknown split, or one the features do not have.
@@ -239,11 +251,28 @@ def load_eval_queries(
             f"{features.directory} has no {split!r} split (features older than version 2): "
             "rerun the feature step"
         )
-    records = list(tf.data.TFRecordDataset(features.files(split)).as_numpy_iterator())
-    if limit is not None and len(records) > limit:
-        keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
-        records = [records[i] for i in keep]
-    return parse_batch(tf.constant(records, dtype=tf.string), features, split)
+    dataset = tf.data.TFRecordDataset(features.files(split))
+    keep = None
+    if limit is not None:
+        n = sum(len(batch) for batch in dataset.batch(_READ_BATCH).as_numpy_iterator())
+        if n > limit:
+            keep = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+    rows = rows or np.iinfo(np.int64).max
+    pending, offset, sent = [], 0, False
+    for batch in dataset.batch(min(rows, _READ_BATCH)).as_numpy_iterator():
+        if keep is None:
+            pending.extend(batch)
+        else:
+            chosen = keep[
+                np.searchsorted(keep, offset) : np.searchsorted(keep, offset + len(batch))
+            ]
+            pending.extend(batch[chosen - offset])
+        offset += len(batch)
+        while len(pending) >= rows:
+            yield parse_batch(tf.constant(pending[:rows], dtype=tf.string), features, split)
+            pending, sent = pending[rows:], True
+    if pending or not sent:
+        yield parse_batch(tf.constant(pending, dtype=tf.string), features, split)
 
 
 def catalog_arrays(features: FeatureSet) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from pipelines import schema
 from pipelines.metrics import recall_at_k, score_block_rows, top_k
-from tfrs_models.data import QUERY_SPLITS, FeatureSet, catalog_created_at, parse_batch
+from tfrs_models.data import FeatureSet, catalog_created_at, read_queries
 
 # Rows per tower call (the outputs are [rows, d]: small whatever the catalog size).
 _TOWER_BATCH = 4096
@@ -50,49 +50,6 @@ class _Catalog:
         if len(splits) < 2:  # no rows (np.split would hand back one)
             return []
         return [row[row >= 0] for row in np.split(flat, splits[1:-1])]
-
-
-def read_queries(features: FeatureSet, limit: int | None, seed: int, split: str, rows: int | None):
-    """The queries of a split, parsed, in chunks of `rows` (None: all in one); at least one.
-
-    The same seeded subset of `limit` records as `tfrs_models.data.load_eval_queries`, without
-    holding the split's records at once.
-
-    Yields:
-        Parsed features of consecutive queries (`seen_item_ids` / `label_item_ids` ragged).
-
-    Raises:
-        ValueError: an unknown split, or one the features do not have.
-    """
-    if split not in QUERY_SPLITS:
-        raise ValueError(f"query split must be one of {QUERY_SPLITS}, got {split!r}")
-    if split not in features.manifest["splits"]:
-        raise ValueError(
-            f"{features.directory} has no {split!r} split (features older than version 2): "
-            "rerun the feature step"
-        )
-    dataset = tf.data.TFRecordDataset(features.files(split))
-    keep = None
-    if limit is not None:
-        n = sum(len(batch) for batch in dataset.batch(_TOWER_BATCH).as_numpy_iterator())
-        if n > limit:
-            keep = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
-    rows = rows or np.iinfo(np.int64).max
-    pending, offset, sent = [], 0, False
-    for batch in dataset.batch(min(rows, _TOWER_BATCH)).as_numpy_iterator():
-        if keep is None:
-            pending.extend(batch)
-        else:
-            chosen = keep[
-                np.searchsorted(keep, offset) : np.searchsorted(keep, offset + len(batch))
-            ]
-            pending.extend(batch[chosen - offset])
-        offset += len(batch)
-        while len(pending) >= rows:
-            yield parse_batch(tf.constant(pending[:rows], dtype=tf.string), features, split)
-            pending, sent = pending[rows:], True
-    if pending or not sent:
-        yield parse_batch(tf.constant(pending, dtype=tf.string), features, split)
 
 
 class QuickEval:
