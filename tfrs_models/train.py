@@ -172,8 +172,11 @@ def prepare_checkpoints(directory: Path, inputs: dict, resume: bool) -> bool:
 
 
 def make_optimizer(cfg: TrainConfig) -> tf.keras.optimizers.Optimizer:
+    from tfrs_models.optimizers import LazyAdam
+
     return {
         "adam": tf.keras.optimizers.Adam,
+        "lazy_adam": LazyAdam,
         "adagrad": tf.keras.optimizers.Adagrad,
         "sgd": tf.keras.optimizers.SGD,
     }[cfg.optimizer](learning_rate=cfg.learning_rate)
