@@ -24,12 +24,10 @@ Config for a setup goes through the environment, as for the DAG (`--env TTR_TRAI
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -52,39 +50,6 @@ def generate(preset: str, landing: Path) -> dict | None:
     )
     seconds, kib = out.stdout.split()[-2:]
     return {"seconds": float(seconds), "peak_rss_gib": int(kib) / 2**20}
-
-
-class TreeSampler:
-    """Peak summed RSS of a set of processes (and their children), sampled on a thread."""
-
-    def __init__(self, pids, interval: float = 0.5):
-        import psutil
-
-        self.procs = [psutil.Process(p) for p in pids]
-        self.peak, self.interval = 0, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
-        import psutil
-
-        while not self._stop.wait(self.interval):
-            total = 0
-            for proc in self.procs:
-                with contextlib.suppress(psutil.Error):
-                    total += proc.memory_info().rss
-                    for child in proc.children(recursive=True):
-                        with contextlib.suppress(psutil.Error):
-                            total += child.memory_info().rss
-            self.peak = max(self.peak, total)
 
 
 def run_loop(preset: str, landing: Path, root: Path, env: dict[str, str]) -> dict:
@@ -141,11 +106,12 @@ def main() -> None:
               f"{os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
         if args.setup == "dask":
             from pipelines.features.dask_local import local_dask_cluster
+            from pipelines.resources import TreeSampler
 
             with local_dask_cluster(2, work / "dask" / f"{preset}-{stamp}") as cluster:
-                with TreeSampler(cluster.pids) as sampled:
+                with TreeSampler(0.5, list(cluster.pids)) as sampled:
                     row = run_loop(preset, landing, root, {**cluster.beam_env(), **env})
-            row["dask_cluster_peak_gib"] = sampled.peak / GIB
+            row["dask_cluster_peak_gib"] = sampled.tree_peak / GIB
         else:
             row = run_loop(preset, landing, root, env)
         row.update(setup=args.setup, env=env, generated=made)

@@ -26,50 +26,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-class TreeMemory:
-    """Peak of the summed RSS of this process and all its children (Beam workers included)."""
-
-    def __init__(self, interval: float = 0.1):
-        import threading
-
-        import psutil
-
-        self.peak, self._stop = 0, threading.Event()
-        self._me, self._interval = psutil.Process(), interval
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self):
-        while not self._stop.is_set():
-            total = 0
-            for proc in [self._me, *self._me.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
-                except Exception:  # a worker exited between listing and reading
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(self._interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def child(engine: str, raw: str, out: str) -> dict:
     import numpy as np
 
     from pipelines.config import FeaturesConfig
     from pipelines.features.local import read_events, run_local
     from pipelines.features.window import resolve_window
+    from pipelines.resources import TreeSampler
 
     cfg = FeaturesConfig()
     events = read_events(raw)
     window = resolve_window(events["timestamp"].to_numpy(), cfg)
     n = len(events)
-    with TreeMemory() as memory:
+    with TreeSampler(0.1) as memory:
         start = time.perf_counter()
         if engine == "history-only":
             from pipelines.features.records import _Events
@@ -97,7 +66,7 @@ def child(engine: str, raw: str, out: str) -> dict:
         "seconds": seconds,
         "events_per_s": n / seconds,
         "peak_process_gib": largest / 2**20,
-        "peak_total_gib": memory.peak / 2**30,
+        "peak_total_gib": memory.tree_peak / 2**30,
     }
 
 

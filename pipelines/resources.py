@@ -69,7 +69,7 @@ def measure(interval: float = 0.25) -> Iterator[Usage]:
     """
     usage = Usage()
     usage.exact = _reset_high_water_mark()
-    sampler = _TreeSampler(interval)
+    sampler = TreeSampler(interval)
     sampler.start()
     started = time.perf_counter()
     try:
@@ -102,18 +102,34 @@ def _high_water_mark() -> int | None:
     return None
 
 
-class _TreeSampler:
-    """Samples the resident memory of this process and its descendants on a daemon thread."""
+class TreeSampler:
+    """The peak resident memory of some processes and all their descendants, sampled every
+    `interval` seconds on a daemon thread (a context manager; also `start` / `stop`).
 
-    def __init__(self, interval: float):
+    Args:
+        pids: the roots (default: this process).
+
+    Attributes:
+        own_peak: the largest sampled RSS of the roots themselves, in bytes.
+        tree_peak: the largest sampled sum over the roots and their descendants, in bytes.
+    """
+
+    def __init__(self, interval: float = 0.25, pids: list[int] | None = None):
         import psutil
 
         self.interval = interval
         self.own_peak = 0
         self.tree_peak = 0
-        self._me = psutil.Process(os.getpid())
+        self._roots = [psutil.Process(p) for p in (pids or [os.getpid()])]
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="usage-sampler", daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def start(self) -> None:
         self._sample()
@@ -131,14 +147,17 @@ class _TreeSampler:
     def _sample(self) -> None:
         import psutil
 
-        try:
-            own = self._me.memory_info().rss
-            children = self._me.children(recursive=True)
-        except psutil.Error:
-            return
-        total = own
-        for child in children:
-            with contextlib.suppress(psutil.Error):  # a child may exit between list and read
-                total += child.memory_info().rss
+        own = total = 0
+        for root in self._roots:
+            try:  # a root or a child may exit between list and read
+                rss = root.memory_info().rss
+                children = root.children(recursive=True)
+            except psutil.Error:
+                continue
+            own += rss
+            total += rss
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
         self.own_peak = max(self.own_peak, own)
         self.tree_peak = max(self.tree_peak, total)
