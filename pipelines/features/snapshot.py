@@ -211,8 +211,12 @@ def derive_snapshot(src: str | Path, out: str | Path, as_of: pd.Timestamp | None
             if path.is_file():
                 shutil.copyfile(path, out / path.relative_to(src))
         derived = {**meta, "files": _file_hashes(out), "validation": None}
+        tmp = out / f".{META}.tmp"
+        tmp.write_text(json.dumps(derived, indent=2, default=str) + "\n")
+        os.replace(tmp, out / META)
     else:
         cut = int(epoch_seconds(pd.Series([as_of])).iloc[0])
+        when = pd.Timestamp(cut, unit="s", tz="UTC")
         writer = SnapshotWriter(out)
         seen: set[str] = set()
         for path in parts:
@@ -225,12 +229,9 @@ def derive_snapshot(src: str | Path, out: str | Path, as_of: pd.Timestamp | None
         if (src / "items.parquet").is_file():
             items = _read_items(src / "items.parquet")
             created = items["created_at"]
-            when = pd.Timestamp(cut, unit="s", tz="UTC")
             items = items.loc[created.isna() | (created < when) | items["item_id"].isin(seen)]
         partitions = pd.DataFrame(meta.get("partitions") or [], columns=["dt", "path", "rows"])
-        partitions = partitions.loc[
-            pd.to_datetime(partitions["dt"], utc=True) < pd.Timestamp(cut, unit="s", tz="UTC")
-        ]
+        partitions = partitions.loc[pd.to_datetime(partitions["dt"], utc=True) < when]
         users = (
             pq.read_table(src / "users.parquet").to_pandas()
             if (src / "users.parquet").is_file()
@@ -238,10 +239,6 @@ def derive_snapshot(src: str | Path, out: str | Path, as_of: pd.Timestamp | None
         )
         writer.finish(_Tables(meta, items, users, partitions))
         derived = json.loads((out / META).read_text())
-    if as_of is None:
-        tmp = out / f".{META}.tmp"
-        tmp.write_text(json.dumps(derived, indent=2, default=str) + "\n")
-        os.replace(tmp, out / META)
     return {**derived, "first_timestamp": first}
 
 
@@ -256,12 +253,21 @@ class _Tables:
 
 
 def _min_timestamp(parts: list[Path]) -> int | None:
-    """The earliest interaction of the part files, from their column statistics when present."""
+    """The earliest interaction of the part files: from the row groups' column statistics (the
+    footers only), reading the column where a row group has none."""
     low = None
     for path in parts:
-        column = pq.read_table(path, columns=["timestamp"]).column("timestamp")
-        if len(column):
-            value = pc.min(column).as_py()
+        parquet = pq.ParquetFile(path)
+        column = parquet.schema_arrow.get_field_index("timestamp")
+        for group in range(parquet.metadata.num_row_groups):
+            meta = parquet.metadata.row_group(group)
+            if meta.num_rows == 0:
+                continue
+            stats = meta.column(column).statistics
+            if stats is not None and stats.has_min_max:
+                value = stats.min
+            else:
+                value = pc.min(parquet.read_row_group(group, columns=["timestamp"])[0]).as_py()
             low = value if low is None else min(low, value)
     return low
 
