@@ -14,6 +14,8 @@ from pipelines.features.beam_job import (
     CountTrainInteractions,
     GroupEventsByUserShard,
     ReadEventBatches,
+    pack_table,
+    unpack_table,
 )
 from pipelines.features.records import user_shard
 from pipelines.features.window import FeatureWindow
@@ -189,3 +191,12 @@ def test_standalone_job_passes_beam_flags_through(tmp_path):
     assert counts["valid_queries"] == 1 and manifest["splits"]["valid"]["records"] == 1
     assert manifest["window_epoch_s"]["eval_start"] == 1000
     assert manifest["split"]["design"] == "temporal"
+
+
+def test_packed_tables_come_back_exactly_and_smaller():
+    # What the shuffle carries: a shard's events, compressed; unpacked they are the same table.
+    users = [f"user-{i % 50:05d}" for i in range(5000)]
+    big = table([(u, f"item-{i % 700:06d}", 10 + i, "click", 1.0) for i, u in enumerate(users)])
+    packed = pack_table(big)
+    assert unpack_table(packed).equals(big, check_metadata=True)
+    assert len(packed) < big.nbytes / 3
