@@ -43,6 +43,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -254,11 +255,15 @@ def start_local_workers(
     threads: int | None = None,
     log_dir: str | Path | None = None,
     env: dict[str, str] | None = None,
+    warm_start_from: str | Path | None = None,
+    final_dir: str | Path | None = None,
+    resume: bool = True,
 ) -> list[subprocess.Popen]:
     """Start `workers` training processes of one multi-worker cluster on this host.
 
     Args:
         cfg: the training config (`distribution` is set to `multi_worker` when workers > 1).
+        warm_start_from / final_dir / resume: `train_model`'s, passed to every worker.
         cpus: per worker, a `taskset -c` CPU list pinning it (e.g. ["0", "1"]); None: no pinning.
         threads: TF intra- and inter-op threads per worker (TF_NUM_INTRAOP_THREADS /
             TF_NUM_INTEROP_THREADS); None: TensorFlow's default (one per core it may use).
@@ -275,6 +280,12 @@ def start_local_workers(
     for index, tf_config in enumerate(configs):
         command = [sys.executable, "-m", "tfrs_models.distributed", str(features_dir)]
         command += [str(model_dir), "--config", cfg.model_dump_json()]
+        if warm_start_from is not None:
+            command += ["--warm-start", str(warm_start_from)]
+        if final_dir is not None:
+            command += ["--final-dir", str(final_dir)]
+        if not resume:
+            command.append("--no-resume")
         if cpus is not None:
             command = ["taskset", "-c", cpus[index], *command]
         worker_env = {**os.environ, **(env or {}), "TF_CONFIG": tf_config}
@@ -297,6 +308,74 @@ def start_local_workers(
     return processes
 
 
+def train_on_local_workers(
+    features_dir: str | Path,
+    model_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    warm_start_from: str | Path | None = None,
+    final_dir: str | Path | None = None,
+    resume: bool = True,
+    poll_seconds: float = 1.0,
+):
+    """`train_model` run by `cfg.workers` multi_worker processes on this host (`train.workers`).
+
+    Each worker gets `cores / workers` TensorFlow threads (at least 1) and writes its output to
+    `<model_dir>_workers/worker-<i>.log`. When a worker fails, the others (which would wait on
+    it forever in a collective) are killed; so are all of them when this process is interrupted.
+
+    Returns:
+        The chief's `TrainResult`, read back from its manifests (`model` is None: the weights
+        are in the export).
+
+    Raises:
+        PipelineError: a worker exited non-zero; the message names it, its log and its last
+            lines.
+    """
+    from tfrs_models.train import TrainResult, final_dir_for
+
+    model_dir = Path(model_dir)
+    final_dir = Path(final_dir) if final_dir is not None else final_dir_for(model_dir)
+    log_dir = model_dir.with_name(f"{model_dir.name}_workers")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    threads = max(1, len(os.sched_getaffinity(0)) // cfg.workers)
+    log.info(
+        "training with %d local worker processes (%d TensorFlow threads each); logs in %s",
+        cfg.workers, threads, log_dir,
+    )  # fmt: skip
+    processes = start_local_workers(
+        features_dir, model_dir, cfg, cfg.workers, threads=threads, log_dir=log_dir,
+        warm_start_from=warm_start_from, final_dir=final_dir, resume=resume,
+    )  # fmt: skip
+    failed = None  # the first worker seen failing: the cause (the others lose their peer)
+    try:
+        while failed is None and any(p.poll() is None for p in processes):
+            time.sleep(poll_seconds)
+            failed = next((i for i, p in enumerate(processes) if p.poll() not in (None, 0)), None)
+        if failed is None:
+            failed = next((i for i, p in enumerate(processes) if p.returncode != 0), None)
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    if failed is not None:
+        path = log_dir / f"worker-{failed}.log"
+        tail = path.read_text(errors="replace").splitlines()[-15:]
+        raise PipelineError(
+            f"training worker {failed} of {cfg.workers} exited with code "
+            f"{processes[failed].returncode} (log {path}); its last lines:\n" + "\n".join(tail)
+        )
+    manifest = json.loads((model_dir / "train_manifest.json").read_text())
+    final_manifest = None
+    if cfg.final_fit:
+        final_manifest = json.loads((final_dir / "train_manifest.json").read_text())
+    return TrainResult(
+        model_dir=str(model_dir), manifest=manifest, model=None,
+        final_dir=str(final_dir) if cfg.final_fit else None, final_manifest=final_manifest,
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """One training process: `python -m tfrs_models.distributed FEATURES MODEL_DIR --config JSON`.
 
@@ -308,14 +387,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_dir")
     parser.add_argument("--config", default="{}", help="TrainConfig fields as JSON")
     parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--warm-start", help="a model directory to initialise from")
+    parser.add_argument("--final-dir", help="where the final fit exports")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from tfrs_models.train import train_model
 
     cfg = TrainConfig(**json.loads(args.config))
     result = train_model(
-        args.features_dir, args.model_dir, cfg, resume=not args.no_resume, progress=False
-    )
+        args.features_dir, args.model_dir, cfg, resume=not args.no_resume, progress=False,
+        warm_start_from=args.warm_start, final_dir=args.final_dir,
+    )  # fmt: skip
     print(json.dumps({"model_dir": result.model_dir, **result.manifest["distribution"]}))
     return 0
 

@@ -82,13 +82,13 @@ class TrainResult:
 
 # TrainConfig fields a resumed run may change: how long it runs and how it selects, never what
 # the weights are or what an epoch trains on. Every other field (new ones included) must match.
-# `distribution` too: a checkpoint holds the same variables under any strategy (TF restores it
-# under another one), and the worker count that sets the global batch is in TF_CONFIG, not in
-# the config, so the field alone could not guard the batch anyway.
+# `distribution` and `workers` too: a checkpoint holds the same variables under any strategy (TF
+# restores it under another one), so a retry on fewer or more workers continues from it (with a
+# different global batch; across hosts the worker count is in TF_CONFIG, not in the config).
 RESUMABLE_FIELDS = frozenset(
     {
         "epochs", "early_stopping_patience", "eval_k", "eval_sample", "final_fit",
-        "final_fit_epochs", "distribution",
+        "final_fit_epochs", "distribution", "workers",
     }
 )  # fmt: skip
 INPUTS_FILE = "inputs.json"  # in the checkpoint directory: what its checkpoints trained on

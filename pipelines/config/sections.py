@@ -374,7 +374,26 @@ class TrainConfig(_Section):
         "worker, the chief writes). batch_size is per replica (each replica's in-batch "
         "negatives are its own batch); the global batch is batch_size x replicas.",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Training processes on this host (1-64). Above 1 the train step starts that "
+        "many multi_worker processes on 127.0.0.1 (each with cores / workers TensorFlow "
+        "threads), waits for them and ships the chief's export; distribution must then be "
+        "none or multi_worker. On several hosts leave this at 1, set distribution "
+        "multi_worker and start `python -m tfrs_models.distributed` on each with its TF_CONFIG.",
+    )
     seed: int = Field(13, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _workers_are_multi_worker(self) -> TrainConfig:
+        if self.workers > 1 and self.distribution == "mirrored":
+            raise ValueError(
+                f"train.workers {self.workers} trains with multi_worker processes: set "
+                "train.distribution to multi_worker (or none), or train.workers to 1 for mirrored"
+            )
+        return self
 
     @model_validator(mode="after")
     def _min_weight_has_a_use(self) -> TrainConfig:

@@ -76,7 +76,8 @@ def fit(
     A requested warm start uses the served directory's evaluated weights
     (`evaluated_weights_dir`), and is refused (logged as a warning; training starts from
     scratch) when those trained past these features' eval start (`trained_past_eval_start`).
-    An earlier attempt's final fit is removed first: it would ship stale weights.
+    An earlier attempt's final fit is removed first: it would ship stale weights. With
+    `train.workers` above 1, local worker processes train (`train_on_local_workers`).
     """
     from tfrs_models.train import final_dir_for, train_model
 
@@ -90,10 +91,18 @@ def fit(
         warm_start_from = None
     final_dir = Path(final_dir) if final_dir is not None else final_dir_for(model_dir)
     shutil.rmtree(final_dir, ignore_errors=True)
-    result = train_model(
-        features_dir, model_dir, cfg.train, warm_start_from=warm_start_from,
-        progress=progress, final_dir=final_dir, resume=resume,
-    )  # fmt: skip
+    if cfg.train.workers > 1:
+        from tfrs_models.distributed import train_on_local_workers
+
+        result = train_on_local_workers(
+            features_dir, model_dir, cfg.train, warm_start_from=warm_start_from,
+            final_dir=final_dir, resume=resume,
+        )  # fmt: skip
+    else:
+        result = train_model(
+            features_dir, model_dir, cfg.train, warm_start_from=warm_start_from,
+            progress=progress, final_dir=final_dir, resume=resume,
+        )  # fmt: skip
     return Fitted(result, Path(warm_start_from) if warm_start_from else None, refused or None)
 
 

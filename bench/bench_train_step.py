@@ -1,0 +1,91 @@
+"""Where a training step's time goes on a feature run: input, forward, gradient, optimizer.
+
+For each optimizer, in one process on the same features: the default model is built
+(`tfrs_models.train.build_model`), `--batches` train batches are read once, and then, on those
+same batches, the median time of the forward pass, of forward + gradient, and of a whole
+`train_step` (gradient + optimizer update), each in a `tf.function`; plus the input pipeline's
+time per batch (read, shuffle, parse). The optimizer's share is train_step - forward+gradient.
+
+    python bench/bench_train_step.py --features RUN/features --optimizers adam lazy_adam
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tensorflow as tf  # noqa: E402
+
+from pipelines.config import TrainConfig  # noqa: E402
+from tfrs_models.data import FeatureSet, train_dataset  # noqa: E402
+from tfrs_models.train import build_model  # noqa: E402
+
+
+def median_seconds(fn, batches: list) -> float:
+    fn(batches[0])  # trace
+    times = []
+    for batch in batches[1:]:
+        start = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy(), fn(batch))  # wait for the result
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def profile(features: FeatureSet, optimizer: str, n: int) -> dict:
+    cfg = TrainConfig(optimizer=optimizer)
+    model = build_model(features, cfg)
+    batches = iter(train_dataset(features, cfg))
+    next(batches)  # the shuffle buffer fills on the first batch
+    start = time.perf_counter()
+    data = [next(batches) for _ in range(n)]
+    input_s = (time.perf_counter() - start) / n
+
+    @tf.function
+    def forward(batch):
+        return model.compute_loss(batch, training=True)
+
+    @tf.function
+    def gradient(batch):
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(batch, training=True)
+        grads = tape.gradient(loss, model.trainable_variables)
+        return loss, [tf.convert_to_tensor(g) for g in grads]
+
+    step = tf.function(model.train_step)
+    return {
+        "input": input_s,
+        "forward": median_seconds(forward, data),
+        "forward+gradient": median_seconds(gradient, data),
+        "train_step": median_seconds(step, data),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", required=True)
+    parser.add_argument("--optimizers", nargs="+", default=["adam", "lazy_adam"])
+    parser.add_argument("--batches", type=int, default=30)
+    args = parser.parse_args()
+    features = FeatureSet.load(args.features)
+    items = len(features.vocab["item_id"])
+    print(f"{args.features}: {items:,} item ids, {len(features.vocab['user_id']):,} user ids, "
+          f"load average {os.getloadavg()[0]:.2f}\n")  # fmt: skip
+    print("| optimizer | input s/batch | forward s | forward+gradient s | train_step s | "
+          "optimizer s (step - gradient) |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for optimizer in args.optimizers:
+        r = profile(features, optimizer, args.batches)
+        print(f"| {optimizer} | {r['input']:.4f} | {r['forward']:.4f} | "
+              f"{r['forward+gradient']:.4f} | {r['train_step']:.4f} | "
+              f"{r['train_step'] - r['forward+gradient']:.4f} |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
