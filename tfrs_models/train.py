@@ -299,6 +299,40 @@ class Throughput(tf.keras.callbacks.Callback):
         return self.examples / self.seconds if self.seconds else 0.0
 
 
+class ProgressLog(tf.keras.callbacks.Callback):
+    """Logs, at most every `interval` seconds, how far an epoch is: the step, examples/s over
+    the last interval and the time the epoch has left. Without a terminal (Airflow, `run`)
+    Keras prints one line per epoch, and an epoch can take an hour on a large catalog.
+
+    Args:
+        steps: steps per epoch (None: the count is not shown, nor the time left).
+        batch: examples per (global) step.
+    """
+
+    def __init__(self, steps: int | None, batch: int, interval: float = 60.0, label: str = ""):
+        super().__init__()
+        self.steps, self.batch, self.interval, self.label = steps, batch, interval, label
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.last_step = epoch + 1, 0
+        self.last_time = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if now - self.last_time < self.interval:
+            return
+        done = batch + 1
+        rate = (done - self.last_step) / (now - self.last_time)
+        where = f"step {done:,}"
+        if self.steps:
+            left = (self.steps - done) / rate / 60 if rate > 0 else float("inf")
+            where += f" of {self.steps:,} ({done / self.steps:.0%}), ~{left:.0f} min left"
+        log.info(
+            "%sepoch %d: %s, %.0f examples/s", self.label, self.epoch, where, rate * self.batch
+        )
+        self.last_step, self.last_time = done, now
+
+
 # The validation recall the train manifest reports, on at most this many validation queries (a
 # seeded subset; all of them when fewer): +-0.01 at 95% is enough for a number that only
 # describes the selected epoch, and exact scoring costs about 10-20 ms per query at 1M items.
@@ -512,6 +546,9 @@ def _train_into(
     train_data, steps = distributed_train_dataset(
         functools.partial(train_dataset, features, cfg), examples, cfg, replicas
     )
+    if not interactive:
+        batch = replicas.global_batch(cfg)
+        callbacks.append(ProgressLog(steps or examples // batch, batch))
     history = model.fit(
         train_data, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
         callbacks=callbacks, verbose=1 if interactive else 2,
@@ -612,8 +649,12 @@ def run_final_fit(
         functools.partial(train_dataset, features, cfg, splits=EXAMPLE_SPLITS),
         examples, cfg, replicas,
     )  # fmt: skip
+    callbacks = []
+    if not interactive:
+        batch = replicas.global_batch(cfg)
+        callbacks.append(ProgressLog(steps or examples // batch, batch, label="final fit "))
     history = model.fit(
-        data, epochs=epochs, steps_per_epoch=steps,
+        data, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
         verbose=1 if interactive else 2,
     )  # fmt: skip
     window_end = features.manifest["window"]["window_end"]
