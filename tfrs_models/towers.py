@@ -30,6 +30,7 @@ import tensorflow as tf
 from pipelines import schema
 from pipelines.config import TrainConfig
 from pipelines.schema import DAY_SECONDS, HOUR_SECONDS
+from tfrs_models.optimizers import CatchUpEmbedding
 
 _POPULARITY_BUCKETS = 64
 AGE_HALF_LIVES_DAYS = (0.5, 2.0, 8.0, 32.0)
@@ -93,12 +94,12 @@ class ItemTower(tf.keras.Model):
         self.id_lookup = tf.keras.layers.StringLookup(
             vocabulary=item_vocab, num_oov_indices=oov_buckets, name="item_id_lookup"
         )
-        self.id_embedding = tf.keras.layers.Embedding(
+        self.id_embedding = CatchUpEmbedding(
             self.id_lookup.vocabulary_size(), cfg.id_embedding_dim, name="item_id_embedding"
         )
         self.oov_buckets = oov_buckets
         if cfg.item_bias:
-            self.id_bias = tf.keras.layers.Embedding(
+            self.id_bias = CatchUpEmbedding(
                 self.id_lookup.vocabulary_size(), 1, embeddings_initializer="zeros",
                 name="item_id_bias",
             )  # fmt: skip
@@ -118,13 +119,13 @@ class ItemTower(tf.keras.Model):
             self.popularity = tf.constant(
                 np.minimum(pad(catalog["popularity_bucket"]), _POPULARITY_BUCKETS - 1)
             )
-            self.token_embedding = tf.keras.layers.Embedding(
+            self.token_embedding = CatchUpEmbedding(
                 n_tokens + 1, 32, mask_zero=True, name="title_token_embedding"
             )
-            self.genre_embedding = tf.keras.layers.Embedding(
+            self.genre_embedding = CatchUpEmbedding(
                 n_genres + 1, 16, mask_zero=True, name="genre_embedding"
             )
-            self.popularity_embedding = tf.keras.layers.Embedding(
+            self.popularity_embedding = CatchUpEmbedding(
                 _POPULARITY_BUCKETS, 8, name="popularity_embedding"
             )
             self.mlp = _mlp(cfg, "item")
@@ -200,7 +201,7 @@ class QueryTower(tf.keras.Model):
             vocabulary=user_vocab, num_oov_indices=oov_buckets, name="user_id_lookup"
         )
         if cfg.use_user_id:
-            self.user_embedding = tf.keras.layers.Embedding(
+            self.user_embedding = CatchUpEmbedding(
                 self.user_lookup.vocabulary_size(), cfg.id_embedding_dim, name="user_id_embedding"
             )
         if cfg.use_history and cfg.history_pooling == "attention":
@@ -212,12 +213,12 @@ class QueryTower(tf.keras.Model):
             for name in self.user_features
         }
         self.feature_embedding = {
-            name: tf.keras.layers.Embedding(cfg.user_feature_buckets, 16, name=f"{name}_embedding")
+            name: CatchUpEmbedding(cfg.user_feature_buckets, 16, name=f"{name}_embedding")
             for name in self.user_features
         }
         if cfg.use_user_features:
-            self.hour_embedding = tf.keras.layers.Embedding(24, 8, name="hour_embedding")
-            self.day_embedding = tf.keras.layers.Embedding(7, 4, name="day_of_week_embedding")
+            self.hour_embedding = CatchUpEmbedding(24, 8, name="hour_embedding")
+            self.day_embedding = CatchUpEmbedding(7, 4, name="day_of_week_embedding")
         use_mlp = cfg.use_history or cfg.use_user_features
         if not (cfg.use_user_id or use_mlp):
             raise ValueError("the query tower needs the user id, the history or user features")

@@ -19,11 +19,12 @@ def test_progress_lines_name_the_step_the_rate_and_the_time_left(caplog):
         model.fit(x, y, batch_size=16, epochs=2, verbose=0,
                   callbacks=[ProgressLog(4, 16, interval=0.0, label="final fit ")])  # fmt: skip
     lines = [r.getMessage() for r in caplog.records if r.name == "tfrs_models.train"]
-    assert len(lines) == 8, lines  # every step of both epochs (interval 0)
+    assert len(lines) == 10, lines  # every step of both epochs (interval 0), and each epoch's end
     assert re.fullmatch(
         r"final fit epoch 1: step 1 of 4 \(25%\), ~\d+ min left, \d+ examples/s", lines[0]
     ), lines[0]
-    assert lines[7].startswith("final fit epoch 2: step 4 of 4 (100%), ~0 min left")
+    assert re.fullmatch(r"final fit epoch 1 done in \d+ s, loss [\d.e+-]+", lines[4]), lines[4]
+    assert lines[8].startswith("final fit epoch 2: step 4 of 4 (100%), ~0 min left")
 
 
 def test_without_a_step_count_only_the_step_and_rate(caplog):

@@ -451,3 +451,31 @@ def test_fewer_train_examples_than_one_batch_is_refused_with_the_fix(small_featu
     with pytest.raises(PipelineError, match=r"fewer than one batch.*set train.batch_size"):
         train_model(small_features.features_dir, tmp_path / "m", TrainConfig(batch_size=10**6))
     assert not (tmp_path / "m").exists()
+
+
+def test_catch_up_adam_trains_and_exports_weights_that_owe_no_steps(small_features, tmp_path):
+    """`train.optimizer: catch_up_adam` through training, selection and the final fit: every
+    embedding row is paid up before the weights are read (the flush callbacks), and the model
+    learns."""
+    from tfrs_models.optimizers import CatchUpAdam
+
+    cfg = TrainConfig(epochs=2, embedding_dim=16, id_embedding_dim=16, hidden_units=32,
+                      eval_sample=300, learning_rate=0.01, optimizer="catch_up_adam")  # fmt: skip
+    result = train_model(small_features.features_dir, tmp_path / "model", cfg, progress=False)
+    optimizer = result.model.optimizer
+    assert isinstance(optimizer, CatchUpAdam)
+    steps = int(optimizer.iterations.numpy())
+    owed = {
+        v.name: int((steps - optimizer._last_steps[optimizer._index_dict[optimizer._var_key(v)]]
+                     .numpy()).max())
+        for v in result.model.trainable_variables
+        if "embedding" in v.name
+    }  # fmt: skip
+    assert owed and set(owed.values()) == {0}, owed
+    # The final fit's export holds the in-memory (flushed) weights.
+    with np.load(Path(result.final_dir) / "weights.npz") as saved:
+        exported = {name: saved[name] for name in saved.files}
+    ids = result.model.item_tower.id_embedding.embeddings.numpy()
+    assert any(np.array_equal(ids, array) for array in exported.values())
+    m = result.manifest
+    assert m["validation_recall@100"] > 1.1 * m["validation_popularity_recall@100"]
