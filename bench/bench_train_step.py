@@ -5,8 +5,12 @@ For each optimizer, in one process on the same features: the default model is bu
 same batches, the median time of the forward pass, of forward + gradient, and of a whole
 `train_step` (gradient + optimizer update), each in a `tf.function`; plus the input pipeline's
 time per batch (read, shuffle, parse). The optimizer's share is train_step - forward+gradient.
+Then `model.fit` over the dataset for `--fit-steps` steps with `verbose=0` and `verbose=2`
+(seconds per step after 20 warm-up steps): Keras's per-epoch log mode costs far more per step
+than the step itself on a large catalog, which is why training without a terminal uses
+`verbose=0` and logs its own progress.
 
-    python bench/bench_train_step.py --features RUN/features --optimizers adam lazy_adam
+    python bench/bench_train_step.py --features RUN/features --optimizers adam catch_up_adam lazy_adam
 """
 
 from __future__ import annotations
@@ -67,11 +71,38 @@ def profile(features: FeatureSet, optimizer: str, n: int) -> dict:
     }
 
 
+class _StepClock(tf.keras.callbacks.Callback):
+    """Seconds per step of a `fit`, after `warmup` steps."""
+
+    def __init__(self, warmup: int = 20):
+        super().__init__()
+        self.warmup, self.seconds = warmup, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.warmup:
+            self.start, self.first = time.perf_counter(), batch
+        elif batch + 1 > self.warmup:
+            self.seconds = (time.perf_counter() - self.start) / (batch - self.first)
+
+
+def fit_seconds(features: FeatureSet, optimizer: str, steps: int) -> dict:
+    cfg = TrainConfig(optimizer=optimizer)
+    model = build_model(features, cfg)
+    out = {}
+    for verbose in (0, 2, 0):
+        clock = _StepClock()
+        model.fit(train_dataset(features, cfg), steps_per_epoch=steps, epochs=1,
+                  verbose=verbose, callbacks=[clock])  # fmt: skip
+        out.setdefault(verbose, []).append(clock.seconds)
+    return {verbose: statistics.median(times) for verbose, times in out.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", required=True)
     parser.add_argument("--optimizers", nargs="+", default=["adam", "lazy_adam"])
     parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--fit-steps", type=int, default=80, help="0: skip the fit timing")
     args = parser.parse_args()
     features = FeatureSet.load(args.features)
     items = len(features.vocab["item_id"])
@@ -85,6 +116,14 @@ def main() -> None:
         print(f"| {optimizer} | {r['input']:.4f} | {r['forward']:.4f} | "
               f"{r['forward+gradient']:.4f} | {r['train_step']:.4f} | "
               f"{r['train_step'] - r['forward+gradient']:.4f} |", flush=True)  # fmt: skip
+    if args.fit_steps:
+        print(
+            "\n| optimizer | fit s/step, verbose=0 (median of 2) | fit s/step, verbose=2 | ratio |"
+        )
+        print("| --- | ---: | ---: | ---: |")
+        for optimizer in args.optimizers:
+            r = fit_seconds(features, optimizer, args.fit_steps)
+            print(f"| {optimizer} | {r[0]:.4f} | {r[2]:.4f} | {r[2] / r[0]:.1f}x |", flush=True)
 
 
 if __name__ == "__main__":
