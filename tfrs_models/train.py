@@ -302,8 +302,8 @@ class Throughput(tf.keras.callbacks.Callback):
 class ProgressLog(tf.keras.callbacks.Callback):
     """Logs, at most every `interval` seconds, how far an epoch is: the step, examples/s over
     the last interval and the time the epoch has left; and a line per finished epoch with its
-    loss. Used instead of Keras's own log without a terminal (Airflow, `run`): `fit(verbose=2)`
-    made each step 6x slower on a 1M-item catalog (0.57 vs 0.09 s; `bench/RESULTS.md`).
+    loss. Used instead of Keras's own log without a terminal (Airflow, `run`), which prints one
+    line per epoch, and an epoch on a 1M-item catalog takes half an hour.
 
     Args:
         steps: steps per epoch (None: the count is not shown, nor the time left).
