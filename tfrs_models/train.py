@@ -341,6 +341,22 @@ class ProgressLog(tf.keras.callbacks.Callback):
         self.last_step, self.last_time = done, now
 
 
+def progress_reporting(
+    interactive: bool,
+    steps: int | None,
+    examples: int,
+    cfg: TrainConfig,
+    replicas: Replicas,
+    label: str = "",
+) -> tuple[list[tf.keras.callbacks.Callback], int]:
+    """The progress callbacks and `fit`'s `verbose` for a training pass: Keras's bar in a
+    terminal, else `ProgressLog` (steps per epoch: `steps`, or one pass over `examples`)."""
+    if interactive:
+        return [], 1
+    batch = replicas.global_batch(cfg)
+    return [ProgressLog(steps or examples // batch, batch, label=label)], 0
+
+
 # The validation recall the train manifest reports, on at most this many validation queries (a
 # seeded subset; all of them when fewer): +-0.01 at 95% is enough for a number that only
 # describes the selected epoch, and exact scoring costs about 10-20 ms per query at 1M items.
@@ -555,12 +571,10 @@ def _train_into(
     train_data, steps = distributed_train_dataset(
         functools.partial(train_dataset, features, cfg), examples, cfg, replicas
     )
-    if not interactive:
-        batch = replicas.global_batch(cfg)
-        callbacks.append(ProgressLog(steps or examples // batch, batch))
+    progress_log, verbose = progress_reporting(interactive, steps, examples, cfg, replicas)
     history = model.fit(
         train_data, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-        callbacks=callbacks, verbose=1 if interactive else 0,
+        callbacks=callbacks + progress_log, verbose=verbose,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     valid_cb.restore_best(model)
@@ -658,13 +672,12 @@ def run_final_fit(
         functools.partial(train_dataset, features, cfg, splits=EXAMPLE_SPLITS),
         examples, cfg, replicas,
     )  # fmt: skip
-    callbacks = [CatchUpFlush()]  # the export below reads the weights
-    if not interactive:
-        batch = replicas.global_batch(cfg)
-        callbacks.append(ProgressLog(steps or examples // batch, batch, label="final fit "))
+    progress_log, verbose = progress_reporting(
+        interactive, steps, examples, cfg, replicas, label="final fit "
+    )
     history = model.fit(
-        data, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-        verbose=1 if interactive else 0,
+        data, epochs=epochs, steps_per_epoch=steps, verbose=verbose,
+        callbacks=[CatchUpFlush(), *progress_log],  # CatchUpFlush: the export reads the weights
     )  # fmt: skip
     window_end = features.manifest["window"]["window_end"]
     manifest = {

@@ -4,9 +4,10 @@ Events travel in batches (pyarrow tables of a Parquet row group), never one elem
 interaction: each batch is split by user shard (compressed for the shuffle), one GroupByKey
 brings every event of a shard together, and the shard is processed with numpy in one DoFn
 call. Per-item and per-user counts are combined from per-batch value counts. That keeps the
-Python per-element overhead of the runner off the hot path. The job uses only what every runner runs, the DaskRunner included
-(Create, ParDo, GroupByKey, Flatten: no Read source, no side input); runner options come from
-the config's `beam.options` or the command line (docs/scaling.md).
+Python per-element overhead of the runner off the hot path. The job uses only what every
+runner runs, the DaskRunner included (Create, ParDo, GroupByKey, Flatten: no Read source, no
+side input); runner options come from the config's `beam.options` or the command line
+(docs/scaling.md).
 
     python -m pipelines.features.beam_job --raw-dir RUN/raw --out RUN/features \\
         [--window-start ISO --eval-start ISO --window-end ISO] [--eval-design auto|temporal|holdout]
