@@ -52,12 +52,20 @@ def generate(preset: str, landing: Path) -> dict | None:
     return {"seconds": float(seconds), "peak_rss_gib": int(kib) / 2**20}
 
 
-def run_loop(preset: str, landing: Path, root: Path, env: dict[str, str]) -> dict:
-    """`two-tower run` in a fresh process; the summary's per-step usage plus the wall time."""
-    log = root.with_suffix(".log")
-    root.parent.mkdir(parents=True, exist_ok=True)
+def run_loop(
+    preset: str,
+    landing: Path,
+    root: Path,
+    env: dict[str, str],
+    run_id: str = "capacity",
+    extra: tuple[str, ...] = (),
+) -> dict:
+    """`two-tower run` (plus `extra` arguments) in a fresh process as `run_id` under `root`;
+    the summary's per-step usage, the wall time, the evaluation and whether it promoted."""
+    log = root.with_suffix(".log") if run_id == "capacity" else root / f"{run_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pipelines", "run", "--source", str(landing),
-           "--artifact-root", str(root), "--run-id", "capacity"]  # fmt: skip
+           "--artifact-root", str(root), "--run-id", run_id, *extra]  # fmt: skip
     started = time.perf_counter()
     with log.open("w") as out:
         code = subprocess.run(
@@ -65,11 +73,11 @@ def run_loop(preset: str, landing: Path, root: Path, env: dict[str, str]) -> dic
             env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **env},
         ).returncode  # fmt: skip
     wall = time.perf_counter() - started
-    summary_path = root / "runs" / "capacity" / "summary.json"
+    summary_path = root / "runs" / run_id / "summary.json"
     if not summary_path.exists():
         raise SystemExit(f"{preset}: the run failed (exit {code}), no summary; see {log}")
     summary = json.loads(summary_path.read_text())
-    metrics = json.loads((root / "runs" / "capacity" / "evaluation" / "metrics.json").read_text())
+    metrics = json.loads((root / "runs" / run_id / "evaluation" / "metrics.json").read_text())
     return {
         "preset": preset,
         "wall_s": wall,
@@ -79,6 +87,10 @@ def run_loop(preset: str, landing: Path, root: Path, env: dict[str, str]) -> dic
         "popularity recall@100": metrics["popularity"]["recall@100"],
         "queries": metrics["eval"]["queries"],
         "items": metrics["eval"]["items"],
+        "promoted": summary["promoted"],
+        "train": {
+            k: summary["steps"]["train"].get(k) for k in ("best_epoch", "epochs_run", "warm_start")
+        },
         "log": str(log),
     }
 
