@@ -143,8 +143,17 @@ class ItemTower(tf.keras.Model):
             self.mlp = tf.keras.layers.Dense(cfg.embedding_dim, name="item_output")
 
     def id_vectors(self, item_ids: tf.Tensor) -> tf.Tensor:
-        """Id embeddings of any-shaped string ids (shared with the query tower's history)."""
-        return self.id_embedding(self.id_lookup(item_ids))
+        """Id embeddings of any-shaped string ids (shared with the query tower's history).
+
+        Each distinct id is looked up once and its vector gathered into place. A batch's
+        histories repeat items (1,024 x 100 slots over a 20k-item catalog on `medium`), and the
+        embedding's sparse gradient then carries one row per distinct item instead of one per
+        slot, for the backward pass and the optimizer: half the step time of the default model.
+        """
+        index = self.id_lookup(item_ids)
+        unique, position = tf.unique(tf.reshape(index, [-1]))
+        vectors = tf.gather(self.id_embedding(unique), position)
+        return tf.reshape(vectors, tf.concat([tf.shape(index), [-1]], axis=0))
 
     def created(self, item_ids: tf.Tensor) -> tf.Tensor:
         """Creation times in days relative to t0 (very negative when unknown): `[batch]`."""
@@ -300,13 +309,21 @@ class QueryTower(tf.keras.Model):
         newest = tf.reduce_max(tf.where(present, times, tf.zeros_like(times)), axis=1)
         age_days = tf.cast(tf.maximum(newest[:, None] - times, 0), tf.float32) / DAY_SECONDS
         log_recency = -age_days * (math.log(2.0) / self.cfg.recency_half_life_days)
-        vectors = self.item_tower.id_vectors(ids)
         if self.cfg.history_pooling == "attention":
+            vectors = self.item_tower.id_vectors(ids)
             if context is None:
                 context = tf.ones([tf.shape(ids)[0], 1])
             log_recency += tf.einsum("bhd,bd->bh", vectors, self.attention_query(context))
+            return tf.einsum("bh,bhd->bd", _masked_softmax(log_recency, present), vectors)
+        # Mean pooling: the weights do not depend on the embeddings, so only the present slots
+        # are looked up and summed (padding and dropped items never enter the pass or its
+        # gradient: about a third of the 1,024 x 100 slots of a `medium` training batch).
         weights = _masked_softmax(log_recency, present)
-        return tf.einsum("bh,bhd->bd", weights, vectors)
+        slots = tf.where(present)
+        vectors = self.item_tower.id_vectors(tf.gather_nd(ids, slots))
+        return tf.math.unsorted_segment_sum(
+            vectors * tf.gather_nd(weights, slots)[:, None], slots[:, 0], tf.shape(ids)[0]
+        )
 
 
 def _masked_softmax(logits: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
