@@ -82,12 +82,63 @@ def recall_at_k(ranked: np.ndarray, targets: list[np.ndarray]) -> float:
         ranked: int `[n, k]` item indices, best first.
         targets: n arrays of target item indices.
     """
-    recalls = [
-        np.isin(target, row).mean()
-        for row, target in zip(ranked, targets, strict=True)
-        if len(target)
-    ]
-    return float(np.mean(recalls)) if recalls else 0.0
+    ranked = np.asarray(ranked, dtype=np.int64)
+    lengths = np.fromiter((len(t) for t in targets), np.int64, len(targets))
+    if not lengths.any():
+        return 0.0
+    flat = np.concatenate([np.asarray(t, np.int64) for t in targets])
+    width = int(max(flat.max(), ranked.max(initial=0))) + 1
+    owner = np.repeat(np.arange(len(targets), dtype=np.int64), lengths)
+    row_keys = np.where(ranked >= 0, np.arange(len(ranked))[:, None] * width + ranked, -1)
+    found = _members(
+        owner * width + flat, _sorted_unique(row_keys.ravel())
+    )  # each target, repeats too
+    per_query = np.bincount(owner, found, minlength=len(targets))[lengths > 0]
+    return float(np.mean(per_query / lengths[lengths > 0]))
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an int array (`np.unique`'s hash path is slower here)."""
+    values = np.sort(values, kind="stable")
+    return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
+
+
+def _members(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """`np.isin(values, sorted_keys)` for sorted unique int keys, by binary search (isin's
+    own choice for keys spanning queries x catalog can be a lookup table that size)."""
+    if not len(sorted_keys):
+        return np.zeros(values.shape, bool)
+    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[at] == values
+
+
+def hit_matrix(ranked: np.ndarray, targets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Which ranked items are targets, for the queries that have targets.
+
+    One vectorised membership test over (query, item) keys instead of one `np.isin` per query
+    (which made metrics most of the evaluation step's time on 43k eval queries).
+
+    Args:
+        ranked: int `[n, k]` item indices, best first (-1 = padding, never a hit).
+        targets: n arrays of target item indices (repeats count once).
+
+    Returns:
+        bool `[n_scored, k]` hits and float `[n_scored]` distinct-target counts, for the
+        queries with at least one target, in the order of `targets`.
+    """
+    ranked = np.asarray(ranked, dtype=np.int64)
+    lengths = np.fromiter((len(t) for t in targets), np.int64, len(targets))
+    scored = np.flatnonzero(lengths)
+    flat = np.concatenate([np.asarray(t, np.int64) for t in targets]) if len(scored) else None
+    if flat is None:
+        return np.zeros((0, ranked.shape[1]), bool), np.zeros(0)
+    width = int(max(flat.max(initial=0), ranked.max(initial=0))) + 1
+    owner = np.repeat(np.arange(len(targets), dtype=np.int64), lengths)
+    keys = _sorted_unique(owner * width + flat)
+    sizes = np.bincount(keys // width, minlength=len(targets))[scored].astype(np.float64)
+    rows = ranked[scored]
+    hits = _members(scored[:, None] * width + rows, keys) & (rows >= 0)
+    return hits, sizes
 
 
 def per_query_metrics(
@@ -110,20 +161,16 @@ def per_query_metrics(
     """
     kmax = max(ks)
     ranked = np.asarray(ranked)[:, :kmax]
-    scored = [i for i, t in enumerate(targets) if len(t)]
     discounts = 1.0 / np.log2(np.arange(2, kmax + 2))
-    hits = np.zeros((len(scored), kmax), dtype=bool)
-    sizes = np.zeros(len(scored))
-    for j, i in enumerate(scored):
-        target = np.unique(targets[i])
-        row = ranked[i]
-        hits[j, : len(row)] = np.isin(row, target) & (row >= 0)
-        sizes[j] = len(target)
+    found_hits, sizes = hit_matrix(ranked, targets)
+    hits = np.zeros((len(sizes), kmax), dtype=bool)
+    hits[:, : found_hits.shape[1]] = found_hits
+    ideal_sums = np.concatenate([[0.0], np.cumsum(discounts)])
     out: dict[str, np.ndarray] = {}
     for k in ks:
         h = hits[:, :k]
         found = h.sum(axis=1)
-        ideal = np.array([discounts[: int(min(k, s))].sum() for s in sizes])
+        ideal = ideal_sums[np.minimum(k, sizes).astype(np.int64)]
         out[f"recall@{k}"] = found / sizes
         out[f"ndcg@{k}"] = (h * discounts[:k]).sum(axis=1) / ideal
         out[f"hit_rate@{k}"] = (found > 0).astype(np.float64)
@@ -181,14 +228,12 @@ def ranking_metrics(
 
 def recall_curve(ranked: np.ndarray, targets: list[np.ndarray], kmax: int) -> np.ndarray:
     """Recall@K for K = 1..kmax (same conventions as `ranking_metrics`): float `[kmax]`."""
-    curves = []
-    for row, target in zip(np.asarray(ranked)[:, :kmax], targets, strict=True):
-        if len(target):
-            target = np.unique(target)
-            hits = np.zeros(kmax)
-            hits[: len(row)] = np.isin(row, target) & (row >= 0)
-            curves.append(np.cumsum(hits) / len(target))
-    return np.mean(curves, axis=0) if curves else np.zeros(kmax)
+    found, sizes = hit_matrix(np.asarray(ranked)[:, :kmax], targets)
+    if not len(sizes):
+        return np.zeros(kmax)
+    hits = np.zeros((len(sizes), kmax))
+    hits[:, : found.shape[1]] = found
+    return np.mean(np.cumsum(hits, axis=1) / sizes[:, None], axis=0)
 
 
 # Resampled query indices held in memory at once (int64): bounds a bootstrap's peak memory.

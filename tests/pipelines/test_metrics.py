@@ -138,3 +138,29 @@ def test_resamples_are_shared_by_every_column():
 def test_paired_bootstrap_refuses_unaligned_models():
     with pytest.raises(ValueError, match="same queries"):
         paired_bootstrap_ci(np.zeros(3), np.zeros(4))
+
+
+def test_vectorised_hits_match_a_per_query_reference():
+    """`hit_matrix` and `recall_at_k` (one membership test over all queries) against a plain
+    per-query loop: repeated targets, -1 padding, queries without targets, ids beyond the
+    ranked range and a ranked width below max(K)."""
+    from pipelines.metrics import hit_matrix, recall_at_k
+
+    rng = np.random.default_rng(3)
+    ranked = rng.integers(-1, 50, (300, 12))
+    targets = [rng.integers(0, 60, rng.integers(0, 6)) for _ in range(300)]
+    targets[0] = np.array([ranked[0, 0]] * 3 + [59])  # a repeated hit and a miss
+    hits, sizes = hit_matrix(ranked, targets)
+    scored = [i for i, t in enumerate(targets) if len(t)]
+    expected = [np.isin(ranked[i], np.unique(targets[i])) & (ranked[i] >= 0) for i in scored]
+    np.testing.assert_array_equal(hits, np.array(expected))
+    np.testing.assert_array_equal(sizes, [len(np.unique(targets[i])) for i in scored])
+    # recall_at_k counts each target entry, repeats included (as np.isin(target, row) does).
+    reference = np.mean([np.isin(targets[i], ranked[i][ranked[i] >= 0]).mean() for i in scored])
+    assert recall_at_k(ranked, targets) == pytest.approx(reference, abs=1e-12)
+    values = per_query_metrics(ranked, targets, [5, 20])  # 20 > the ranked width of 12
+    for row, i in enumerate(scored):
+        target = np.unique(targets[i])
+        assert values["recall@20"][row] == pytest.approx(expected[row].sum() / len(target))
+        first = np.flatnonzero(expected[row])
+        assert values["mrr@20"][row] == pytest.approx(1 / (first[0] + 1) if len(first) else 0.0)
