@@ -88,8 +88,8 @@ class TrainResult:
 # different global batch; across hosts the worker count is in TF_CONFIG, not in the config).
 RESUMABLE_FIELDS = frozenset(
     {
-        "epochs", "early_stopping_patience", "eval_k", "eval_sample", "final_fit",
-        "final_fit_epochs", "distribution", "workers",
+        "epochs", "early_stopping_patience", "early_stopping_min_delta", "eval_k", "eval_sample",
+        "final_fit", "final_fit_epochs", "distribution", "workers",
     }
 )  # fmt: skip
 INPUTS_FILE = "inputs.json"  # in the checkpoint directory: what its checkpoints trained on
@@ -218,11 +218,15 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         log_dir: Path,
         best_dir: Path,
         agree=None,
+        min_delta: float = 0.0,
     ):
         """`agree`: None, or (multi-worker) a function of this worker's recall returning the
-        chief's, which every decision then uses (`tfrs_models.distributed.chief_value`)."""
+        chief's, which every decision then uses (`tfrs_models.distributed.chief_value`).
+        `min_delta`: an epoch is better than the best so far only when its recall is higher
+        by more than this (it is then selected, and patience counts from it)."""
         super().__init__()
         self.validation, self.k, self.patience, self.best_dir = validation, k, patience, best_dir
+        self.min_delta = min_delta
         self.agree = agree
         self.writer = tf.summary.create_file_writer(str(log_dir / "validation"))
         self.best_recall = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_recall")
@@ -252,7 +256,8 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             "epoch %d: validation Recall@%d = %.4f (%d validation queries)",
             epoch + 1, self.k, recall, len(self.validation),
         )  # fmt: skip
-        if recall > float(self.best_recall.numpy()):
+        best = float(self.best_recall.numpy())
+        if best < 0 or recall > best + self.min_delta:
             self.best_recall.assign(recall)
             self.best.assign(epoch + 1)
             partial = self.best_dir / f".best-{epoch + 1}.partial.npz"
@@ -536,6 +541,7 @@ def _train_into(
         ModelLayout(model_dir).logs,
         checkpoints,
         agree=chief_value(replicas),
+        min_delta=cfg.early_stopping_min_delta,
     )
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     checkpoint = tf.train.Checkpoint(
