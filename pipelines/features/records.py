@@ -34,13 +34,23 @@ import pandas as pd
 
 from pipelines import schema
 from pipelines.features.window import FeatureWindow
-from pipelines.formats.example_encoder import FeatureKey, join_examples, value_field, varint_buffer
+from pipelines.formats.example_encoder import (
+    EntryColumn,
+    FeatureKey,
+    example_parts,
+    value_field,
+    varint_buffer,
+)
+from pipelines.formats.tfrecord import RecordFile, frame_records
 from pipelines.schema import UserCuts
 
 
 @dataclasses.dataclass
 class ShardExamples:
     """Serialized records of one user shard plus what the checks and manifest need.
+
+    Each split's records are a `tfrecord.RecordFile` (a sequence of serialized Examples,
+    already framed as the TFRecord file that `job.process_shard` writes), or an empty list.
 
     Attributes:
         train: serialized train Examples, in a fixed pseudo-random order (a hash of each
@@ -55,10 +65,10 @@ class ShardExamples:
             no example has history); it must be >= 1 for a leak-free shard.
     """
 
-    train: list[bytes]
-    valid: list[bytes]
-    eval: list[bytes]
-    heldout: list[bytes]
+    train: RecordFile | list
+    valid: RecordFile | list
+    eval: RecordFile | list
+    heldout: RecordFile | list
     stats: dict
 
 
@@ -80,6 +90,10 @@ class _Events:
     user_start: np.ndarray  # [n] first row of the row's user
     tie_start: np.ndarray  # [n] first row of the row's (user, timestamp) group
     frame: pd.DataFrame
+
+    @property
+    def n(self) -> int:
+        return len(self.t)
 
     @classmethod
     def sort(cls, events: pd.DataFrame, window: FeatureWindow) -> _Events:
@@ -122,7 +136,7 @@ def build_shard_examples(
     train_end, eval_cut = (c[ev.user_codes] for c in cuts.lookup(ev.user_names))
     inside = (ev.t >= window.window_start) & (ev.t < window.window_end)
     rows = np.flatnonzero(inside & (ev.t < train_end))
-    train, hist = _examples(ev, tables, rows, history_length)
+    train, lengths = _examples(ev, tables, rows, history_length)
     heldout, _ = _examples(ev, tables, np.flatnonzero(inside & (ev.t >= train_end)),
                            history_length)  # fmt: skip
 
@@ -130,8 +144,8 @@ def build_shard_examples(
     in_eval = inside & (ev.t >= eval_cut)
     validation = _queries(ev, tables, in_valid, history_length)
     evaluation = _queries(ev, tables, in_eval, history_length)
-    gaps = ev.t[rows] - ev.t[hist[0][:, 0].clip(min=0)] if len(rows) else np.zeros(0, np.int64)
-    with_history = hist[1] > 0
+    with_history = lengths > 0
+    gaps = ev.t[rows] - ev.t[(ev.tie_start[rows] - 1).clip(min=0)]
     return ShardExamples(
         train=train,
         valid=validation,
@@ -150,35 +164,49 @@ def build_shard_examples(
     )
 
 
-def _examples(ev: _Events, tables, rows: np.ndarray, h: int) -> tuple[list[bytes], tuple]:
+def _examples(
+    ev: _Events, tables, rows: np.ndarray, h: int
+) -> tuple[RecordFile | list, np.ndarray]:
     """Train-format records of the event rows `rows` (int `[n]`, ascending) and their histories.
 
     Returns:
-        (records in a fixed pseudo-random order, the `schema.point_in_time_history` of each row in
-        `rows` order).
+        (records in a fixed pseudo-random order, the history length of each row in `rows` order:
+        row r's history is the rows `tie_start[r] - 1` down to `tie_start[r] - length`).
     """
-    hist = schema.point_in_time_history(ev.user_start[rows], ev.tie_start[rows], h)
+    first = ev.tie_start[rows]
+    lengths = history_lengths(ev.user_start[rows], first, h)
     if len(rows) == 0:
-        return [], hist
+        return [], lengths
     columns = tables.user_columns(ev.user_codes[rows])
-    columns[schema.TIMESTAMP] = tables.timestamp_entries(ev.t[rows])
-    columns.update(tables.history_columns(ev, hist))
-    columns[schema.ITEM_ID] = [tables.item_entries[c] for c in ev.item_codes[rows].tolist()]
+    columns[schema.TIMESTAMP] = tables.timestamp_entries(ev.n - 1 - rows)
+    columns.update(tables.history_columns(ev.n, first, lengths))
+    columns[schema.ITEM_ID] = EntryColumn.lookup(tables.item_entries, ev.item_codes[rows])
     for name in (schema.EVENT, schema.WEIGHT):
         codes, values = pd.factorize(ev.frame[name].to_numpy()[rows])
         kind = "bytes" if name == schema.EVENT else "float"
         table = FeatureKey(name, kind).entries(
             [str(v).encode() for v in values] if kind == "bytes" else values
         )
-        columns[name] = [table[c] for c in codes.tolist()]
-    records = join_examples(columns)
+        columns[name] = EntryColumn.lookup(table, codes)
+    parts, sizes = example_parts(columns)
     # Written in a fixed pseudo-random order, not user by user: consecutive records then mix
     # users, so readers get well-mixed batches from a small shuffle buffer.
     order = np.argsort(pd.util.hash_array(rows.astype(np.int64)), kind="stable")
-    return [records[i] for i in order], hist
+    return frame_records(parts[order], sizes[order]), lengths
 
 
-def _queries(ev: _Events, tables, labelled: np.ndarray, h: int) -> list[bytes]:
+def history_lengths(user_start: np.ndarray, first_not_before: np.ndarray, h: int) -> np.ndarray:
+    """`schema.point_in_time_history` in range form: the lengths `[n]` of its histories.
+
+    A history is a run of consecutive rows read backwards, `first_not_before - 1` down to
+    `first_not_before - length`, so its first row and length describe it exactly; the records
+    copy each one as a single slice (`_Backwards`) instead of gathering an `[n, H]` matrix of
+    rows. `test_records` checks the two forms agree.
+    """
+    return np.clip(first_not_before - user_start, 0, h)
+
+
+def _queries(ev: _Events, tables, labelled: np.ndarray, h: int) -> RecordFile | list:
     """One query per user with labelled rows, in user order.
 
     `labelled` marks, per user, one contiguous run of rows (rows are sorted by user then time,
@@ -196,8 +224,8 @@ def _queries(ev: _Events, tables, labelled: np.ndarray, h: int) -> list[bytes]:
     first, ends = first_of_user[users], last_of_user[users] + 1
     starts = ev.user_start[first]
     columns = tables.user_columns(users)
-    columns[schema.TIMESTAMP] = tables.timestamp_entries(ev.t[first])
-    columns.update(tables.history_columns(ev, schema.point_in_time_history(starts, first, h)))
+    columns[schema.TIMESTAMP] = tables.timestamp_entries(ev.n - 1 - first)
+    columns.update(tables.history_columns(ev.n, first, history_lengths(starts, first, h)))
     for name, lo, hi in (
         (schema.SEEN_ITEM_IDS, starts, first),
         (schema.LABEL_ITEM_IDS, first, ends),
@@ -210,17 +238,22 @@ def _queries(ev: _Events, tables, labelled: np.ndarray, h: int) -> list[bytes]:
         columns[name] = tables.item_lists(
             name, flat, list(zip(bounds[:-1], bounds[1:], strict=True))
         )
-    return join_examples(columns)
+    return frame_records(*example_parts(columns))
 
 
 class _Tables:
-    """Encoded map entries shared by the records of a shard (one per distinct value)."""
+    """Encoded pieces shared by the records of a shard: one map entry per distinct value of the
+    scalar features, and every event's item and timestamp encoded once (`_Backwards`), which
+    the histories and timestamps of all records are sliced from."""
 
     def __init__(self, ev: _Events, users: pd.DataFrame | None):
         user_names = ev.user_names
         item_bytes = [s.encode() for s in ev.item_names]
         self.item_entries = FeatureKey(schema.ITEM_ID, "bytes").entries(item_bytes)
         self.item_values = [value_field(b) for b in item_bytes]
+        backwards = ev.item_codes[::-1].tolist()
+        self.items = _Backwards.join([self.item_values[c] for c in backwards])
+        self.times = _Backwards(*varint_buffer(ev.t[::-1]))
         self.users = {
             schema.USER_ID: FeatureKey(schema.USER_ID, "bytes").entries(
                 [s.encode() for s in user_names]
@@ -233,37 +266,56 @@ class _Tables:
                 name = schema.user_feature(column)
                 self.users[name] = FeatureKey(name, "bytes").entries(values)
 
-    def user_columns(self, user_codes: np.ndarray) -> dict[str, list[bytes]]:
-        codes = user_codes.tolist()
-        return {name: [entries[c] for c in codes] for name, entries in self.users.items()}
-
-    @staticmethod
-    def timestamp_entries(t: np.ndarray) -> list[bytes]:
-        """One `timestamp` entry per row of `t` (int64 epoch seconds `[n]`)."""
-        key = FeatureKey(schema.TIMESTAMP, "int64")
-        data, offsets = varint_buffer(t)
-        return [key.entry(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-
-    def history_columns(self, ev: _Events, history) -> dict[str, list[bytes]]:
-        idx, lengths = history
-        flat = idx[idx >= 0]  # row-major: each row's history, most recent first
-        bounds = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=bounds[1:])
-        bounds = bounds.tolist()
-        ts_data, ts_offsets = varint_buffer(ev.t[flat])
-        ts_key = FeatureKey(schema.HISTORY_TIMESTAMPS, "int64")
-        pairs = list(zip(bounds[:-1], bounds[1:], strict=True))
+    def user_columns(self, user_codes: np.ndarray) -> dict[str, EntryColumn]:
         return {
-            schema.HISTORY_ITEM_IDS: self.item_lists(
-                schema.HISTORY_ITEM_IDS, ev.item_codes[flat], pairs
-            ),
-            schema.HISTORY_TIMESTAMPS: [
-                ts_key.entry(ts_data[ts_offsets[a] : ts_offsets[b]]) for a, b in pairs
-            ],
+            name: EntryColumn.lookup(entries, user_codes) for name, entries in self.users.items()
         }
 
-    def item_lists(self, name: str, codes: np.ndarray, pairs: list[tuple[int, int]]) -> list[bytes]:
+    def timestamp_entries(self, positions: np.ndarray) -> EntryColumn:
+        """One `timestamp` entry per event of the backwards positions `positions` (int `[n]`:
+        row r is at n_events - 1 - r)."""
+        return self.times.entries(FeatureKey(schema.TIMESTAMP, "int64"), positions, 1)
+
+    def history_columns(
+        self, n_events: int, first_not_before: np.ndarray, lengths: np.ndarray
+    ) -> dict[str, EntryColumn]:
+        """The history features of histories given in `history_lengths`' range form."""
+        # Rows first - 1 down to first - length are backwards positions n - first onwards.
+        start = n_events - first_not_before
+        return {
+            schema.HISTORY_ITEM_IDS: self.items.entries(
+                FeatureKey(schema.HISTORY_ITEM_IDS, "bytes"), start, lengths
+            ),
+            schema.HISTORY_TIMESTAMPS: self.times.entries(
+                FeatureKey(schema.HISTORY_TIMESTAMPS, "int64"), start, lengths
+            ),
+        }
+
+    def item_lists(self, name: str, codes: np.ndarray, pairs: list[tuple[int, int]]) -> EntryColumn:
         """One bytes-list entry per row: the items `codes[a:b]` for each (a, b) in `pairs`."""
-        key = FeatureKey(name, "bytes")
         values = [self.item_values[c] for c in codes.tolist()]
-        return [key.entry(b"".join(values[a:b])) for a, b in pairs]
+        return FeatureKey(name, "bytes").column([b"".join(values[a:b]) for a, b in pairs])
+
+
+class _Backwards:
+    """One encoded value per event of a shard, concatenated from the last event row to the
+    first.
+
+    Events are sorted by user then time, so a history (its user's rows `first - 1` down to
+    `first - length`, most recent first) is one contiguous run here: its list content is a
+    single slice, copied once, rather than one piece per history item.
+    """
+
+    def __init__(self, data: bytes, offsets: list[int]):
+        self.data = data
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+
+    @classmethod
+    def join(cls, pieces: list[bytes]) -> _Backwards:
+        offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in pieces], out=offsets[1:])
+        return cls(b"".join(pieces), offsets)
+
+    def entries(self, key: FeatureKey, start: np.ndarray, count) -> EntryColumn:
+        """`key`'s entry of the values at positions `start[i] .. start[i] + count[i] - 1`, per i."""
+        return key.slices(self.data, self.offsets[start], self.offsets[start + count])

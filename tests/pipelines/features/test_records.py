@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.features.records import build_shard_examples, user_shard
+from pipelines import schema
+from pipelines.features.records import build_shard_examples, history_lengths, user_shard
 from pipelines.features.window import FeatureWindow
 from pipelines.formats.example_decoder import decode_example
 
@@ -170,6 +171,24 @@ def test_same_events_in_any_order_give_identical_bytes():
     first = build_shard_examples(frame, WINDOW, 5)
     second = build_shard_examples(frame.iloc[::-1], WINDOW, 5)
     assert first.train == second.train and first.eval == second.eval
+
+
+@pytest.mark.parametrize("h", [1, 3, 100])
+def test_history_ranges_match_point_in_time_history(h):
+    """The records slice each history as the rows first - 1 down to first - length."""
+    rng = np.random.default_rng(h)
+    users = np.sort(rng.integers(0, 30, 500))
+    t = np.sort(rng.integers(0, 50, 500))  # ascending within each user once sorted below
+    order = np.lexsort((t, users))
+    users, t = users[order], t[order]
+    user_start, tie_start = schema.event_groups(users, t)
+    rows, lengths = schema.point_in_time_history(user_start, tie_start, h)
+    ranges = history_lengths(user_start, tie_start, h)
+    assert (ranges == lengths).all()
+    expected = np.where(
+        np.arange(h)[None, :] < ranges[:, None], tie_start[:, None] - 1 - np.arange(h), -1
+    )
+    assert (rows == expected).all()
 
 
 def test_user_shard_is_stable_and_spread():
