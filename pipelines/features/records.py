@@ -181,13 +181,8 @@ def _examples(
     columns[schema.TIMESTAMP] = tables.timestamp_entries(ev.n - 1 - rows)
     columns.update(tables.history_columns(ev.n, first, lengths))
     columns[schema.ITEM_ID] = EntryColumn.lookup(tables.item_entries, ev.item_codes[rows])
-    for name in (schema.EVENT, schema.WEIGHT):
-        codes, values = pd.factorize(ev.frame[name].to_numpy()[rows])
-        kind = "bytes" if name == schema.EVENT else "float"
-        table = FeatureKey(name, kind).entries(
-            [str(v).encode() for v in values] if kind == "bytes" else values
-        )
-        columns[name] = EntryColumn.lookup(table, codes)
+    for name, (codes, table) in tables.events.items():
+        columns[name] = EntryColumn.lookup(table, codes[rows])
     parts, sizes = example_parts(columns)
     # Written in a fixed pseudo-random order, not user by user: consecutive records then mix
     # users, so readers get well-mixed batches from a small shuffle buffer.
@@ -230,15 +225,30 @@ def _queries(ev: _Events, tables, labelled: np.ndarray, h: int) -> RecordFile | 
         (schema.SEEN_ITEM_IDS, starts, first),
         (schema.LABEL_ITEM_IDS, first, ends),
     ):
-        sets = [
-            np.unique(ev.item_codes[a:b]) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
-        ]
-        bounds = np.cumsum([0] + [len(x) for x in sets]).tolist()
-        flat = np.concatenate(sets) if sets else np.zeros(0, np.int64)
+        flat, bounds = _distinct_items(ev.item_codes, lo, hi)
+        bounds = bounds.tolist()
         columns[name] = tables.item_lists(
             name, flat, list(zip(bounds[:-1], bounds[1:], strict=True))
         )
     return frame_records(*example_parts(columns))
+
+
+def _distinct_items(item_codes: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    """The distinct items of each row range `[lo[i], hi[i])`, ascending, for all ranges at once.
+
+    Returns:
+        (item codes of every range in turn, int64 `[m + 1]` where range i's codes start).
+    """
+    counts = hi - lo
+    starts = np.zeros(len(lo) + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    which = np.repeat(np.arange(len(lo)), counts)
+    rows = np.arange(starts[-1]) + (lo - starts[:-1])[which]
+    span = np.int64(item_codes.max() + 1) if len(item_codes) else np.int64(1)
+    # (range, item) pairs as one sorted key each: the distinct keys are the distinct items of
+    # every range, ranges in order and items ascending within each.
+    keys = np.unique(which * span + item_codes[rows])
+    return keys % span, np.searchsorted(keys // span, np.arange(len(lo) + 1))
 
 
 class _Tables:
@@ -254,6 +264,12 @@ class _Tables:
         backwards = ev.item_codes[::-1].tolist()
         self.items = _Backwards.join([self.item_values[c] for c in backwards])
         self.times = _Backwards(*varint_buffer(ev.t[::-1]))
+        self.events = {}  # event and weight: (code of each event row, entry of each code)
+        for name, kind in ((schema.EVENT, "bytes"), (schema.WEIGHT, "float")):
+            codes, values = pd.factorize(ev.frame[name].to_numpy())
+            key = FeatureKey(name, kind)
+            encoded = [str(v).encode() for v in values] if kind == "bytes" else values
+            self.events[name] = (codes, key.entries(encoded))
         self.users = {
             schema.USER_ID: FeatureKey(schema.USER_ID, "bytes").entries(
                 [s.encode() for s in user_names]

@@ -188,10 +188,18 @@ def example_parts(columns: dict[str, EntryColumn]) -> tuple[np.ndarray, np.ndarr
 def per_size(sizes: np.ndarray, build: Callable[[int], bytes]) -> tuple[np.ndarray, np.ndarray]:
     """`build(size)` for each of `sizes` (int `[n]`), called once per distinct size (headers
     depend only on a length): (object `[n]` of bytes, int64 `[n]` their lengths)."""
-    distinct, inverse = np.unique(np.asarray(sizes, dtype=np.int64), return_inverse=True)
+    distinct, inverse = distinct_sizes(sizes)
     built = _objects([build(size) for size in distinct.tolist()])
-    inverse = inverse.reshape(-1)
     return built[inverse], _sizes(built)[inverse]
+
+
+def distinct_sizes(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(sizes, return_inverse=True)` for non-negative sizes, in linear time (a
+    table over 0..max(sizes) instead of a sort)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    present = np.zeros(int(sizes.max()) + 1 if len(sizes) else 0, dtype=bool)
+    present[sizes] = True
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[sizes]
 
 
 def _objects(values: Sequence) -> np.ndarray:

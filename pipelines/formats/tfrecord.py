@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import google_crc32c
 import numpy as np
 
+from pipelines.formats.example_encoder import distinct_sizes
 from pipelines.formats.files import read_bytes, write_bytes
 
 _MASK_DELTA = 0xA282EAD8
@@ -83,7 +84,7 @@ def frame_records(parts: np.ndarray, sizes: np.ndarray) -> RecordFile:
     """
     n = len(sizes)
     sizes = np.asarray(sizes, dtype=np.int64)
-    distinct, inverse = np.unique(sizes, return_inverse=True)
+    distinct, inverse = distinct_sizes(sizes)
     headers = np.fromiter(map(_header, distinct.tolist()), dtype=object, count=len(distinct))
     # Columns as lists, zipped: no list per record stays alive (millions of live containers
     # would set off the cyclic garbage collector again and again).
@@ -92,7 +93,7 @@ def frame_records(parts: np.ndarray, sizes: np.ndarray) -> RecordFile:
     crcs = np.fromiter(map(google_crc32c.value, records), dtype=np.uint64, count=n)
     masked = ((crcs >> np.uint64(15)) | (crcs << np.uint64(17))) + np.uint64(_MASK_DELTA)
     framed = np.empty((n, 3), dtype=object)
-    framed[:, 0] = headers[inverse.reshape(-1)]
+    framed[:, 0] = headers[inverse]
     framed[:, 1] = records
     framed[:, 2] = list(map(_CRC.pack, (masked & np.uint64(0xFFFFFFFF)).tolist()))
     ends = np.cumsum(sizes + 16) - 4

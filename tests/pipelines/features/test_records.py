@@ -10,6 +10,7 @@ from pipelines import schema
 from pipelines.features.records import build_shard_examples, history_lengths, user_shard
 from pipelines.features.window import FeatureWindow
 from pipelines.formats.example_decoder import decode_example
+from pipelines.formats.tfrecord import RecordFile, encode_record
 
 WINDOW = FeatureWindow(history_start=0, window_start=0, eval_start=1000, window_end=2000)
 
@@ -171,6 +172,24 @@ def test_same_events_in_any_order_give_identical_bytes():
     first = build_shard_examples(frame, WINDOW, 5)
     second = build_shard_examples(frame.iloc[::-1], WINDOW, 5)
     assert first.train == second.train and first.eval == second.eval
+
+
+def test_shard_files_are_framed_like_record_by_record():
+    """`frame_records` writes the file `encode_record` would, record for record."""
+    rng = np.random.default_rng(3)
+    frame = events(
+        [
+            (f"u{k % 13}", f"i{k % 17}", int(t), "click", float(k % 3))
+            for k, t in enumerate(rng.integers(0, 2000, 400))
+        ]
+    )
+    built = build_shard_examples(frame, WINDOW, 7)
+    for records in (built.train, built.eval, built.heldout):
+        assert isinstance(records, RecordFile) and len(records) > 0
+        assert records.data == b"".join(encode_record(r) for r in records)
+        assert [decode_example(r) for r in records[:3]] == [
+            decode_example(records[i]) for i in range(3)
+        ]
 
 
 @pytest.mark.parametrize("h", [1, 3, 100])
