@@ -8,7 +8,7 @@
 <model_dir>/item_embeddings.npy float32 [N, same dims], rows aligned with item_ids.txt
 <model_dir>/item_ids.txt        one item id per line (the whole catalog)
 <model_dir>/weights.npz         every variable by name (warm starts read it)
-<model_dir>/vocab/              the user/item vocabularies the id embeddings are indexed by
+<model_dir>/vocab/              the vocabularies the embedding tables are indexed by
 """
 
 from __future__ import annotations
@@ -82,10 +82,10 @@ def export_model(model, features: FeatureSet, model_dir: str | Path) -> dict:
     np.savez(model_dir / "weights.npz", **{v.name: v.numpy() for v in model.variables})
     vocab_dir = model_dir / "vocab"
     vocab_dir.mkdir(exist_ok=True)
-    for name in (schema.USER_ID, schema.ITEM_ID):
-        shutil.copyfile(
-            Path(features.directory) / schema.vocabulary_file(name), vocab_dir / f"{name}.tsv"
-        )
+    for name in schema.VOCABULARIES:  # warm starts map every embedding table's rows by value
+        source = Path(features.directory) / schema.vocabulary_file(name)
+        if source.exists():
+            shutil.copyfile(source, vocab_dir / f"{name}.tsv")
     return {
         "query_tower": str(saved),
         "item_embeddings": str(layout.item_embeddings),

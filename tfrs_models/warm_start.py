@@ -1,9 +1,13 @@
 """Warm start from a previous model: reuse what still fits, start fresh where the world changed.
 
-Id embeddings are copied row by row for ids present in both vocabularies (vocabularies change
-between runs: new users and items appear, rare ones drop out); hash-bucket (OOV) rows are
-copied when the bucket count is unchanged; new ids keep their fresh initialisation. Every other
-variable is copied when its name and shape match.
+Every vocabulary-indexed table (user and item ids, title tokens, genres) is copied row by row
+for the values present in both vocabularies: vocabularies change between runs (new users,
+items and title words appear, rare ones drop out) and are ordered by frequency, so the same
+row number can mean another token the next day. Id tables' hash-bucket (OOV) rows are copied
+when the bucket count is unchanged, token and genre tables' padding row always; new values keep
+their fresh initialisation. A table whose vocabulary the previous model did not export (models
+from before 2026-11-26 kept only ids) starts fresh rather than being copied by position. Every
+other variable is copied when its name and shape match.
 """
 
 from __future__ import annotations
@@ -54,22 +58,38 @@ def warm_start(
     """
     previous_dir = Path(previous_dir)
     old = np.load(previous_dir / "weights.npz", allow_pickle=False)
-    tables = {model.item_tower.id_embedding.embeddings.name: schema.ITEM_ID}
+    # variable name -> (vocabulary, rows before the vocabulary in the new / the old table)
+    tables = {
+        model.item_tower.id_embedding.embeddings.name: (schema.ITEM_ID, new_oov, previous_oov)
+    }
     if hasattr(model.item_tower, "id_bias"):
-        tables[model.item_tower.id_bias.embeddings.name] = schema.ITEM_ID
+        tables[model.item_tower.id_bias.embeddings.name] = (schema.ITEM_ID, new_oov, previous_oov)
     if hasattr(model.query_tower, "user_embedding"):
-        tables[model.query_tower.user_embedding.embeddings.name] = schema.USER_ID
-    stats = {"variables_copied": 0, "variables_skipped": 0}
+        tables[model.query_tower.user_embedding.embeddings.name] = (
+            schema.USER_ID, new_oov, previous_oov,
+        )  # fmt: skip
+    if hasattr(model.item_tower, "token_embedding"):  # row 0 is padding, value i is row i + 1
+        tables[model.item_tower.token_embedding.embeddings.name] = (schema.TITLE_TOKEN, 1, 1)
+        tables[model.item_tower.genre_embedding.embeddings.name] = (schema.GENRE, 1, 1)
+    stats = {"variables_copied": 0, "variables_skipped": 0, "skipped": []}
     for variable in model.variables:
         if variable.name not in old.files:
             stats["variables_skipped"] += 1
+            stats["skipped"].append(f"{variable.name}: not in the previous model")
             continue
         value = old[variable.name]
-        vocab = tables.get(variable.name)
-        if vocab is not None:
+        table = tables.get(variable.name)
+        if table is not None:
+            vocab, new_offset, old_offset = table
+            previous_vocab = previous_dir / "vocab" / f"{vocab}.tsv"
+            new_vocab = Path(new_vocab_dir) / f"{vocab}.tsv"
+            if not (previous_vocab.exists() and new_vocab.exists()):
+                stats["variables_skipped"] += 1
+                stats["skipped"].append(f"{variable.name}: no {vocab} vocabulary to map rows by")
+                continue
             new_rows, old_rows = embedding_rows(
-                _vocab(previous_dir / "vocab" / f"{vocab}.tsv"), _vocab(Path(new_vocab_dir) / f"{vocab}.tsv"),
-                previous_oov, new_oov,
+                _vocab(previous_vocab), _vocab(new_vocab),
+                old_offset, new_offset,
             )  # fmt: skip
             current = variable.numpy()
             current[new_rows] = value[old_rows]
@@ -82,5 +102,10 @@ def warm_start(
             stats["variables_copied"] += 1
         else:
             stats["variables_skipped"] += 1
+            stats["skipped"].append(
+                f"{variable.name}: shape {tuple(variable.shape)} vs {tuple(value.shape)} before"
+            )
+    if stats["skipped"]:
+        log.warning("warm start from %s left fresh: %s", previous_dir, "; ".join(stats["skipped"]))
     log.info("warm start from %s: %s", previous_dir, stats)
     return stats

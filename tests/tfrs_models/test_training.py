@@ -236,7 +236,8 @@ def test_warm_start_copies_rows_of_shared_ids(trained, feature_set, tmp_path):
     vocab_dir.mkdir()
     items = feature_set.vocab["item_id"]
     (vocab_dir / "item_id.tsv").write_text("".join(f"{i}\t1\n" for i in ["brand-new", *items[1:]]))
-    shutil.copyfile(f"{feature_set.directory}/vocab/user_id.tsv", vocab_dir / "user_id.tsv")
+    for name in ("user_id", "genre", "title_token"):
+        shutil.copyfile(f"{feature_set.directory}/vocab/{name}.tsv", vocab_dir / f"{name}.tsv")
     fresh = build_model(feature_set, CFG)
     before = fresh.item_tower.id_embedding.embeddings.numpy().copy()
     stats = warm_start(
@@ -254,6 +255,48 @@ def test_warm_start_copies_rows_of_shared_ids(trained, feature_set, tmp_path):
     np.testing.assert_array_equal(
         fresh.item_tower.mlp.weights[0].numpy(), trained.model.item_tower.mlp.weights[0].numpy()
     )
+
+
+def test_warm_start_maps_title_tokens_by_value_when_their_order_changes(
+    trained, feature_set, tmp_path
+):
+    """Token vocabularies are ordered by frequency: the next day's first two tokens can swap
+    and a new token can enter. Rows follow the token, not the position (copying by position
+    fed the item MLP another word's vector); a previous model without the token vocabulary
+    leaves the table fresh instead."""
+    import shutil
+
+    vocab_dir = tmp_path / "vocab"
+    vocab_dir.mkdir()
+    for name in ("item_id", "user_id", "genre"):
+        shutil.copyfile(f"{feature_set.directory}/vocab/{name}.tsv", vocab_dir / f"{name}.tsv")
+    tokens = feature_set.vocab["title_token"]
+    assert (Path(trained.model_dir) / "vocab" / "title_token.tsv").exists()  # exported
+    nxt = [tokens[1], tokens[0], "brand-new-word", *tokens[2:-1]]  # same size, reordered
+    (vocab_dir / "title_token.tsv").write_text("".join(f"{t}\t1\n" for t in nxt))
+    fresh = build_model(feature_set, CFG)
+    before = fresh.item_tower.token_embedding.embeddings.numpy().copy()
+    stats = warm_start(
+        fresh, vocab_dir, feature_set.oov_buckets, trained.model_dir, feature_set.oov_buckets
+    )
+    after = fresh.item_tower.token_embedding.embeddings.numpy()
+    old = trained.model.item_tower.token_embedding.embeddings.numpy()
+    np.testing.assert_array_equal(after[0], old[0])  # padding
+    np.testing.assert_array_equal(after[1], old[2])  # tokens[1] was row 2
+    np.testing.assert_array_equal(after[2], old[1])
+    np.testing.assert_array_equal(after[3], before[3])  # the new word stays fresh
+    np.testing.assert_array_equal(after[4:], old[3:-1])
+    assert stats["title_token_rows_fresh"] == 1 and stats["variables_skipped"] == 0
+
+    previous = tmp_path / "previous"  # a model exported before token vocabularies were kept
+    shutil.copytree(trained.model_dir, previous)
+    (previous / "vocab" / "title_token.tsv").unlink()
+    fresh = build_model(feature_set, CFG)
+    before = fresh.item_tower.token_embedding.embeddings.numpy().copy()
+    stats = warm_start(fresh, vocab_dir, feature_set.oov_buckets, previous, feature_set.oov_buckets)
+    np.testing.assert_array_equal(fresh.item_tower.token_embedding.embeddings.numpy(), before)
+    assert stats["variables_skipped"] == 1 and "title_token" in stats["skipped"][0]
+    assert stats["genre_rows_fresh"] == 0  # the genre table, still mapped, copied whole
 
 
 def copy_features(features_dir: str, to: Path) -> Path:
