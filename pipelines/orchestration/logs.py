@@ -79,8 +79,8 @@ BENIGN: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"CUDA_ERROR_NO_DEVICE|no CUDA-capable device|[Nn]o CUDA GPUs"), _CPU_ONLY),
     (re.compile(r"Unable to register (?:cuDNN|cuFFT|cuBLAS) factory"), _CPU_ONLY),
     (
-        re.compile(r"oneDNN supports DT_STRING only on platforms with AVX-512"),
-        "benign: TensorFlow runs its default (Eigen) kernels for string tensors instead",
+        re.compile(r"oneDNN supports DT_\w+ only on platforms with AVX-512"),
+        "benign: TensorFlow runs its default (Eigen) kernels for tensors of that type instead",
     ),
 )
 """(pattern, why) of messages libraries print at E level that need no action: logged at INFO

@@ -70,6 +70,11 @@ def test_benign_lines_carry_the_reason_they_are_info():
         "implementation if present."
     )
     assert line_level(dt_string)[0] == logging.INFO
+    # int64 tensors too (the history's distinct-item lookup, tf.unique over int64 rows)
+    assert line_level(dt_string.replace("DT_STRING", "DT_INT64"))[0] == logging.INFO
+    assert line_level(dt_string.replace("oneDNN supports DT_STRING", "oneDNN fails"))[0] == (
+        logging.ERROR
+    )
 
 
 # The task process: a root handler writing JSON lines (as Airflow's does, over its socket),
