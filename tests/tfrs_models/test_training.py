@@ -227,22 +227,34 @@ def test_embedding_rows_map_shared_ids_and_oov_buckets():
     ]  # buckets differ
 
 
+def next_day_vocab(feature_set, directory: Path, **changed: list[str]) -> Path:
+    """The features' vocabulary files in `directory`, with the `changed` ones replaced."""
+
+    directory.mkdir()
+    for name in ("item_id", "user_id", "genre", "title_token"):
+        if name in changed:
+            (directory / f"{name}.tsv").write_text("".join(f"{v}\t1\n" for v in changed[name]))
+        else:
+            shutil.copyfile(f"{feature_set.directory}/vocab/{name}.tsv", directory / f"{name}.tsv")
+    return directory
+
+
+def warm_started(feature_set, vocab_dir: Path, previous, table: str):
+    """A fresh model warm-started from `previous` with `vocab_dir`: the model, the item
+    tower's `table` embedding before the warm start, and the warm start's counts."""
+    fresh = build_model(feature_set, CFG)
+    before = getattr(fresh.item_tower, table).embeddings.numpy().copy()
+    stats = warm_start(fresh, vocab_dir, feature_set.oov_buckets, previous, feature_set.oov_buckets)
+    return fresh, before, stats
+
+
 def test_warm_start_copies_rows_of_shared_ids(trained, feature_set, tmp_path):
-    import shutil
 
     # A "next day" vocabulary: one item gone, one new item first (the default query tower has
     # no user-id embedding, so the item table shows the row mapping).
-    vocab_dir = tmp_path / "vocab"
-    vocab_dir.mkdir()
     items = feature_set.vocab["item_id"]
-    (vocab_dir / "item_id.tsv").write_text("".join(f"{i}\t1\n" for i in ["brand-new", *items[1:]]))
-    for name in ("user_id", "genre", "title_token"):
-        shutil.copyfile(f"{feature_set.directory}/vocab/{name}.tsv", vocab_dir / f"{name}.tsv")
-    fresh = build_model(feature_set, CFG)
-    before = fresh.item_tower.id_embedding.embeddings.numpy().copy()
-    stats = warm_start(
-        fresh, vocab_dir, feature_set.oov_buckets, trained.model_dir, feature_set.oov_buckets
-    )
+    vocab_dir = next_day_vocab(feature_set, tmp_path / "vocab", item_id=["brand-new", *items[1:]])
+    fresh, before, stats = warm_started(feature_set, vocab_dir, trained.model_dir, "id_embedding")
     after = fresh.item_tower.id_embedding.embeddings.numpy()
     old = trained.model.item_tower.id_embedding.embeddings.numpy()
     k = feature_set.oov_buckets
@@ -264,20 +276,13 @@ def test_warm_start_maps_title_tokens_by_value_when_their_order_changes(
     and a new token can enter. Rows follow the token, not the position (copying by position
     fed the item MLP another word's vector); a previous model without the token vocabulary
     leaves the table fresh instead."""
-    import shutil
 
-    vocab_dir = tmp_path / "vocab"
-    vocab_dir.mkdir()
-    for name in ("item_id", "user_id", "genre"):
-        shutil.copyfile(f"{feature_set.directory}/vocab/{name}.tsv", vocab_dir / f"{name}.tsv")
     tokens = feature_set.vocab["title_token"]
     assert (Path(trained.model_dir) / "vocab" / "title_token.tsv").exists()  # exported
     nxt = [tokens[1], tokens[0], "brand-new-word", *tokens[2:-1]]  # same size, reordered
-    (vocab_dir / "title_token.tsv").write_text("".join(f"{t}\t1\n" for t in nxt))
-    fresh = build_model(feature_set, CFG)
-    before = fresh.item_tower.token_embedding.embeddings.numpy().copy()
-    stats = warm_start(
-        fresh, vocab_dir, feature_set.oov_buckets, trained.model_dir, feature_set.oov_buckets
+    vocab_dir = next_day_vocab(feature_set, tmp_path / "vocab", title_token=nxt)
+    fresh, before, stats = warm_started(
+        feature_set, vocab_dir, trained.model_dir, "token_embedding"
     )
     after = fresh.item_tower.token_embedding.embeddings.numpy()
     old = trained.model.item_tower.token_embedding.embeddings.numpy()
@@ -291,9 +296,7 @@ def test_warm_start_maps_title_tokens_by_value_when_their_order_changes(
     previous = tmp_path / "previous"  # a model exported before token vocabularies were kept
     shutil.copytree(trained.model_dir, previous)
     (previous / "vocab" / "title_token.tsv").unlink()
-    fresh = build_model(feature_set, CFG)
-    before = fresh.item_tower.token_embedding.embeddings.numpy().copy()
-    stats = warm_start(fresh, vocab_dir, feature_set.oov_buckets, previous, feature_set.oov_buckets)
+    fresh, before, stats = warm_started(feature_set, vocab_dir, previous, "token_embedding")
     np.testing.assert_array_equal(fresh.item_tower.token_embedding.embeddings.numpy(), before)
     assert stats["variables_skipped"] == 1 and "title_token" in stats["skipped"][0]
     assert stats["genre_rows_fresh"] == 0  # the genre table, still mapped, copied whole
