@@ -83,18 +83,27 @@ def recall_at_k(ranked: np.ndarray, targets: list[np.ndarray]) -> float:
         targets: n arrays of target item indices.
     """
     ranked = np.asarray(ranked, dtype=np.int64)
-    lengths = np.fromiter((len(t) for t in targets), np.int64, len(targets))
+    lengths, owner, target_keys, width = _target_keys(ranked, targets)
     if not lengths.any():
         return 0.0
-    flat = np.concatenate([np.asarray(t, np.int64) for t in targets])
-    width = int(max(flat.max(), ranked.max(initial=0))) + 1
-    owner = np.repeat(np.arange(len(targets), dtype=np.int64), lengths)
     row_keys = np.where(ranked >= 0, np.arange(len(ranked))[:, None] * width + ranked, -1)
-    found = _members(
-        owner * width + flat, _sorted_unique(row_keys.ravel())
-    )  # each target, repeats too
+    found = _members(target_keys, _sorted_unique(row_keys.ravel()))  # each target, repeats too
     per_query = np.bincount(owner, found, minlength=len(targets))[lengths > 0]
     return float(np.mean(per_query / lengths[lengths > 0]))
+
+
+def _target_keys(ranked: np.ndarray, targets: list[np.ndarray]):
+    """Every target as one int key `query * width + item`, with `width` above every item index
+    in `ranked` and `targets`: (per-query target counts, each key's query, the keys, width)."""
+    lengths = np.fromiter((len(t) for t in targets), np.int64, len(targets))
+    owner = np.repeat(np.arange(len(targets), dtype=np.int64), lengths)
+    flat = (
+        np.concatenate([np.asarray(t, np.int64) for t in targets])
+        if lengths.any()
+        else np.zeros(0, np.int64)
+    )
+    width = int(max(flat.max(initial=0), ranked.max(initial=0))) + 1
+    return lengths, owner, owner * width + flat, width
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -127,14 +136,11 @@ def hit_matrix(ranked: np.ndarray, targets: list[np.ndarray]) -> tuple[np.ndarra
         queries with at least one target, in the order of `targets`.
     """
     ranked = np.asarray(ranked, dtype=np.int64)
-    lengths = np.fromiter((len(t) for t in targets), np.int64, len(targets))
+    lengths, _, target_keys, width = _target_keys(ranked, targets)
     scored = np.flatnonzero(lengths)
-    flat = np.concatenate([np.asarray(t, np.int64) for t in targets]) if len(scored) else None
-    if flat is None:
+    if not len(scored):
         return np.zeros((0, ranked.shape[1]), bool), np.zeros(0)
-    width = int(max(flat.max(initial=0), ranked.max(initial=0))) + 1
-    owner = np.repeat(np.arange(len(targets), dtype=np.int64), lengths)
-    keys = _sorted_unique(owner * width + flat)
+    keys = _sorted_unique(target_keys)
     sizes = np.bincount(keys // width, minlength=len(targets))[scored].astype(np.float64)
     rows = ranked[scored]
     hits = _members(scored[:, None] * width + rows, keys) & (rows >= 0)

@@ -71,10 +71,9 @@ def warm_start(
     if hasattr(model.item_tower, "token_embedding"):  # row 0 is padding, value i is row i + 1
         tables[model.item_tower.token_embedding.embeddings.name] = (schema.TITLE_TOKEN, 1, 1)
         tables[model.item_tower.genre_embedding.embeddings.name] = (schema.GENRE, 1, 1)
-    stats = {"variables_copied": 0, "variables_skipped": 0, "skipped": []}
+    stats = {"variables_copied": 0, "skipped": []}
     for variable in model.variables:
         if variable.name not in old.files:
-            stats["variables_skipped"] += 1
             stats["skipped"].append(f"{variable.name}: not in the previous model")
             continue
         value = old[variable.name]
@@ -84,7 +83,6 @@ def warm_start(
             previous_vocab = previous_dir / "vocab" / f"{vocab}.tsv"
             new_vocab = Path(new_vocab_dir) / f"{vocab}.tsv"
             if not (previous_vocab.exists() and new_vocab.exists()):
-                stats["variables_skipped"] += 1
                 stats["skipped"].append(f"{variable.name}: no {vocab} vocabulary to map rows by")
                 continue
             new_rows, old_rows = embedding_rows(
@@ -101,10 +99,10 @@ def warm_start(
             variable.assign(value)
             stats["variables_copied"] += 1
         else:
-            stats["variables_skipped"] += 1
             stats["skipped"].append(
                 f"{variable.name}: shape {tuple(variable.shape)} vs {tuple(value.shape)} before"
             )
+    stats["variables_skipped"] = len(stats["skipped"])
     if stats["skipped"]:
         log.warning("warm start from %s left fresh: %s", previous_dir, "; ".join(stats["skipped"]))
     log.info("warm start from %s: %s", previous_dir, stats)
