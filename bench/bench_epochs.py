@@ -10,6 +10,7 @@ train window); the gate measures the eval period. This prints both after every e
 
     python bench/bench_epochs.py --features RUN/features --epochs 4
     python bench/bench_epochs.py --features RUN/features --warm-from PREVIOUS/model --epochs 3
+    python bench/bench_epochs.py --features RUN/features --epochs 2 --checks-per-epoch 4
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def main() -> None:
     parser.add_argument("--warm-from", help="a previous model directory (default: cold)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--eval-queries", type=int, default=10_000)
+    parser.add_argument(
+        "--checks-per-epoch", type=int, default=1,
+        help="report this many times per pass over the train examples (sub-epoch curve)",
+    )  # fmt: skip
     args = parser.parse_args()
     features = FeatureSet.load(args.features)
     cfg = TrainConfig()
@@ -54,7 +59,10 @@ def main() -> None:
         )  # fmt: skip
         print(f"warm start: {stats}", flush=True)
 
-    def report(epoch: int, loss: str = "") -> None:
+    checks = args.checks_per_epoch
+
+    def report(check: int, loss: str = "") -> None:
+        epoch = f"{check / checks:.2f}" if checks > 1 else str(check)
         print(f"| {mode} | {epoch} | {evaluation.model_recall(model, 100):.4f} | "
               f"{validation.model_recall(model, 100):.4f} | {loss} |", flush=True)  # fmt: skip
 
@@ -66,8 +74,8 @@ def main() -> None:
           f"({len(validation):,}) | loss |\n| --- | ---: | ---: | ---: | ---: |")  # fmt: skip
     report(0)
     model.fit(
-        train_dataset(features, cfg).repeat(), epochs=args.epochs,
-        steps_per_epoch=features.records("train") // cfg.batch_size, verbose=0,
+        train_dataset(features, cfg).repeat(), epochs=args.epochs * checks,
+        steps_per_epoch=features.records("train") // cfg.batch_size // checks, verbose=0,
         callbacks=[Curve()],
     )  # fmt: skip
 

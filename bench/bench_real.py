@@ -204,6 +204,11 @@ def run_product(past_dir: Path, root: Path, overrides: dict, users: list[str]):
         "fit_seconds": round(train["train_seconds"], 1),
         "epochs_run": train["epochs_run"],
         "best_epoch": train["best_epoch"],
+        "validation_curve": [
+            round(point[f"validation_recall@{cfg.train.eval_k}"], 4)
+            for point in train["curve"]
+            if f"validation_recall@{cfg.train.eval_k}" in point
+        ],
         "gate": summary.decision,
         "served": "production bundle" if summary.promoted else "run model",
         "popularity_served": sum(r["source"] == "popularity" for r in results),

@@ -151,6 +151,7 @@ def distributed_train_dataset(
     examples: int,
     cfg: TrainConfig,
     replicas: Replicas,
+    checks: int = 1,
 ) -> tuple[object, int | None]:
     """The train batches for `model.fit` under `replicas` (unchanged for `none`).
 
@@ -158,15 +159,20 @@ def distributed_train_dataset(
         make_dataset: `functools.partial(train_dataset, features, cfg, splits=...)`; called
             with `shard=(pipelines, index)` and `batches=...` for each input pipeline.
         examples: train-format records the epoch reads (`kept_examples`).
+        checks: Keras epochs per pass over the examples (validation checks, see
+            `tfrs_models.train.checks_per_epoch`): each is `steps // checks` steps of a
+            dataset that repeats, so a check may straddle two passes.
 
     Returns:
         `(dataset, steps)` for `fit(dataset, steps_per_epoch=steps)`: the `tf.data.Dataset`
-        and None (`none`), else a distributed dataset of per-replica batches of
-        `cfg.batch_size`, repeated, and the `steps_per_epoch` global steps of one pass.
+        and None (`none`, one check per pass), else a dataset of batches of `cfg.batch_size`
+        (per replica under a strategy), repeated, and the global steps of one check.
     """
-    if replicas.strategy is None:
+    if replicas.strategy is None and checks == 1:
         return make_dataset(), None
     steps = steps_per_epoch(examples, cfg, replicas)
+    if replicas.strategy is None:
+        return make_dataset(batches=steps), max(1, steps // checks)
 
     def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = context.num_replicas_in_sync // context.num_input_pipelines
@@ -175,7 +181,7 @@ def distributed_train_dataset(
             shard = (context.num_input_pipelines, context.input_pipeline_id)
         return make_dataset(shard=shard, batches=steps * local)
 
-    return replicas.strategy.distribute_datasets_from_function(pipeline), steps
+    return replicas.strategy.distribute_datasets_from_function(pipeline), max(1, steps // checks)
 
 
 def chief_value(replicas: Replicas) -> Callable[[float], float] | None:

@@ -6,7 +6,9 @@
   checkpoints are deleted and training starts fresh, with a log line saying why;
 - exact Recall@K on a sample of the *validation* queries (carved from the training window by the
   feature job) after every epoch, logged to TensorBoard, with early stopping on it and the best
-  epoch's weights kept; nothing in training reads the eval split, so the evaluation step scores
+  epoch's weights kept; an epoch longer than `train.validation_every_examples` is cut into
+  equal *checks* (Keras epochs of part of a pass), each validated, checkpointed and counted
+  by the patience as an epoch is; nothing in training reads the eval split, so the evaluation step scores
   a model that never saw it. Features without validation queries (older runs) train every
   epoch and keep the last weights;
 - optional warm start from a previous model directory;
@@ -219,14 +221,17 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         best_dir: Path,
         agree=None,
         min_delta: float = 0.0,
+        checks: int = 1,
     ):
         """`agree`: None, or (multi-worker) a function of this worker's recall returning the
         chief's, which every decision then uses (`tfrs_models.distributed.chief_value`).
         `min_delta`: an epoch is better than the best so far only when its recall is higher
-        by more than this (it is then selected, and patience counts from it)."""
+        by more than this (it is then selected, and patience counts from it).
+        `checks`: Keras epochs per pass over the train examples (`checks_per_epoch`); the
+        curve and the log then say which part of which pass each check ends."""
         super().__init__()
         self.validation, self.k, self.patience, self.best_dir = validation, k, patience, best_dir
-        self.min_delta = min_delta
+        self.min_delta, self.checks = min_delta, checks
         self.agree = agree
         self.writer = tf.summary.create_file_writer(str(log_dir / "validation"))
         self.best_recall = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_recall")
@@ -241,7 +246,9 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         return self.best_dir / f"best-{epoch}.npz"
 
     def on_epoch_end(self, epoch, logs=None):
-        point = {"epoch": epoch + 1, "loss": (logs or {}).get("loss")}
+        point = {"epoch": passes(epoch + 1, self.checks), "loss": (logs or {}).get("loss")}
+        if self.checks > 1:
+            point["check"] = epoch + 1
         self.curve.append(point)
         if self.validation is None:
             self.best.assign(epoch + 1)
@@ -252,9 +259,12 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         point[f"validation_recall@{self.k}"] = recall
         with self.writer.as_default():
             tf.summary.scalar(f"validation_recall@{self.k}", recall, step=epoch + 1)
+        where = f"epoch {epoch + 1}"
+        if self.checks > 1:
+            where = f"check {epoch + 1} (epoch {passes(epoch + 1, self.checks)})"
         log.info(
-            "epoch %d: validation Recall@%d = %.4f (%d validation queries)",
-            epoch + 1, self.k, recall, len(self.validation),
+            "%s: validation Recall@%d = %.4f (%d validation queries)",
+            where, self.k, recall, len(self.validation),
         )  # fmt: skip
         best = float(self.best_recall.numpy())
         if best < 0 or recall > best + self.min_delta:
@@ -264,9 +274,10 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             np.savez(partial, *self.model.get_weights())
             partial.replace(self.best_path(epoch + 1))
         elif self.patience and epoch + 1 - self.best_epoch >= self.patience:
+            unit = "epochs" if self.checks == 1 else "checks"
             log.info(
-                "early stopping: no validation gain for %d epochs (best epoch %d)",
-                self.patience, self.best_epoch,
+                "early stopping: no validation gain for %d %s (best: %s %d)",
+                self.patience, unit, unit[:-1], self.best_epoch,
             )  # fmt: skip
             self.model.stop_training = True
 
@@ -414,12 +425,28 @@ def final_dir_for(model_dir: str | Path) -> Path:
     return model_dir.with_name(f"{model_dir.name}_final")
 
 
-def final_fit_epochs(cfg: TrainConfig, best_epoch: int | None) -> int:
-    """Epochs of the final fit: `final_fit_epochs`, else the selected best epoch (at most
-    `epochs`; all of them when no epoch was selected in this call)."""
+def checks_per_epoch(examples: int, cfg: TrainConfig, global_batch: int) -> int:
+    """Validation checks per pass over `examples` train examples: one per epoch, or (an epoch
+    longer than `cfg.validation_every_examples`) as many equal parts as keep each part at
+    most that long, and at least one step."""
+    if cfg.validation_every_examples is None:
+        return 1
+    checks = -(-examples // cfg.validation_every_examples)
+    return max(1, min(checks, examples // global_batch))
+
+
+def passes(checks_done: int, checks: int) -> int | float:
+    """`checks_done` checks of `checks` per epoch, in epochs (an int when checks is 1)."""
+    return checks_done if checks == 1 else round(checks_done / checks, 3)
+
+
+def final_fit_checks(cfg: TrainConfig, best_check: int | None, checks: int = 1) -> int:
+    """Keras epochs of the final fit, each 1/`checks` of a pass over its examples: as many as
+    the selected weights trained for (`best_check`; at most `epochs` passes; all of them when
+    none was selected in this call), or `final_fit_epochs` whole passes."""
     if cfg.final_fit_epochs is not None:
-        return cfg.final_fit_epochs
-    return max(1, min(best_epoch or cfg.epochs, cfg.epochs))
+        return cfg.final_fit_epochs * checks
+    return max(1, min(best_check or cfg.epochs * checks, cfg.epochs * checks))
 
 
 def train_model(
@@ -533,6 +560,7 @@ def _train_into(
         model = build_model(features, cfg)
 
     validation = validation_queries(features, cfg.eval_sample, cfg.seed)
+    checks = checks_per_epoch(examples, cfg, replicas.global_batch(cfg))
     checkpoints = ModelLayout(model_dir).checkpoints
     valid_cb = ValidationCallback(
         validation,
@@ -542,6 +570,7 @@ def _train_into(
         checkpoints,
         agree=chief_value(replicas),
         min_delta=cfg.early_stopping_min_delta,
+        checks=checks,
     )
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     checkpoint = tf.train.Checkpoint(
@@ -575,14 +604,20 @@ def _train_into(
     start = time.perf_counter()
     initial_epoch = int(epoch.numpy())
     train_data, steps = distributed_train_dataset(
-        functools.partial(train_dataset, features, cfg), examples, cfg, replicas
+        functools.partial(train_dataset, features, cfg), examples, cfg, replicas, checks
     )
+    if checks > 1:
+        log.info(
+            "validating every %d steps (%d examples): %d checks per epoch of %d examples",
+            steps, steps * replicas.global_batch(cfg), checks, examples,
+        )  # fmt: skip
     progress_log, verbose = progress_reporting(interactive, steps, examples, cfg, replicas)
     history = model.fit(
-        train_data, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+        train_data, epochs=cfg.epochs * checks, initial_epoch=initial_epoch, steps_per_epoch=steps,
         callbacks=callbacks + progress_log, verbose=verbose,
     )  # fmt: skip
     seconds = time.perf_counter() - start
+    checks_run = initial_epoch + len(history.history.get("loss", []))
     valid_cb.restore_best(model)
 
     full = validation_queries(features, REPORTED_VALIDATION_QUERIES, cfg.seed)
@@ -606,9 +641,15 @@ def _train_into(
             "train_examples": examples,
             "train_examples_dropped": features.records("train") - examples,
         },
-        "epochs_run": initial_epoch + len(history.history.get("loss", [])),
-        "resumed_from_epoch": initial_epoch,
-        "best_epoch": valid_cb.best_epoch,
+        "epochs_run": passes(checks_run, checks),
+        "resumed_from_epoch": passes(initial_epoch, checks),
+        "best_epoch": None if valid_cb.best_epoch is None else passes(valid_cb.best_epoch, checks),
+        "validation_checks": {
+            "per_epoch": checks,
+            "steps_each": steps,
+            "run": checks_run,
+            "best": valid_cb.best_epoch,
+        },
         "selected_on": "valid" if found else None,
         "curve": valid_cb.curve,
         "warm_start": {"from": str(warm_start_from), **warm} if warm else None,
@@ -652,7 +693,7 @@ def run_final_fit(
 
     Args:
         model: holds the selected weights; compiled, with the optimizer state of its training.
-        selected: the selected model's train manifest (its `best_epoch` sets the epochs).
+        selected: the selected model's train manifest (its `validation_checks` set the length).
         final_dir: the export directory (replaced: an older export, index or serving state of
             it would be stale).
         selected_dir: the selected model's directory (recorded in the manifest).
@@ -664,11 +705,13 @@ def run_final_fit(
         `{from_epoch, epochs, examples, trained_until, splits, early_stopping, curve,
         train_seconds, selected_dir}` and its own `export`.
     """
-    epochs = final_fit_epochs(cfg, selected["best_epoch"])
+    selection = selected["validation_checks"]
+    checks = selection["per_epoch"]
+    epochs = final_fit_checks(cfg, selection["best"], checks)
     examples = kept_examples(features, cfg, EXAMPLE_SPLITS)
     log.info(
-        "final fit: %d epochs from epoch %s on %d train + held-out examples -> %s",
-        epochs, selected["best_epoch"], examples, final_dir,
+        "final fit: %s epochs from epoch %s on %d train + held-out examples -> %s",
+        passes(epochs, checks), selected["best_epoch"], examples, final_dir,
     )  # fmt: skip
     if final_dir.exists():
         shutil.rmtree(final_dir)
@@ -676,7 +719,7 @@ def run_final_fit(
     replicas = replicas or make_replicas("none")
     data, steps = distributed_train_dataset(
         functools.partial(train_dataset, features, cfg, splits=EXAMPLE_SPLITS),
-        examples, cfg, replicas,
+        examples, cfg, replicas, checks,
     )  # fmt: skip
     progress_log, verbose = progress_reporting(
         interactive, steps, examples, cfg, replicas, label="final fit "
@@ -691,7 +734,7 @@ def run_final_fit(
         "trained_until": window_end,
         "final_fit": {
             "from_epoch": selected["best_epoch"],
-            "epochs": epochs,
+            "epochs": passes(epochs, checks),
             "examples": examples,
             "trained_until": window_end,
             "splits": list(EXAMPLE_SPLITS),
@@ -699,7 +742,7 @@ def run_final_fit(
             "fit, nothing is left to validate on (the validation_* numbers are the selected "
             "weights')",
             "curve": [
-                {"epoch": n + 1, "loss": loss}
+                {"epoch": passes(n + 1, checks), "loss": loss}
                 for n, loss in enumerate(history.history.get("loss", []))
             ],
             "train_seconds": time.perf_counter() - start,

@@ -347,11 +347,22 @@ class TrainConfig(_Section):
     shuffle_buffer: int = Field(
         20_000, ge=1, le=10_000_000, description="Records; train files are already mixed."
     )
+    validation_every_examples: int | None = Field(
+        250_000,
+        ge=1,
+        le=1_000_000_000,
+        description="Validate (select, checkpoint, count patience) after every this many train "
+        "examples: an epoch longer than this is cut into equal checks, e.g. 7 on synthetic "
+        "medium's 1.65M examples, where eval recall is as high after 1/8 of a pass as after "
+        "one; shorter epochs (MovieLens) are checked once each. None = once per epoch. "
+        "epochs and final_fit_epochs still count whole passes.",
+    )
     early_stopping_patience: int = Field(
         3,
         ge=0,
         le=100,
-        description="Epochs without validation recall gain before stopping; 0 = off.",
+        description="Validation checks (epochs, or parts of one: validation_every_examples) "
+        "without validation recall gain before stopping; 0 = off.",
     )
     early_stopping_min_delta: float = Field(
         0.0,

@@ -180,7 +180,7 @@ def test_a_run_resumed_after_its_last_epoch_keeps_the_selected_epoch(small_featu
     """Killed after the last epoch's checkpoint (in the export or the final fit): the retry
     trains nothing and must still export the best epoch's weights and give the final fit as
     many epochs as that best epoch, not the last epoch's weights and every epoch."""
-    from tfrs_models.train import final_fit_epochs
+    from tfrs_models.train import final_fit_checks
 
     cfg = TINY.model_copy(update={"epochs": 3, "early_stopping_patience": 0})
     first = train_model(small_features.features_dir, tmp_path, cfg, progress=False).manifest
@@ -190,7 +190,8 @@ def test_a_run_resumed_after_its_last_epoch_keeps_the_selected_epoch(small_featu
     assert [p.name for p in (tmp_path / "checkpoints").glob("best-*.npz")] == [f"best-{best}.npz"]
     again = train_model(small_features.features_dir, tmp_path, cfg, progress=False).manifest
     assert again["resumed_from_epoch"] == 3 and again["curve"] == []
-    assert again["best_epoch"] == best and final_fit_epochs(cfg, again["best_epoch"]) == best
+    assert again["best_epoch"] == best and again["validation_checks"]["best"] == best
+    assert final_fit_checks(cfg, again["validation_checks"]["best"]) == best
     with np.load(tmp_path / "weights.npz") as exported:
         assert sorted(exported.files) == sorted(before)
         for name in exported.files:
@@ -470,12 +471,62 @@ def test_final_fit_exports_a_sibling_and_leaves_the_selected_model_untouched(
 
 
 def test_final_fit_epochs_default_to_the_best_epoch_capped_at_epochs():
-    from tfrs_models.train import final_fit_epochs
+    from tfrs_models.train import final_fit_checks
 
     cfg = TrainConfig(epochs=5, final_fit=True)
-    assert final_fit_epochs(cfg, 3) == 3 and final_fit_epochs(cfg, None) == 5
-    assert final_fit_epochs(cfg.model_copy(update={"epochs": 2}), 3) == 2
-    assert final_fit_epochs(cfg.model_copy(update={"final_fit_epochs": 7}), 3) == 7
+    assert final_fit_checks(cfg, 3) == 3 and final_fit_checks(cfg, None) == 5
+    assert final_fit_checks(cfg.model_copy(update={"epochs": 2}), 3) == 2
+    assert final_fit_checks(cfg.model_copy(update={"final_fit_epochs": 7}), 3) == 7
+    # With 4 checks per epoch: as many checks as the selected weights trained, capped at
+    # `epochs` whole passes; final_fit_epochs counts whole passes.
+    assert final_fit_checks(cfg, 3, checks=4) == 3 and final_fit_checks(cfg, None, 4) == 20
+    assert final_fit_checks(cfg.model_copy(update={"epochs": 2}), 11, 4) == 8
+    assert final_fit_checks(cfg.model_copy(update={"final_fit_epochs": 2}), 3, 4) == 8
+
+
+def test_checks_per_epoch_cut_long_epochs_into_equal_parts():
+    from tfrs_models.train import checks_per_epoch, passes
+
+    cfg = TrainConfig(validation_every_examples=500_000, batch_size=1024)
+    assert checks_per_epoch(80_000, cfg, 1024) == 1  # MovieLens-sized: once per epoch
+    assert checks_per_epoch(500_000, cfg, 1024) == 1
+    assert checks_per_epoch(500_001, cfg, 1024) == 2
+    assert checks_per_epoch(1_800_000, cfg, 1024) == 4
+    assert checks_per_epoch(3_000, cfg.model_copy(update={"validation_every_examples": 1}), 1024) == 2
+    assert checks_per_epoch(10**7, cfg.model_copy(update={"validation_every_examples": None}), 1024) == 1
+    assert passes(3, 1) == 3 and passes(3, 4) == 0.75 and passes(8, 4) == 2.0
+
+
+def test_long_epochs_are_validated_in_checks_resumed_between_them_and_final_fit_alike(
+    small_features, tmp_path
+):
+    """An epoch longer than validation_every_examples is cut into equal checks, each validated
+    and checkpointed; a run stopped after a check resumes from it; the final fit trains for as
+    many checks (of its own, larger pass) as the selected weights did."""
+    examples = FeatureSet.load(small_features.features_dir).records("train")
+    cfg = TINY.model_copy(
+        update={"validation_every_examples": examples // 3 + 1, "early_stopping_patience": 0,
+                "epochs": 1}  # fmt: skip
+    )
+    first = train_model(small_features.features_dir, tmp_path, cfg, progress=False).manifest
+    steps = examples // cfg.batch_size // 3
+    assert first["validation_checks"] == {
+        "per_epoch": 3, "steps_each": steps, "run": 3, "best": first["validation_checks"]["best"]
+    }  # fmt: skip
+    assert [(c["check"], c["epoch"]) for c in first["curve"]] == [(1, 0.333), (2, 0.667), (3, 1.0)]
+    assert all("validation_recall@100" in c for c in first["curve"])
+    assert first["epochs_run"] == 1.0
+    assert first["train_examples_per_second"] > 0
+    again = train_model(
+        small_features.features_dir, tmp_path,
+        cfg.model_copy(update={"epochs": 2, "final_fit": True}), progress=False,
+    ).manifest  # fmt: skip
+    assert again["resumed_from_epoch"] == 1.0 and again["epochs_run"] == 2.0
+    assert [c["check"] for c in again["curve"]] == [4, 5, 6]
+    best = again["validation_checks"]["best"]
+    final = json.loads((tmp_path.with_name(f"{tmp_path.name}_final") / "train_manifest.json").read_text())
+    assert len(final["final_fit"]["curve"]) == best
+    assert final["final_fit"]["epochs"] == round(best / 3, 3) == again["best_epoch"]
 
 
 def test_final_fit_on_features_without_heldout_fails_before_training(small_features, tmp_path):
