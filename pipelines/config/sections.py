@@ -365,13 +365,14 @@ class TrainConfig(_Section):
         "without validation recall gain before stopping; 0 = off.",
     )
     early_stopping_min_delta: float = Field(
-        0.0,
+        0.005,
         ge=0.0,
         le=1.0,
-        description="An epoch counts as a validation gain (and is selected) only when its "
-        "Recall@eval_k beats the best so far by more than this. On synthetic medium the "
-        "curve after epoch 1 moved by 0.0005 on 2,000 validation queries (noise), and each "
-        "such 'gain' bought patience more epochs; not yet judged on the real-data bench.",
+        description="A check counts as a validation gain (and is selected) only when its "
+        "Recall@eval_k beats the best so far by more than this. On synthetic medium validation "
+        "recall creeps up by 0.001-0.004 per eighth of a pass after the first quarter while "
+        "eval recall falls, and each such gain bought patience more checks; on the MovieLens "
+        "latest-small curves 0.005 selects and stops at the same epochs as 0 (0.01 does not).",
     )
     eval_k: int = Field(100, ge=1, le=10_000, description="K of the per-epoch quick Recall@K.")
     eval_sample: int = Field(2000, ge=1, le=10_000_000, description="Eval queries per quick eval.")
