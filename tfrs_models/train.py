@@ -174,41 +174,14 @@ def prepare_checkpoints(directory: Path, inputs: dict, resume: bool) -> bool:
     return False
 
 
-class LinearWarmup(tf.keras.optimizers.schedules.LearningRateSchedule):
-    """The learning rate rising linearly from `peak / steps` at the first step to `peak` at
-    step `steps`, then constant."""
-
-    def __init__(self, peak: float, steps: int):
-        super().__init__()
-        self.peak, self.steps = float(peak), int(steps)
-
-    def __call__(self, step):
-        done = tf.cast(step, tf.float32) + 1.0
-        return self.peak * tf.minimum(1.0, done / float(self.steps))
-
-    def get_config(self):
-        return {"peak": self.peak, "steps": self.steps}
-
-
-def warmup_steps(cfg: TrainConfig, examples: int, global_batch: int, warm: bool) -> int:
-    """Steps of the learning-rate warmup: `cfg.warm_start_warmup_examples` worth (at most one
-    epoch) when the run starts from a previous model's weights, else none."""
-    if not warm or not cfg.warm_start_warmup_examples:
-        return 0
-    return max(1, min(cfg.warm_start_warmup_examples, examples) // global_batch)
-
-
-def make_optimizer(cfg: TrainConfig, warmup: int = 0) -> tf.keras.optimizers.Optimizer:
-    """The optimizer `cfg.optimizer` at `cfg.learning_rate`, reached after `warmup` steps of
-    `LinearWarmup` when warmup > 0."""
-    rate = cfg.learning_rate if warmup <= 0 else LinearWarmup(cfg.learning_rate, warmup)
+def make_optimizer(cfg: TrainConfig) -> tf.keras.optimizers.Optimizer:
     return {
         "adam": tf.keras.optimizers.Adam,
         "catch_up_adam": CatchUpAdam,
         "lazy_adam": LazyAdam,
         "adagrad": tf.keras.optimizers.Adagrad,
         "sgd": tf.keras.optimizers.SGD,
-    }[cfg.optimizer](learning_rate=rate)
+    }[cfg.optimizer](learning_rate=cfg.learning_rate)
 
 
 class EpochCheckpoint(tf.keras.callbacks.Callback):
@@ -433,12 +406,11 @@ def trained_until(features_manifest: dict) -> str:
     return window["window_end"] if holdout else window["eval_start"]
 
 
-def build_model(features: FeatureSet, cfg: TrainConfig, warmup: int = 0) -> TwoTowerModel:
-    """A compiled model whose variables exist (built on one small batch); its optimizer warms
-    its learning rate up over `warmup` steps (`make_optimizer`)."""
+def build_model(features: FeatureSet, cfg: TrainConfig) -> TwoTowerModel:
+    """A compiled model whose variables exist (built on one small batch)."""
     tf.keras.utils.set_random_seed(cfg.seed)
     model = TwoTowerModel(features, cfg)
-    model.compile(optimizer=make_optimizer(cfg, warmup))
+    model.compile(optimizer=make_optimizer(cfg))
     probe = next(
         iter(train_dataset(features, cfg.model_copy(update={"batch_size": 2}), shuffle=False))
     )
@@ -584,13 +556,8 @@ def _train_into(
 ) -> TrainResult:
     """`train_model`'s training, selection, export and final fit, written into `model_dir`."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    # Resumed or not, a warm-started run's schedule is the same: it follows the optimizer's
-    # step count, which the checkpoint restores.
-    warmup = warmup_steps(
-        cfg, examples, replicas.global_batch(cfg), warm=warm_start_from is not None
-    )
     with replicas.scope():
-        model = build_model(features, cfg, warmup)
+        model = build_model(features, cfg)
 
     validation = validation_queries(features, cfg.eval_sample, cfg.seed)
     checks = checks_per_epoch(examples, cfg, replicas.global_batch(cfg))
@@ -685,9 +652,7 @@ def _train_into(
         },
         "selected_on": "valid" if found else None,
         "curve": valid_cb.curve,
-        "warm_start": (
-            {"from": str(warm_start_from), **warm, "warmup_steps": warmup} if warm else None
-        ),
+        "warm_start": {"from": str(warm_start_from), **warm} if warm else None,
         "train_seconds": seconds,
         "train_examples_per_second": speed.examples_per_second,
         "distribution": {

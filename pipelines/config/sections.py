@@ -392,15 +392,6 @@ class TrainConfig(_Section):
         description="Epochs of the final fit (1-1000; only with final_fit). None = as many as "
         "the selected best epoch, at most `epochs`.",
     )
-    warm_start_warmup_examples: int = Field(
-        250_000,
-        ge=0,
-        le=1_000_000_000,
-        description="A warm-started run raises its learning rate linearly from near 0 to "
-        "learning_rate over this many examples (at most one epoch); 0 = none. A fresh Adam's "
-        "first steps are about learning_rate per weight whatever the gradient, which on "
-        "synthetic medium took a trained model's validation Recall@100 from 0.40 to 0.38.",
-    )
     distribution: Literal["none", "mirrored", "multi_worker"] = Field(
         "none",
         description="tf.distribute strategy: none = one process, no strategy; mirrored = the "

@@ -274,35 +274,6 @@ def test_warm_start_copies_rows_of_shared_ids(trained, feature_set, tmp_path):
     )
 
 
-def test_a_warm_started_run_warms_its_learning_rate_up_and_a_cold_one_does_not(
-    trained, small_features, tmp_path
-):
-    """A fresh Adam's first steps move every weight by about the learning rate: a run that
-    starts from a previous model raises the rate linearly over warm_start_warmup_examples."""
-    from tfrs_models.train import LinearWarmup, warmup_steps
-
-    schedule = LinearWarmup(0.003, 4)
-    assert [float(schedule(step)) for step in range(6)] == pytest.approx(
-        [0.00075, 0.0015, 0.00225, 0.003, 0.003, 0.003]
-    )
-    cfg = CFG.model_copy(update={"epochs": 1, "warm_start_warmup_examples": 3 * 1024})
-    assert warmup_steps(cfg, 10**6, 1024, warm=False) == 0
-    assert warmup_steps(cfg, 10**6, 1024, warm=True) == 3
-    assert warmup_steps(cfg, 2048, 1024, warm=True) == 2  # at most one epoch
-    assert warmup_steps(cfg.model_copy(update={"warm_start_warmup_examples": 0}), 10**6, 1024,
-                        warm=True) == 0  # fmt: skip
-    result = train_model(
-        small_features.features_dir, tmp_path, cfg, warm_start_from=trained.model_dir,
-        progress=False,
-    )  # fmt: skip
-    assert result.manifest["warm_start"]["warmup_steps"] == 3
-    optimizer = result.model.optimizer
-    assert isinstance(optimizer._learning_rate, LinearWarmup)
-    assert int(optimizer.iterations.numpy()) > 3
-    assert float(optimizer.learning_rate.numpy()) == pytest.approx(cfg.learning_rate)
-    assert not isinstance(trained.model.optimizer._learning_rate, LinearWarmup)  # cold
-
-
 def test_warm_start_maps_title_tokens_by_value_when_their_order_changes(
     trained, feature_set, tmp_path
 ):
