@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--warm-from", help="a previous model directory (default: cold)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--eval-queries", type=int, default=10_000)
+    parser.add_argument("--learning-rate", type=float, help="default: the train config's")
     parser.add_argument(
         "--checks-per-epoch", type=int, default=1,
         help="report this many times per pass over the train examples (sub-epoch curve)",
@@ -46,6 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     features = FeatureSet.load(args.features)
     cfg = TrainConfig()
+    if args.learning_rate:
+        cfg = cfg.model_copy(update={"learning_rate": args.learning_rate})
     evaluation = QuickEval(features, args.eval_queries, seed=0, split="eval")
     validation = QuickEval(features, cfg.eval_sample, seed=cfg.seed, split="valid")
     model = build_model(features, cfg)
