@@ -121,6 +121,26 @@ def _members(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     return sorted_keys[at] == values
 
 
+def _keyed_members(rows: np.ndarray, owners: np.ndarray, keys: np.ndarray, width: int):
+    """bool, `rows`' shape: whether `owner * width + item` is in the sorted `keys`, for each
+    item of `rows` (int `[m, k]`, -1 = padding, never a member) and its row's owner `[m]`."""
+    return _members(owners[:, None] * width + rows, keys) & (rows >= 0)
+
+
+def row_members(ranked: np.ndarray, sets: list[np.ndarray]) -> np.ndarray:
+    """bool `[n, k]`: whether `ranked[i, j]` is in `sets[i]`, for all rows at once (one
+    `np.isin` per row was most of an excluding search's Python time on 41k queries).
+
+    Args:
+        ranked: int `[n, k]` item indices (-1 = padding, never a member).
+        sets: n arrays of item indices (empty ones allowed).
+    """
+    ranked = np.asarray(ranked, dtype=np.int64)
+    _, _, keys, width = _target_keys(ranked, sets)
+    owners = np.arange(len(ranked), dtype=np.int64)
+    return _keyed_members(ranked, owners, _sorted_unique(keys), width)
+
+
 def hit_matrix(ranked: np.ndarray, targets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Which ranked items are targets, for the queries that have targets.
 
@@ -142,9 +162,7 @@ def hit_matrix(ranked: np.ndarray, targets: list[np.ndarray]) -> tuple[np.ndarra
         return np.zeros((0, ranked.shape[1]), bool), np.zeros(0)
     keys = _sorted_unique(target_keys)
     sizes = np.bincount(keys // width, minlength=len(targets))[scored].astype(np.float64)
-    rows = ranked[scored]
-    hits = _members(scored[:, None] * width + rows, keys) & (rows >= 0)
-    return hits, sizes
+    return _keyed_members(ranked[scored], scored, keys, width), sizes
 
 
 def per_query_metrics(

@@ -30,7 +30,7 @@ import numpy as np
 
 from pipelines.config import IndexConfig
 from pipelines.errors import PipelineError
-from pipelines.metrics import score_block_rows, top_k
+from pipelines.metrics import row_members, score_block_rows, top_k
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +102,13 @@ class ItemIndex:
             block = order[start : start + 512]
             fetch = min(k + int(extra[block].max()), len(self))
             found, dist = self._search(queries[block], fetch, params)
-            for j, q in enumerate(block):
-                r, s = found[j], dist[j]
-                keep = r >= 0
-                if len(exclude[q]):
-                    keep &= ~np.isin(r, exclude[q])
-                r, s = r[keep][:k], s[keep][:k]
-                rows[q, : len(r)], scores[q, : len(r)] = r, s
+            keep = (found >= 0) & ~row_members(found, [exclude[q] for q in block])
+            # Each row's first k kept results, in their order (a stable sort puts them first).
+            first = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+            kept = np.arange(first.shape[1]) < keep.sum(axis=1, keepdims=True)
+            width = first.shape[1]
+            rows[block, :width] = np.where(kept, np.take_along_axis(found, first, 1), -1)
+            scores[block, :width] = np.where(kept, np.take_along_axis(dist, first, 1), -np.inf)
         return rows, scores
 
     def _search(self, queries: np.ndarray, k: int, params: SearchParams):

@@ -141,10 +141,11 @@ def test_paired_bootstrap_refuses_unaligned_models():
 
 
 def test_vectorised_hits_match_a_per_query_reference():
-    """`hit_matrix` and `recall_at_k` (one membership test over all queries) against a plain
+    """`hit_matrix`, `row_members` and `recall_at_k` (one membership test over all queries)
+    against a plain
     per-query loop: repeated targets, -1 padding, queries without targets, ids beyond the
     ranked range and a ranked width below max(K)."""
-    from pipelines.metrics import hit_matrix, recall_at_k
+    from pipelines.metrics import hit_matrix, recall_at_k, row_members
 
     rng = np.random.default_rng(3)
     ranked = rng.integers(-1, 50, (300, 12))
@@ -155,6 +156,11 @@ def test_vectorised_hits_match_a_per_query_reference():
     expected = [np.isin(ranked[i], np.unique(targets[i])) & (ranked[i] >= 0) for i in scored]
     np.testing.assert_array_equal(hits, np.array(expected))
     np.testing.assert_array_equal(sizes, [len(np.unique(targets[i])) for i in scored])
+    # row_members: the same test for every row, empty sets included (never a member).
+    members = row_members(ranked, targets)
+    every = [np.isin(r, t) & (r >= 0) for r, t in zip(ranked, targets, strict=True)]
+    np.testing.assert_array_equal(members, np.array(every))
+    assert not members[[i for i, t in enumerate(targets) if not len(t)]].any()
     # recall_at_k counts each target entry, repeats included (as np.isin(target, row) does).
     reference = np.mean([np.isin(targets[i], ranked[i][ranked[i] >= 0]).mean() for i in scored])
     assert recall_at_k(ranked, targets) == pytest.approx(reference, abs=1e-12)

@@ -107,6 +107,26 @@ def test_excluded_rows_never_come_back_and_k_is_still_filled():
     assert one[0].tolist() == rows[0].tolist()
 
 
+def test_excluding_search_equals_a_per_query_reference():
+    """The exclusion is applied to all queries of a block at once: each row must be the
+    unexcluded search's results minus that row's exclusions, in order, padded with -1 / -inf
+    when the catalog minus the exclusions is smaller than k."""
+    x, q, ids = clustered(300)
+    index = build_index(x, ids, IndexConfig(k=10))
+    rng = np.random.default_rng(5)
+    exclude = [rng.choice(300, size=rng.integers(0, 40), replace=False) for _ in range(60)]
+    exclude[3] = np.arange(295)  # 5 rows left: fewer than k
+    rows, scores = index.search(q[:60], 10, exclude=exclude)
+    full, full_scores = index.search(q[:60], 300)
+    for i, ex in enumerate(exclude):
+        keep = ~np.isin(full[i], ex)
+        want, want_scores = full[i][keep][:10], full_scores[i][keep][:10]
+        assert rows[i, : len(want)].tolist() == want.tolist(), i
+        np.testing.assert_allclose(scores[i, : len(want)], want_scores, rtol=1e-6)
+        assert (rows[i, len(want) :] == -1).all() and np.isneginf(scores[i, len(want) :]).all()
+    assert (rows[3] >= 0).sum() == 5
+
+
 def test_bad_inputs_are_named():
     x, _, ids = clustered(100)
     with pytest.raises(PipelineError, match="99 item ids for 100 embedding rows"):
