@@ -428,10 +428,10 @@ def final_dir_for(model_dir: str | Path) -> Path:
 def checks_per_epoch(examples: int, cfg: TrainConfig, global_batch: int) -> int:
     """Validation checks per pass over `examples` train examples: one per epoch, or (an epoch
     longer than `cfg.validation_every_examples`) as many equal parts as keep each part at
-    most that long, and at least one step."""
+    most that long, at most `cfg.max_checks_per_epoch`, and at least one step each."""
     if cfg.validation_every_examples is None:
         return 1
-    checks = -(-examples // cfg.validation_every_examples)
+    checks = min(-(-examples // cfg.validation_every_examples), cfg.max_checks_per_epoch)
     return max(1, min(checks, examples // global_batch))
 
 

@@ -496,6 +496,9 @@ def test_checks_per_epoch_cut_long_epochs_into_equal_parts():
     assert checks_per_epoch(500_000, cfg, 1024) == 1
     assert checks_per_epoch(500_001, cfg, 1024) == 2
     assert checks_per_epoch(1_800_000, cfg, 1024) == 4
+    assert checks_per_epoch(16_000_000, cfg, 1024) == 8  # large: capped (a check costs ~47 s)
+    assert checks_per_epoch(16_000_000, cfg.model_copy(update={"max_checks_per_epoch": 40}),
+                            1024) == 32  # fmt: skip
     assert checks_per_epoch(3_000, cfg.model_copy(update={"validation_every_examples": 1}), 1024) == 2
     assert checks_per_epoch(10**7, cfg.model_copy(update={"validation_every_examples": None}), 1024) == 1
     assert passes(3, 1) == 3 and passes(3, 4) == 0.75 and passes(8, 4) == 2.0
