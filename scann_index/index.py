@@ -105,8 +105,8 @@ class ItemIndex:
             keep = (found >= 0) & ~row_members(found, [exclude[q] for q in block])
             # Each row's first k kept results, in their order (a stable sort puts them first).
             first = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-            kept = np.arange(first.shape[1]) < keep.sum(axis=1, keepdims=True)
             width = first.shape[1]
+            kept = np.arange(width) < keep.sum(axis=1, keepdims=True)
             rows[block, :width] = np.where(kept, np.take_along_axis(found, first, 1), -1)
             scores[block, :width] = np.where(kept, np.take_along_axis(dist, first, 1), -np.inf)
         return rows, scores
@@ -259,9 +259,12 @@ def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarr
 
 
 def ann_recall(found: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of the exact top-k that the index also returned."""
-    hits = [np.isin(e, f).mean() for f, e in zip(found, exact, strict=True)]
-    return float(np.mean(hits)) if hits else 1.0
+    """Mean share of the exact top-k that the index also returned (-1 in `found` = no
+    result), for all queries at once (`row_members`)."""
+    if not len(exact):
+        return 1.0
+    returned = [row[row >= 0] for row in np.asarray(found)]
+    return float(row_members(exact, returned).mean())
 
 
 def tune_index(

@@ -171,8 +171,9 @@ def distributed_train_dataset(
     if replicas.strategy is None and checks == 1:
         return make_dataset(), None
     steps = steps_per_epoch(examples, cfg, replicas)
+    per_check = max(1, steps // checks)
     if replicas.strategy is None:
-        return make_dataset(batches=steps), max(1, steps // checks)
+        return make_dataset(batches=steps), per_check
 
     def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = context.num_replicas_in_sync // context.num_input_pipelines
@@ -181,7 +182,7 @@ def distributed_train_dataset(
             shard = (context.num_input_pipelines, context.input_pipeline_id)
         return make_dataset(shard=shard, batches=steps * local)
 
-    return replicas.strategy.distribute_datasets_from_function(pipeline), max(1, steps // checks)
+    return replicas.strategy.distribute_datasets_from_function(pipeline), per_check
 
 
 def chief_value(replicas: Replicas) -> Callable[[float], float] | None:

@@ -127,6 +127,18 @@ def test_excluding_search_equals_a_per_query_reference():
     assert (rows[3] >= 0).sum() == 5
 
 
+def test_ann_recall_matches_a_per_query_reference():
+    """All queries at once against the per-query share of the exact top-k returned, with -1
+    padding in the found rows (never a hit) and a query that found nothing."""
+    rng = np.random.default_rng(9)
+    exact = np.stack([rng.choice(500, 20, replace=False) for _ in range(40)])
+    found = np.where(rng.random((40, 20)) < 0.3, rng.integers(-1, 500, (40, 20)), exact)
+    found[0] = -1
+    reference = np.mean([np.isin(e, f[f >= 0]).mean() for f, e in zip(found, exact, strict=True)])
+    assert ann_recall(found, exact) == pytest.approx(reference, abs=1e-12)
+    assert ann_recall(found[:0], exact[:0]) == 1.0
+
+
 def test_bad_inputs_are_named():
     x, _, ids = clustered(100)
     with pytest.raises(PipelineError, match="99 item ids for 100 embedding rows"):
