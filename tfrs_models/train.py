@@ -95,6 +95,9 @@ RESUMABLE_FIELDS = frozenset(
     }
 )  # fmt: skip
 INPUTS_FILE = "inputs.json"  # in the checkpoint directory: what its checkpoints trained on
+# What the checkpointed selection state means; checkpoints of another format are not resumed.
+# 2: best_epoch -1 = none selected yet, 0 = the warm-start weights (1: 0 = none).
+CHECKPOINT_FORMAT = 2
 
 
 def checkpoint_inputs(
@@ -103,14 +106,15 @@ def checkpoint_inputs(
     """What checkpoints made now would be trained from; a resume needs the same.
 
     Returns:
-        JSON-ready `{features_manifest_sha256, vocabulary_sizes, oov_buckets, user_features,
-        config, warm_start_from}`: the sha256 of the features' `manifest.json` bytes (it
+        JSON-ready `{checkpoint_format, features_manifest_sha256, vocabulary_sizes,
+        oov_buckets, user_features, config, warm_start_from}`: the sha256 of the features' `manifest.json` bytes (it
         holds every output file's sha256, the window and the feature config), the sizes that
         shape the embedding tables, the training config without `RESUMABLE_FIELDS`, and the
         resolved warm-start directory (None without one).
     """
     manifest = features_manifest(features.directory).read_bytes()
     inputs = {
+        "checkpoint_format": CHECKPOINT_FORMAT,
         "features_manifest_sha256": hashlib.sha256(manifest).hexdigest(),
         "vocabulary_sizes": {name: len(values) for name, values in features.vocab.items()},
         "oov_buckets": features.oov_buckets,
@@ -235,17 +239,34 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         self.agree = agree
         self.writer = tf.summary.create_file_writer(str(log_dir / "validation"))
         self.best_recall = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_recall")
-        self.best = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")  # 0: none
+        # -1: none yet; 0: the warm-start weights (`validate_start`).
+        self.best = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
         self.curve = []
 
     @property
     def best_epoch(self) -> int | None:
-        return int(self.best.numpy()) or None
+        best = int(self.best.numpy())
+        return None if best < 0 else best
 
     def best_path(self, epoch: int) -> Path:
         return self.best_dir / f"best-{epoch}.npz"
 
+    def validate_start(self, model: tf.keras.Model) -> None:
+        """Score the weights training starts from (a warm start) as check 0: they are selected
+        unless a check beats them by more than `min_delta`, and patience counts from them, so
+        a warm run that only loses validation recall stops after `patience` checks and keeps
+        what it started from. No-op without validation queries."""
+        if self.validation is None:
+            return
+        self.set_model(model)
+        self._select(-1, {})
+
     def on_epoch_end(self, epoch, logs=None):
+        self._select(epoch, logs)
+
+    def _select(self, epoch: int, logs: dict | None) -> None:
+        """Validate the weights after Keras epoch `epoch` (-1: before the first); select them
+        when they beat the best; stop training when patience has run out."""
         point = {"epoch": passes(epoch + 1, self.checks), "loss": (logs or {}).get("loss")}
         if self.checks > 1:
             point["check"] = epoch + 1
@@ -260,7 +281,9 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         with self.writer.as_default():
             tf.summary.scalar(f"validation_recall@{self.k}", recall, step=epoch + 1)
         where = f"epoch {epoch + 1}"
-        if self.checks > 1:
+        if epoch < 0:
+            where = "warm-start weights (check 0)"
+        elif self.checks > 1:
             where = f"check {epoch + 1} (epoch {passes(epoch + 1, self.checks)})"
         log.info(
             "%s: validation Recall@%d = %.4f (%d validation queries)",
@@ -283,7 +306,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
 
     def prune(self) -> None:
         """Delete best-weights files of epochs other than the best one."""
-        keep = self.best_path(self.best_epoch) if self.best_epoch else None
+        keep = self.best_path(self.best_epoch) if self.best_epoch is not None else None
         for path in self.best_dir.glob("best-*.npz"):
             if path != keep:
                 path.unlink()
@@ -291,7 +314,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
     def restore_best(self, model: tf.keras.Model) -> None:
         """Set the best epoch's weights on `model` (no-op without validation queries, when
         the last epoch's weights are the selected ones)."""
-        if self.validation is not None and self.best_epoch:
+        if self.validation is not None and self.best_epoch is not None:
             with np.load(self.best_path(self.best_epoch)) as stored:
                 model.set_weights([stored[f"arr_{n}"] for n in range(len(stored.files))])
 
@@ -442,11 +465,13 @@ def passes(checks_done: int, checks: int) -> int | float:
 
 def final_fit_checks(cfg: TrainConfig, best_check: int | None, checks: int = 1) -> int:
     """Keras epochs of the final fit, each 1/`checks` of a pass over its examples: as many as
-    the selected weights trained for (`best_check`; at most `epochs` passes; all of them when
-    none was selected in this call), or `final_fit_epochs` whole passes."""
+    the selected weights trained for in this run (`best_check`; at most `epochs` passes; all
+    of them when none was selected), at least one (`best_check` 0: a warm run kept its start
+    weights, which still learn the held-out examples), or `final_fit_epochs` whole passes."""
     if cfg.final_fit_epochs is not None:
         return cfg.final_fit_epochs * checks
-    return max(1, min(best_check or cfg.epochs * checks, cfg.epochs * checks))
+    most = cfg.epochs * checks
+    return max(1, min(most if best_check is None else best_check, most))
 
 
 def train_model(
@@ -593,6 +618,7 @@ def _train_into(
             warm_start_from,
             previous["oov_buckets"],
         )
+        valid_cb.validate_start(model)
 
     speed = Throughput(replicas.global_batch(cfg))
     # CatchUpFlush first: validation and checkpoints read weights that owe no skipped steps.

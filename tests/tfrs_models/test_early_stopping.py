@@ -63,3 +63,51 @@ MEDIUM = [0.4052, 0.4057, 0.4045, 0.4044, 0.4040, 0.4041, 0.4039]
 )
 def test_min_delta_decides_selection_and_stopping(tmp_path, curve, patience, min_delta, expected):
     assert run(curve, tmp_path, patience, min_delta) == expected
+
+
+def run_warm(start, curve, tmp_path, patience=3, min_delta=0.005):
+    """`run` with the warm-start weights scored first (check 0): checks run, the selected one,
+    and the callback."""
+    from tfrs_models.train import ValidationCallback
+
+    callback = ValidationCallback(
+        ScriptedValidation([start, *curve]), 100, patience, tmp_path / "logs", tmp_path,
+        min_delta=min_delta,
+    )  # fmt: skip
+    model = Weights()
+    callback.validate_start(model)
+    checks = 0
+    for epoch in range(len(curve)):
+        callback.on_epoch_end(epoch, {"loss": 1.0})
+        checks += 1
+        if model.stop_training:
+            break
+    return checks, callback.best_epoch, callback
+
+
+def test_a_warm_start_that_no_check_beats_keeps_its_start_weights_and_stops(tmp_path):
+    """The starting weights are check 0: selected unless beaten by more than min_delta, and
+    patience counts from them (the medium day-2 case: validation only drifts)."""
+    checks, best, callback = run_warm(0.4026, [0.3990, 0.4050, 0.4070, 0.4100], tmp_path)
+    assert (checks, best) == (3, 0)
+    assert callback.curve[0] == {"epoch": 0, "loss": None, "validation_recall@100": 0.4026}
+    callback.prune()
+    assert [p.name for p in tmp_path.glob("best-*.npz")] == ["best-0.npz"]
+    model = Weights()
+    model.set_weights = lambda weights: setattr(model, "restored", weights)
+    callback.restore_best(model)
+    assert len(model.restored) == 1  # the start weights, from best-0.npz
+
+
+def test_a_warm_start_beaten_by_a_check_selects_the_check(tmp_path):
+    checks, best, _ = run_warm(0.30, [0.33, 0.32, 0.331, 0.334, 0.336], tmp_path)
+    assert (checks, best) == (4, 1)
+
+
+def test_without_a_warm_start_nothing_is_selected_before_the_first_check(tmp_path):
+    from tfrs_models.train import ValidationCallback
+
+    callback = ValidationCallback(ScriptedValidation([0.1]), 100, 3, tmp_path / "l", tmp_path)
+    assert callback.best_epoch is None
+    callback.prune()  # nothing to keep, nothing to delete
+    callback.restore_best(None)  # no-op: nothing selected

@@ -583,3 +583,38 @@ def test_catch_up_adam_trains_and_exports_weights_that_owe_no_steps(small_featur
     assert any(np.array_equal(ids, array) for array in exported.values())
     m = result.manifest
     assert m["validation_recall@100"] > 1.1 * m["validation_popularity_recall@100"]
+
+
+def test_a_warm_start_no_check_beats_ships_its_start_weights_after_one_final_fit_check(
+    trained, small_features, tmp_path
+):
+    """Warm-started from a model trained on the same features, with a margin no check can
+    clear: the start weights are validated as check 0 (the same figure their own run selected
+    them on), kept as the selected model, patience stops after one check, and the final fit
+    trains one epoch from them (at least one: the held-out examples are new to them)."""
+    from tfrs_models.train import final_fit_checks
+
+    source = trained.manifest
+    cfg = CFG.model_copy(
+        update={"early_stopping_min_delta": 1.0, "early_stopping_patience": 1, "final_fit": True}
+    )
+    result = train_model(
+        small_features.features_dir, tmp_path / "model", cfg,
+        warm_start_from=trained.model_dir, progress=False,
+    )  # fmt: skip
+    m = result.manifest
+    assert m["warm_start"]["variables_skipped"] == 0
+    start = m["curve"][0]
+    assert start["epoch"] == 0 and start["loss"] is None
+    selected_on = next(p for p in source["curve"] if p["epoch"] == source["best_epoch"])
+    assert start["validation_recall@100"] == pytest.approx(
+        selected_on["validation_recall@100"], abs=1e-9
+    )
+    assert m["best_epoch"] == 0 and m["epochs_run"] == 1 and len(m["curve"]) == 2
+    np.testing.assert_allclose(
+        np.load(Path(result.model_dir) / "item_embeddings.npy"),
+        np.load(Path(trained.model_dir) / "item_embeddings.npy"), atol=1e-6,
+    )  # fmt: skip
+    final = result.final_manifest
+    assert final["final_fit"]["from_epoch"] == 0 and final["final_fit"]["epochs"] == 1
+    assert final_fit_checks(cfg, 0) == 1 and final_fit_checks(cfg, 0, checks=7) == 1
