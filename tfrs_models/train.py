@@ -345,22 +345,34 @@ class ProgressLog(tf.keras.callbacks.Callback):
     line per epoch, and an epoch on a 1M-item catalog takes half an hour.
 
     Args:
-        steps: steps per epoch (None: the count is not shown, nor the time left).
+        steps: steps per Keras epoch (None: the count is not shown, nor the time left).
         batch: examples per (global) step.
+        checks: Keras epochs per pass (`checks_per_epoch`): above one, each is named as the
+            check it is ("check 3 (epoch 0.429)").
     """
 
-    def __init__(self, steps: int | None, batch: int, interval: float = 60.0, label: str = ""):
+    def __init__(
+        self, steps: int | None, batch: int, interval: float = 60.0, label: str = "",
+        checks: int = 1,
+    ):  # fmt: skip
         super().__init__()
         self.steps, self.batch, self.interval, self.label = steps, batch, interval, label
+        self.checks = checks
+
+    def name(self, epoch: int) -> str:
+        """What Keras epoch `epoch` (0-based) is called in the log."""
+        if self.checks == 1:
+            return f"{self.label}epoch {epoch + 1}"
+        return f"{self.label}check {epoch + 1} (epoch {passes(epoch + 1, self.checks)})"
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.last_step = epoch + 1, 0
+        self.epoch, self.last_step = epoch, 0
         self.last_time = self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
         log.info(
-            "%sepoch %d done in %.0f s%s", self.label, epoch + 1,
+            "%s done in %.0f s%s", self.name(epoch),
             time.perf_counter() - self.started, "" if loss is None else f", loss {loss:.4g}",
         )  # fmt: skip
 
@@ -374,9 +386,7 @@ class ProgressLog(tf.keras.callbacks.Callback):
         if self.steps:
             left = (self.steps - done) / rate / 60 if rate > 0 else float("inf")
             where += f" of {self.steps:,} ({done / self.steps:.0%}), ~{left:.0f} min left"
-        log.info(
-            "%sepoch %d: %s, %.0f examples/s", self.label, self.epoch, where, rate * self.batch
-        )
+        log.info("%s: %s, %.0f examples/s", self.name(self.epoch), where, rate * self.batch)
         self.last_step, self.last_time = done, now
 
 
@@ -387,13 +397,15 @@ def progress_reporting(
     cfg: TrainConfig,
     replicas: Replicas,
     label: str = "",
+    checks: int = 1,
 ) -> tuple[list[tf.keras.callbacks.Callback], int]:
     """The progress callbacks and `fit`'s `verbose` for a training pass: Keras's bar in a
-    terminal, else `ProgressLog` (steps per epoch: `steps`, or one pass over `examples`)."""
+    terminal, else `ProgressLog` (steps per Keras epoch: `steps`, or one pass over `examples`;
+    `checks` Keras epochs per pass)."""
     if interactive:
         return [], 1
     batch = replicas.global_batch(cfg)
-    return [ProgressLog(steps or examples // batch, batch, label=label)], 0
+    return [ProgressLog(steps or examples // batch, batch, label=label, checks=checks)], 0
 
 
 # The validation recall the train manifest reports, on at most this many validation queries (a
@@ -637,7 +649,9 @@ def _train_into(
             "validating every %d steps (%d examples): %d checks per epoch of %d examples",
             steps, steps * replicas.global_batch(cfg), checks, examples,
         )  # fmt: skip
-    progress_log, verbose = progress_reporting(interactive, steps, examples, cfg, replicas)
+    progress_log, verbose = progress_reporting(
+        interactive, steps, examples, cfg, replicas, checks=checks
+    )
     history = model.fit(
         train_data, epochs=cfg.epochs * checks, initial_epoch=initial_epoch, steps_per_epoch=steps,
         callbacks=callbacks + progress_log, verbose=verbose,
@@ -748,7 +762,7 @@ def run_final_fit(
         examples, cfg, replicas, checks,
     )  # fmt: skip
     progress_log, verbose = progress_reporting(
-        interactive, steps, examples, cfg, replicas, label="final fit "
+        interactive, steps, examples, cfg, replicas, label="final fit ", checks=checks
     )
     history = model.fit(
         data, epochs=epochs, steps_per_epoch=steps, verbose=verbose,

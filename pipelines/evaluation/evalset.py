@@ -30,6 +30,10 @@ class EvalSet:
         targets: per query, the eval-catalog indices of its target items.
         queries: the query tower's raw inputs as numpy arrays `[n, ...]`, keyed by input name.
         seen_ids: per query, the item ids seen before the eval start (excluded from results).
+        query_times: float `[n]`, each query's moment (epoch seconds): items created after it
+            are excluded from its results.
+        created_ids, created_times: the catalog items with a known creation time, oldest
+            first, and those times.
         users: per query, the user id.
         warm_user: bool `[n]`: the user is in the training vocabulary.
         item_slice: `[n_items]` of "head", "tail" or "cold".
@@ -73,6 +77,11 @@ class EvalSet:
         self.users = [u.decode() for u in self.queries[USER_ID]]
         self.warm_user = np.array([u in shared.train_users for u in self.users], dtype=bool)
         self.item_slice = shared.item_slice
+        # When each query was asked, and the catalog's items with a known creation time, oldest
+        # first: a query is not shown items created after its moment (`quick_eval`).
+        self.query_times = quick.query_times
+        self.created_ids = quick.item_ids[quick.catalog.created_rows]
+        self.created_times = quick.catalog.created_sorted
 
     def __len__(self) -> int:
         return len(self.targets)

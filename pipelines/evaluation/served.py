@@ -1,5 +1,6 @@
 """Eval queries answered the way production answers them: query tower -> index search, items
-the user already saw excluded."""
+the user already saw excluded (and items not created yet at the query's moment, as every model
+of the evaluation is scored: `tfrs_models.quick_eval`)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def evaluate_served(model, evalset: EvalSet) -> tuple[dict, np.ndarray, dict]:
 def served_ranking(
     model, evalset: EvalSet, rows: ServedRows | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The eval queries (or a chunk of them) answered by a `ServingModel`, seen items excluded.
+    """The eval queries (or a chunk of them) answered by a `ServingModel`, seen items and items
+    created after the query's moment excluded.
 
     Args:
         rows: `ServedRows(model, evalset.item_ids)`, when the caller keeps it across chunks.
@@ -33,7 +35,7 @@ def served_ranking(
     """
     rows = rows or ServedRows(model, evalset.item_ids)
     vectors = model.embed(evalset.queries)
-    found, _ = model.index.search(vectors, max(evalset.cfg.ks), exclude=rows.seen(evalset))
+    found, _ = model.index.search(vectors, max(evalset.cfg.ks), exclude=rows.excluded(evalset))
     return rows.to_eval[found], vectors
 
 
@@ -48,6 +50,23 @@ class ServedRows:
         self.model = model
         self.to_eval = eval_catalog_rows(model.item_ids, eval_items)
         self.by_id = pd.Index([str(item).encode() for item in model.item_ids])
+        self._created = None  # (creation times in order, this index's rows of those items)
+
+    def excluded(self, evalset) -> list[np.ndarray]:
+        """Per query, the index rows it may not be shown: its seen items, then the items of
+        the eval catalog created after its moment (`evalset.query_times`) that this index
+        holds."""
+        seen = self.seen(evalset)
+        if self._created is None:  # the eval catalog is every chunk's: map it once
+            rows = self.by_id.get_indexer([str(item).encode() for item in evalset.created_ids])
+            held = rows >= 0
+            self._created = (evalset.created_times[held], rows[held].astype(np.int64))
+        times, rows = self._created
+        starts = np.searchsorted(times, evalset.query_times, side="right")
+        return [
+            np.concatenate([own, rows[start:]]) if start < len(rows) else own
+            for own, start in zip(seen, starts, strict=True)
+        ]
 
     def seen(self, evalset) -> list[np.ndarray]:
         """Per query, the index rows of its seen items (ids the index lacks dropped), as

@@ -33,3 +33,15 @@ def test_without_a_step_count_only_the_step_and_rate(caplog):
     with caplog.at_level(logging.INFO, logger="tfrs_models.train"):
         log.on_train_batch_end(2)
     assert re.fullmatch(r"epoch 1: step 3, \d+ examples/s", caplog.records[-1].getMessage())
+
+
+def test_checks_are_named_as_checks_with_the_part_of_the_pass(caplog):
+    """An epoch cut into validation checks: each Keras epoch is a check, not a pass."""
+    log = ProgressLog(10, 8, interval=0.0, checks=4)
+    with caplog.at_level(logging.INFO, logger="tfrs_models.train"):
+        log.on_epoch_begin(2)
+        log.on_train_batch_end(4)
+        log.on_epoch_end(2, {"loss": 0.5})
+    first, done = (r.getMessage() for r in caplog.records[-2:])
+    assert first.startswith("check 3 (epoch 0.75): step 5 of 10 (50%)"), first
+    assert re.fullmatch(r"check 3 \(epoch 0\.75\) done in \d+ s, loss 0\.5", done), done

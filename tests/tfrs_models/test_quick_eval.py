@@ -38,16 +38,20 @@ def test_validation_and_eval_queries_are_separate_splits(feature_set):
     assert sum(len(t) > 0 for t in valid.targets) > 0.9 * len(valid)
 
 
-def test_validation_rankings_leave_out_items_created_after_the_query(feature_set):
-    valid = QuickEval(feature_set, 200, split="valid")
-    created = valid.created_at
-    later = created[None, :] > valid.query_times[:, None]
-    assert later.any(), "the small world keeps adding items during the training window"
-    ranked = valid.ranked([np.zeros((len(valid), len(created)))], len(created) // 2)
+@pytest.mark.parametrize("split", ["valid", "eval"])
+def test_rankings_leave_out_items_created_after_the_query(feature_set, split):
+    """Validation queries inside the training window and eval queries at the eval start alike:
+    an item created after the query's moment is never ranked for it (it stays a target)."""
+    queries = QuickEval(feature_set, 200, split=split)
+    created = queries.created_at
+    later = created[None, :] > queries.query_times[:, None]
+    assert later.any(), "the small world keeps adding items, in the eval period too"
+    ranked = queries.ranked([np.zeros((len(queries), len(created)))], len(created) // 2)
     for row, top in enumerate(ranked):
         assert not later[row, top].any()
-    # Eval queries keep the evaluation step's protocol: only seen items are left out.
-    assert QuickEval(feature_set, 10).created_at is None
+    expected = [np.flatnonzero(row) for row in later]
+    found = [queries.catalog.created_after(t) for t in queries.query_times]
+    assert all(map(np.array_equal, map(np.sort, found), expected))
     with pytest.raises(ValueError, match="query split must be one of"):
         QuickEval(feature_set, 10, split="train")
 

@@ -28,11 +28,15 @@ class Cfg:
 class StubEvalSet:
     """What `evaluate_served` reads of an `EvalSet`; `metrics` hands back what it was given."""
 
-    def __init__(self, users, seen, item_ids, ks):
+    def __init__(self, users, seen, item_ids, ks, created=None, times=None):
         n = len(users)
         self.cfg = Cfg(ks)
         self.item_ids = item_ids
         self.seen_ids = seen
+        created = dict(sorted((created or {}).items(), key=lambda kv: kv[1]))  # oldest first
+        self.created_ids = np.array(list(created), dtype=str)
+        self.created_times = np.array(list(created.values()), np.float64)
+        self.query_times = np.zeros(n) if times is None else np.asarray(times, np.float64)
         self.queries = {
             "user_id": np.array(users, dtype=object),
             "timestamp": np.zeros(n, np.int64),
@@ -59,6 +63,23 @@ def test_served_rankings_exclude_seen_items_and_use_the_eval_item_space(model):
     np.testing.assert_array_equal(ranked, expected)
     np.testing.assert_array_equal(metrics["ranked"], expected)
     assert ann["kind"] == "brute_force" and ann["queries"] == 2
+
+
+def test_items_created_after_a_querys_moment_are_not_shown_to_it(model):
+    """The same query asked at two moments: i1 (created at 100) and a created item the index
+    does not hold are hidden at 50, i1 is shown at 100; items without a time always are."""
+    eval_items = ITEMS[::-1]
+    evalset = StubEvalSet(
+        ["u1", "u1"], [["i0", "i2"], ["i0", "i2"]], eval_items, ks=[1, 2],
+        created={"i1": 100.0, "i3": 10.0, "not-indexed": 60.0}, times=[50.0, 100.0],
+    )  # fmt: skip
+    _, ranked, _ = evaluate_served(model, evalset)
+    _, unfiltered, _ = evaluate_served(model, StubEvalSet(["u1"], [["i0", "i2"]], eval_items, [1, 2]))
+    position = {item: i for i, item in enumerate(eval_items)}
+    assert position["i1"] in unfiltered[0]  # i1 would be shown without its creation time
+    assert position["i1"] not in ranked[0] and position["i1"] in ranked[1]
+    np.testing.assert_array_equal(ranked[1], unfiltered[0])
+    assert position["i3"] in ranked[0]  # created (at 10) before both moments
 
 
 def test_ann_section_measures_the_index_against_exact_search(model, monkeypatch):
