@@ -31,20 +31,32 @@ class Weights:
 
 def run(curve, tmp_path, patience, min_delta=0.0):
     """Epochs run and the selected epoch for a recall curve."""
+    epochs, best, _ = drive(None, curve, tmp_path, patience, min_delta)
+    return epochs, best
+
+
+def drive(start, curve, tmp_path, patience, min_delta):
+    """Epochs run, the selected epoch and the callback for a recall curve, the weights
+    training starts from scored first (`validate_start`, a warm start) unless `start` is None."""
     from tfrs_models.train import ValidationCallback
 
+    scripted = curve if start is None else [start, *curve]
     callback = ValidationCallback(
-        ScriptedValidation(curve), 100, patience, tmp_path / "logs", tmp_path, min_delta=min_delta
-    )
+        ScriptedValidation(scripted), 100, patience, tmp_path / "logs", tmp_path,
+        min_delta=min_delta,
+    )  # fmt: skip
     model = Weights()
-    callback.set_model(model)
+    if start is None:
+        callback.set_model(model)
+    else:
+        callback.validate_start(model)
     epochs = 0
     for epoch in range(len(curve)):
         callback.on_epoch_end(epoch, {"loss": 1.0})
         epochs += 1
         if model.stop_training:
             break
-    return epochs, callback.best_epoch
+    return epochs, callback.best_epoch, callback
 
 
 # The curve `bench_loop.py` measured on synthetic medium: flat after the first epoch.
@@ -66,23 +78,7 @@ def test_min_delta_decides_selection_and_stopping(tmp_path, curve, patience, min
 
 
 def run_warm(start, curve, tmp_path, patience=3, min_delta=0.005):
-    """`run` with the warm-start weights scored first (check 0): checks run, the selected one,
-    and the callback."""
-    from tfrs_models.train import ValidationCallback
-
-    callback = ValidationCallback(
-        ScriptedValidation([start, *curve]), 100, patience, tmp_path / "logs", tmp_path,
-        min_delta=min_delta,
-    )  # fmt: skip
-    model = Weights()
-    callback.validate_start(model)
-    checks = 0
-    for epoch in range(len(curve)):
-        callback.on_epoch_end(epoch, {"loss": 1.0})
-        checks += 1
-        if model.stop_training:
-            break
-    return checks, callback.best_epoch, callback
+    return drive(start, curve, tmp_path, patience, min_delta)
 
 
 def test_a_warm_start_that_no_check_beats_keeps_its_start_weights_and_stops(tmp_path):
