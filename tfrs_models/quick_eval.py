@@ -36,7 +36,7 @@ QUERY_CHUNK = 8192
 class _Catalog:
     """What every chunk of one split shares: the catalog's ids, popularity and creation times."""
 
-    def __init__(self, features: FeatureSet, split: str):
+    def __init__(self, features: FeatureSet):
         self.item_ids = features.catalog[schema.ITEM_ID].to_numpy(str)
         self.positions = pd.Index([item.encode() for item in self.item_ids])
         self.popularity = features.catalog["train_count"].to_numpy(np.float64)
@@ -79,7 +79,7 @@ class QuickEval:
 
     def __init__(self, features: FeatureSet, limit: int | None, seed: int = 0, split: str = "eval"):
         queries = next(read_queries(features, limit, seed, split, None))
-        self._attach(features, split, _Catalog(features, split), queries)
+        self._attach(features, split, _Catalog(features), queries)
 
     @classmethod
     def chunks(
@@ -92,7 +92,7 @@ class QuickEval:
     ):
         """The queries of `QuickEval(features, limit, seed, split)` as consecutive `QuickEval`s
         of `rows` queries each (the last one fewer; one empty chunk for no query)."""
-        catalog = _Catalog(features, split)
+        catalog = _Catalog(features)
         for queries in read_queries(features, limit, seed, split, rows):
             chunk = cls.__new__(cls)
             chunk._attach(features, split, catalog, queries)

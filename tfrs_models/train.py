@@ -107,8 +107,9 @@ def checkpoint_inputs(
 
     Returns:
         JSON-ready `{checkpoint_format, features_manifest_sha256, vocabulary_sizes,
-        oov_buckets, user_features, config, warm_start_from}`: the sha256 of the features' `manifest.json` bytes (it
-        holds every output file's sha256, the window and the feature config), the sizes that
+        oov_buckets, user_features, config, warm_start_from}`: the sha256 of the features'
+        `manifest.json` bytes (it holds every output file's sha256, the window and the feature
+        config), the sizes that
         shape the embedding tables, the training config without `RESUMABLE_FIELDS`, and the
         resolved warm-start directory (None without one).
     """
@@ -280,11 +281,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         point[f"validation_recall@{self.k}"] = recall
         with self.writer.as_default():
             tf.summary.scalar(f"validation_recall@{self.k}", recall, step=epoch + 1)
-        where = f"epoch {epoch + 1}"
-        if epoch < 0:
-            where = "warm-start weights (check 0)"
-        elif self.checks > 1:
-            where = f"check {epoch + 1} (epoch {passes(epoch + 1, self.checks)})"
+        where = "warm-start weights (check 0)" if epoch < 0 else check_name(epoch, self.checks)
         log.info(
             "%s: validation Recall@%d = %.4f (%d validation queries)",
             where, self.k, recall, len(self.validation),
@@ -361,9 +358,7 @@ class ProgressLog(tf.keras.callbacks.Callback):
 
     def name(self, epoch: int) -> str:
         """What Keras epoch `epoch` (0-based) is called in the log."""
-        if self.checks == 1:
-            return f"{self.label}epoch {epoch + 1}"
-        return f"{self.label}check {epoch + 1} (epoch {passes(epoch + 1, self.checks)})"
+        return self.label + check_name(epoch, self.checks)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.last_step = epoch, 0
@@ -473,6 +468,14 @@ def checks_per_epoch(examples: int, cfg: TrainConfig, global_batch: int) -> int:
 def passes(checks_done: int, checks: int) -> int | float:
     """`checks_done` checks of `checks` per epoch, in epochs (an int when checks is 1)."""
     return checks_done if checks == 1 else round(checks_done / checks, 3)
+
+
+def check_name(epoch: int, checks: int) -> str:
+    """What Keras epoch `epoch` (0-based) is called in logs: "epoch 3", or with `checks` per
+    pass "check 3 (epoch 0.429)"."""
+    if checks == 1:
+        return f"epoch {epoch + 1}"
+    return f"check {epoch + 1} (epoch {passes(epoch + 1, checks)})"
 
 
 def final_fit_checks(cfg: TrainConfig, best_check: int | None, checks: int = 1) -> int:

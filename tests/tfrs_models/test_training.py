@@ -499,8 +499,13 @@ def test_checks_per_epoch_cut_long_epochs_into_equal_parts():
     assert checks_per_epoch(16_000_000, cfg, 1024) == 8  # large: capped (a check costs ~47 s)
     assert checks_per_epoch(16_000_000, cfg.model_copy(update={"max_checks_per_epoch": 40}),
                             1024) == 32  # fmt: skip
-    assert checks_per_epoch(3_000, cfg.model_copy(update={"validation_every_examples": 1}), 1024) == 2
-    assert checks_per_epoch(10**7, cfg.model_copy(update={"validation_every_examples": None}), 1024) == 1
+    assert (
+        checks_per_epoch(3_000, cfg.model_copy(update={"validation_every_examples": 1}), 1024) == 2
+    )
+    assert (
+        checks_per_epoch(10**7, cfg.model_copy(update={"validation_every_examples": None}), 1024)
+        == 1
+    )
     assert passes(3, 1) == 3 and passes(3, 4) == 0.75 and passes(8, 4) == 2.0
 
 
@@ -512,8 +517,11 @@ def test_long_epochs_are_validated_in_checks_resumed_between_them_and_final_fit_
     many checks (of its own, larger pass) as the selected weights did."""
     examples = FeatureSet.load(small_features.features_dir).records("train")
     cfg = TINY.model_copy(
-        update={"validation_every_examples": examples // 3 + 1, "early_stopping_patience": 0,
-                "epochs": 1}  # fmt: skip
+        update={
+            "validation_every_examples": examples // 3 + 1,
+            "early_stopping_patience": 0,
+            "epochs": 1,
+        }  # fmt: skip
     )
     first = train_model(small_features.features_dir, tmp_path, cfg, progress=False).manifest
     steps = examples // cfg.batch_size // 3
@@ -531,7 +539,9 @@ def test_long_epochs_are_validated_in_checks_resumed_between_them_and_final_fit_
     assert again["resumed_from_epoch"] == 1.0 and again["epochs_run"] == 2.0
     assert [c["check"] for c in again["curve"]] == [4, 5, 6]
     best = again["validation_checks"]["best"]
-    final = json.loads((tmp_path.with_name(f"{tmp_path.name}_final") / "train_manifest.json").read_text())
+    final = json.loads(
+        (tmp_path.with_name(f"{tmp_path.name}_final") / "train_manifest.json").read_text()
+    )
     assert len(final["final_fit"]["curve"]) == best
     assert final["final_fit"]["epochs"] == round(best / 3, 3) == again["best_epoch"]
 

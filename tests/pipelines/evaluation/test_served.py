@@ -74,7 +74,9 @@ def test_items_created_after_a_querys_moment_are_not_shown_to_it(model):
         created={"i1": 100.0, "i3": 10.0, "not-indexed": 60.0}, times=[50.0, 100.0],
     )  # fmt: skip
     _, ranked, _ = evaluate_served(model, evalset)
-    _, unfiltered, _ = evaluate_served(model, StubEvalSet(["u1"], [["i0", "i2"]], eval_items, [1, 2]))
+    _, unfiltered, _ = evaluate_served(
+        model, StubEvalSet(["u1"], [["i0", "i2"]], eval_items, [1, 2])
+    )
     position = {item: i for i, item in enumerate(eval_items)}
     assert position["i1"] in unfiltered[0]  # i1 would be shown without its creation time
     assert position["i1"] not in ranked[0] and position["i1"] in ranked[1]
