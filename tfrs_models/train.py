@@ -107,11 +107,11 @@ def checkpoint_inputs(
 
     Returns:
         JSON-ready `{checkpoint_format, features_manifest_sha256, vocabulary_sizes,
-        oov_buckets, user_features, config, warm_start_from}`: the sha256 of the features'
-        `manifest.json` bytes (it holds every output file's sha256, the window and the feature
-        config), the sizes that
-        shape the embedding tables, the training config without `RESUMABLE_FIELDS`, and the
-        resolved warm-start directory (None without one).
+        oov_buckets, user_features, optimizer, config, warm_start_from}`: the sha256 of the
+        features' `manifest.json` bytes (it holds every output file's sha256, the window and
+        the feature config), the sizes that shape the embedding tables, the optimizer
+        `train.optimizer` resolves to, the training config without `RESUMABLE_FIELDS`, and
+        the resolved warm-start directory (None without one).
     """
     manifest = features_manifest(features.directory).read_bytes()
     inputs = {
@@ -120,6 +120,9 @@ def checkpoint_inputs(
         "vocabulary_sizes": {name: len(values) for name, values in features.vocab.items()},
         "oov_buckets": features.oov_buckets,
         "user_features": features.user_features,
+        # `auto` resolves by `distribution`, which a resume may change: the optimizer's slots
+        # (CatchUpAdam's per-row steps) must be the ones the checkpoint holds.
+        "optimizer": resolved_optimizer(cfg),
         "config": {
             k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUMABLE_FIELDS
         },
@@ -179,6 +182,14 @@ def prepare_checkpoints(directory: Path, inputs: dict, resume: bool) -> bool:
     return False
 
 
+def resolved_optimizer(cfg: TrainConfig) -> str:
+    """`train.optimizer` with `auto` resolved: catch_up_adam in one process, adam under a
+    strategy, where `CatchUpAdam` cannot pay a row's skipped steps before the forward pass."""
+    if cfg.optimizer != "auto":
+        return cfg.optimizer
+    return "catch_up_adam" if cfg.distribution == "none" else "adam"
+
+
 def make_optimizer(cfg: TrainConfig) -> tf.keras.optimizers.Optimizer:
     return {
         "adam": tf.keras.optimizers.Adam,
@@ -186,7 +197,7 @@ def make_optimizer(cfg: TrainConfig) -> tf.keras.optimizers.Optimizer:
         "lazy_adam": LazyAdam,
         "adagrad": tf.keras.optimizers.Adagrad,
         "sgd": tf.keras.optimizers.SGD,
-    }[cfg.optimizer](learning_rate=cfg.learning_rate)
+    }[resolved_optimizer(cfg)](learning_rate=cfg.learning_rate)
 
 
 class EpochCheckpoint(tf.keras.callbacks.Callback):
@@ -676,6 +687,7 @@ def _train_into(
         "features_window": features.manifest["window"],
         "trained_until": trained_until(features.manifest),
         "config": cfg.model_dump(),
+        "optimizer": resolved_optimizer(cfg),
         "oov_buckets": features.oov_buckets,
         "user_features": features.user_features,
         "weighting": {

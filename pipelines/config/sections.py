@@ -15,7 +15,7 @@ Preset = Literal["small", "medium", "large"]
 EvalDesign = Literal["auto", "temporal", "holdout"]
 HistoryPooling = Literal["mean", "attention"]
 Weighting = Literal["none", "weight", "threshold"]
-Optimizer = Literal["adam", "catch_up_adam", "lazy_adam", "adagrad", "sgd"]
+Optimizer = Literal["auto", "adam", "catch_up_adam", "lazy_adam", "adagrad", "sgd"]
 DirectRunningMode = Literal["in_memory", "multi_threading", "multi_processing"]
 FeatureEngine = Literal["beam", "local"]  # the feature job's runner: Beam or the reference
 PromotionMode = Literal["auto", "approve", "approve_if_marginal"]
@@ -309,16 +309,20 @@ class TrainConfig(_Section):
         "MovieLens ratings of 4 and 5.",
     )
     optimizer: Optimizer = Field(
-        "adam",
-        description="adam | catch_up_adam | lazy_adam | adagrad | sgd. Adam's sparse update "
-        "moves every embedding row on every step: 290-500 ms per step at 1M items against "
-        "about 2 ms for the two below (bench/bench_optimizer.py). catch_up_adam: Adam's "
-        "result (equal to float32 rounding in tests) at the cost of the rows a batch touches, "
-        "by paying each row's skipped steps in closed form when it is next looked up, and all "
-        "of them once per epoch. lazy_adam: moves only the touched rows and drops the others' "
-        "momentum steps. On ML-100K the selected model's Recall@100 (the gate's figure) was "
-        "0.415 with catch_up_adam and 0.419 with lazy_adam against 0.419-0.429 with Adam "
-        "(two runs): within noise; neither is judged on the other datasets yet.",
+        "auto",
+        description="auto | adam | catch_up_adam | lazy_adam | adagrad | sgd. auto = "
+        "catch_up_adam in one process (distribution none), adam under a strategy (mirrored, "
+        "multi_worker, workers > 1). Adam's sparse update moves every embedding row on every "
+        "step: 290-500 ms per step at 1M items against about 2 ms for the two below "
+        "(bench/bench_optimizer.py). catch_up_adam: Adam's result (equal to float32 rounding "
+        "in tests) at the cost of the rows a batch touches, by paying each row's skipped steps "
+        "in closed form before the forward pass reads them, and all of them before weights are "
+        "read; under a strategy it can pay them only after the forward pass (a stale gradient "
+        "for rare rows: Recall@100 0.402 against 0.457 for Adam on ML-100K), hence adam there. "
+        "On the real-data bench its Recall@100 matched Adam's within run-to-run noise (three "
+        "seeds on ML-100K and latest-small 2018, one on 2016); a fit step is 1.2x faster on "
+        "medium and 3.2x on large (bench/RESULTS.md). lazy_adam: moves only the touched rows "
+        "and drops the others' momentum steps (below Adam on ML-100K).",
     )
     learning_rate: float = Field(
         0.003,

@@ -214,6 +214,17 @@ def test_stale_reason_names_what_changed(feature_set, tmp_path):
     assert stale_reason(tmp_path, checkpoint_inputs(feature_set, weighted, tmp_path)) == (
         "their inputs differ: warm_start_from, train config (weighting)"
     )
+    # `auto` is catch_up_adam in one process and adam under a strategy; `distribution` may
+    # change on a resume, but a checkpoint's optimizer slots are those of the one it ran.
+    assert inputs["optimizer"] == "catch_up_adam"
+    spread = TINY.model_copy(update={"distribution": "multi_worker"})
+    assert stale_reason(tmp_path, checkpoint_inputs(feature_set, spread, None)) == (
+        "their inputs differ: optimizer"
+    )
+    pinned = spread.model_copy(update={"optimizer": "catch_up_adam"})
+    assert stale_reason(tmp_path, checkpoint_inputs(feature_set, pinned, None)) == (
+        "their inputs differ: train config (optimizer)"
+    )
     (tmp_path / INPUTS_FILE).unlink()
     assert "made by an older version" in stale_reason(tmp_path, inputs)
 
@@ -568,16 +579,18 @@ def test_fewer_train_examples_than_one_batch_is_refused_with_the_fix(small_featu
 
 
 def test_catch_up_adam_trains_and_exports_weights_that_owe_no_steps(small_features, tmp_path):
-    """`train.optimizer: catch_up_adam` through training, selection and the final fit: every
-    embedding row is paid up before the weights are read (the flush callbacks), and the model
-    learns."""
+    """The default optimizer in one process (`auto`: catch_up_adam) through training, selection
+    and the final fit: every embedding row is paid up before the weights are read (the flush
+    callbacks), and the model learns."""
     from tfrs_models.optimizers import CatchUpAdam
 
     cfg = TrainConfig(epochs=2, embedding_dim=16, id_embedding_dim=16, hidden_units=32,
-                      eval_sample=300, learning_rate=0.01, optimizer="catch_up_adam")  # fmt: skip
+                      eval_sample=300, learning_rate=0.01)  # fmt: skip
+    assert cfg.optimizer == "auto"
     result = train_model(small_features.features_dir, tmp_path / "model", cfg, progress=False)
     optimizer = result.model.optimizer
     assert isinstance(optimizer, CatchUpAdam)
+    assert result.manifest["optimizer"] == "catch_up_adam"
     steps = int(optimizer.iterations.numpy())
     owed = {
         v.name: int((steps - optimizer._last_steps[optimizer._index_dict[optimizer._var_key(v)]]
