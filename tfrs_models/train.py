@@ -191,6 +191,13 @@ def resolved_optimizer(cfg: TrainConfig) -> str:
 
 
 def make_optimizer(cfg: TrainConfig) -> tf.keras.optimizers.Optimizer:
+    if cfg.optimizer == "catch_up_adam" and cfg.distribution != "none":
+        log.warning(
+            "train.optimizer catch_up_adam under distribution %s pays each row's skipped steps "
+            "after the forward pass that reads it (a stale gradient for rare rows: Recall@100 "
+            "0.402 against Adam's 0.457 on ML-100K); optimizer auto picks adam there",
+            cfg.distribution,
+        )
     return {
         "adam": tf.keras.optimizers.Adam,
         "catch_up_adam": CatchUpAdam,

@@ -229,6 +229,22 @@ def test_stale_reason_names_what_changed(feature_set, tmp_path):
     assert "made by an older version" in stale_reason(tmp_path, inputs)
 
 
+def test_an_explicit_catch_up_adam_under_a_strategy_is_warned_about(caplog):
+    from tfrs_models.optimizers import CatchUpAdam
+    from tfrs_models.train import make_optimizer
+
+    with caplog.at_level("WARNING", logger="tfrs_models.train"):
+        # auto picks adam under a strategy, and catch_up_adam in one process: nothing to say.
+        assert not isinstance(make_optimizer(TrainConfig(distribution="mirrored")), CatchUpAdam)
+        assert isinstance(make_optimizer(TrainConfig(optimizer="catch_up_adam")), CatchUpAdam)
+        assert not caplog.records
+        pinned = TrainConfig(optimizer="catch_up_adam", distribution="multi_worker")
+        assert isinstance(make_optimizer(pinned), CatchUpAdam)  # still allowed
+    assert len(caplog.records) == 1
+    assert "catch_up_adam under distribution multi_worker" in caplog.text
+    assert "optimizer auto picks adam" in caplog.text
+
+
 def test_embedding_rows_map_shared_ids_and_oov_buckets():
     new_rows, old_rows = embedding_rows(["a", "b", "c"], ["c", "x", "a"], old_oov=2, new_oov=2)
     assert list(zip(new_rows.tolist(), old_rows.tolist(), strict=True)) == [
