@@ -11,7 +11,7 @@ Then `model.fit` over the dataset for `--fit-steps` steps with `verbose=0` and `
 than the step itself on a large catalog, which is why training without a terminal uses
 `verbose=0` and logs its own progress.
 
-    python bench/bench_train_step.py --features RUN/features --optimizers adam catch_up_adam lazy_adam
+    python bench/bench_train_step.py --features RUN/features --optimizers auto adam lazy_adam
     python bench/bench_train_step.py --features RUN/features --variants ours ID-only "no age bias"
 
 Examples/s of a variant is batch_size / train_step; "ours / ID-only" is the throughput ratio the
@@ -116,7 +116,9 @@ def fit_seconds(features: FeatureSet, cfg: TrainConfig, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", required=True)
-    parser.add_argument("--optimizers", nargs="+", default=["adam", "lazy_adam"])
+    parser.add_argument("--optimizers", nargs="+", default=["auto", "adam"],
+                        help="train.optimizer values; auto is the shipped default (catch_up_adam "
+                        "in one process)")  # fmt: skip
     parser.add_argument("--variants", nargs="+", default=["ours"], choices=list(VARIANTS))
     parser.add_argument("--batch-size", type=int, default=TrainConfig().batch_size)
     parser.add_argument("--batches", type=int, default=30)
