@@ -19,7 +19,6 @@ thread timing.)
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 # moto's own server (`python -m moto.server`) with threading off; argv: host port.
 _SERVER = """
@@ -39,12 +39,6 @@ from moto.moto_server.werkzeug_app import (
 run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app),
            threaded=False, request_handler=MotoRequestHandler)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class S3Server:
@@ -88,7 +82,7 @@ class S3Server:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """moto's S3 server on a free loopback port for the whole session (killed at the end)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

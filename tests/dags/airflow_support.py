@@ -10,7 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-from services_support import free_port
+from ports import free_port
 
 REPO = Path(__file__).parents[2]
 DAGS = REPO / "dags"

@@ -18,17 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from ports import free_port
+
 REPO = Path(__file__).parents[2]
 
 
 class ServiceError(RuntimeError):
     """A service could not be started; the message says which, why and what to install."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pg_bin() -> Path:

@@ -8,13 +8,13 @@ make (its default args and probe commands, quoted from chart 1.22's templates).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
@@ -98,9 +98,7 @@ def test_every_component_compose_names_is_one_the_healthcheck_knows(image_env):
 def test_healthcheck_really_imports_airflow_and_fails_a_dead_api_server(image_env):
     out = run([HEALTHCHECK, "cli"], image_env)
     assert out.returncode == 0, out.stderr
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens on it
     out = run([HEALTHCHECK, "api-server"], {**image_env, "AIRFLOW_API_PORT": str(port)})
     assert out.returncode != 0 and "Connection refused" in out.stderr
     # A broken install fails the check: an `airflow` package that cannot be imported.

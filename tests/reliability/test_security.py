@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from ports import free_port
 
 from pipelines import orchestration as orch
 from pipelines.config import DeploymentSettings
@@ -82,12 +83,6 @@ def test_make_airflow_binds_loopback_with_private_files_and_own_secrets(tally):
     assert "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:8091/execution/" in moved
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _primary_address() -> str | None:
     """This machine's non-loopback IPv4 address, if it has one (no packet is sent)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -114,15 +109,15 @@ def test_make_airflow_really_listens_on_loopback_only_and_writes_0600(tmp_path, 
     """Runs what `make airflow` runs (from `make -n`), in a scratch directory, for real."""
     (tmp_path / "docker").symlink_to(REPO / "docker")
     (tmp_path / "dags").mkdir()
-    port = _free_port()
+    port = free_port()
     script = tmp_path / "make-airflow.sh"
     script.write_text("\n".join(make_airflow_recipe(tmp_path, AIRFLOW_PORT=str(port))) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TTR_"))}
     env.update(
         PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
         # Airflow's log servers listen on fixed ports (8793/8794); keep parallel runs apart.
-        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(_free_port()),
-        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(_free_port()),
+        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
     )
     log = (tmp_path / "standalone.log").open("w")
     # A permissive umask in the caller: the recipe must tighten it itself.
@@ -269,7 +264,7 @@ def test_failed_alert_delivery_never_logs_the_webhook_url(case, caplog, tally):
         server = _FailingWebhook(behaviour[case])
         url = f"http://127.0.0.1:{server.port}/services/{TOKEN}?token=querySecret42"
     elif case == "unreachable_port":
-        url = f"http://127.0.0.1:{_free_port()}/services/{TOKEN}?token=querySecret42"
+        url = f"http://127.0.0.1:{free_port()}/services/{TOKEN}?token=querySecret42"
     else:  # userinfo with a password and a malformed port: http.client quotes it in the error
         url = f"http://hookuser:pwSecret99@127.0.0.1:notaport/services/{TOKEN}"
     caplog.set_level(logging.DEBUG)
