@@ -90,7 +90,8 @@ class TrainResult:
 # different global batch; across hosts the worker count is in TF_CONFIG, not in the config).
 RESUMABLE_FIELDS = frozenset(
     {
-        "epochs", "early_stopping_patience", "early_stopping_min_delta", "eval_k", "eval_sample",
+        "epochs", "early_stopping_patience", "early_stopping_min_delta",
+        "early_stopping_warmup_examples", "eval_k", "eval_sample",
         "final_fit", "final_fit_epochs", "distribution", "workers",
     }
 )  # fmt: skip
@@ -245,16 +246,19 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         agree=None,
         min_delta: float = 0.0,
         checks: int = 1,
+        warmup_checks: int = 0,
     ):
         """`agree`: None, or (multi-worker) a function of this worker's recall returning the
         chief's, which every decision then uses (`tfrs_models.distributed.chief_value`).
         `min_delta`: an epoch is better than the best so far only when its recall is higher
         by more than this (it is then selected, and patience counts from it).
         `checks`: Keras epochs per pass over the train examples (`checks_per_epoch`); the
-        curve and the log then say which part of which pass each check ends."""
+        curve and the log then say which part of which pass each check ends.
+        `warmup_checks`: early stopping cannot end training before this many checks (the
+        module's `warmup_checks`); selection is unaffected."""
         super().__init__()
         self.validation, self.k, self.patience, self.best_dir = validation, k, patience, best_dir
-        self.min_delta, self.checks = min_delta, checks
+        self.min_delta, self.checks, self.warmup_checks = min_delta, checks, warmup_checks
         self.agree = agree
         self.writer = tf.summary.create_file_writer(str(log_dir / "validation"))
         self.best_recall = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_recall")
@@ -313,6 +317,13 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             partial.replace(self.best_path(epoch + 1))
         elif self.patience and epoch + 1 - self.best_epoch >= self.patience:
             unit = "epochs" if self.checks == 1 else "checks"
+            if epoch + 1 < self.warmup_checks:
+                log.info(
+                    "no validation gain for %d %s, but no early stopping before %s %d (warm-up: "
+                    "early_stopping_warmup_examples)",
+                    epoch + 1 - self.best_epoch, unit, unit[:-1], self.warmup_checks,
+                )  # fmt: skip
+                return
             log.info(
                 "early stopping: no validation gain for %d %s (best: %s %d)",
                 self.patience, unit, unit[:-1], self.best_epoch,
@@ -483,6 +494,17 @@ def checks_per_epoch(examples: int, cfg: TrainConfig, global_batch: int) -> int:
     return max(1, min(checks, examples // global_batch))
 
 
+def warmup_checks(
+    cfg: TrainConfig, examples_per_check: int, warm_start_from: str | Path | None
+) -> int:
+    """Checks before which early stopping may not end a run: enough to train on
+    `cfg.early_stopping_warmup_examples`; 0 for a warm start, whose start weights are a
+    trained model (scored as check 0, patience counting from them)."""
+    if warm_start_from is not None or cfg.early_stopping_warmup_examples == 0:
+        return 0
+    return -(-cfg.early_stopping_warmup_examples // max(1, examples_per_check))
+
+
 def passes(checks_done: int, checks: int) -> int | float:
     """`checks_done` checks of `checks` per epoch, in epochs (an int when checks is 1)."""
     return checks_done if checks == 1 else round(checks_done / checks, 3)
@@ -619,6 +641,10 @@ def _train_into(
 
     validation = validation_queries(features, cfg.eval_sample, cfg.seed)
     checks = checks_per_epoch(examples, cfg, replicas.global_batch(cfg))
+    train_data, steps = distributed_train_dataset(
+        functools.partial(train_dataset, features, cfg), examples, cfg, replicas, checks
+    )
+    per_check = examples if steps is None else steps * replicas.global_batch(cfg)
     checkpoints = ModelLayout(model_dir).checkpoints
     valid_cb = ValidationCallback(
         validation,
@@ -629,6 +655,7 @@ def _train_into(
         agree=chief_value(replicas),
         min_delta=cfg.early_stopping_min_delta,
         checks=checks,
+        warmup_checks=warmup_checks(cfg, per_check, warm_start_from),
     )
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     checkpoint = tf.train.Checkpoint(
@@ -662,9 +689,6 @@ def _train_into(
     interactive = sys.stderr.isatty() if progress is None else progress
     start = time.perf_counter()
     initial_epoch = int(epoch.numpy())
-    train_data, steps = distributed_train_dataset(
-        functools.partial(train_dataset, features, cfg), examples, cfg, replicas, checks
-    )
     if checks > 1:
         log.info(
             "validating every %d steps (%d examples): %d checks per epoch of %d examples",
@@ -709,6 +733,7 @@ def _train_into(
         "validation_checks": {
             "per_epoch": checks,
             "steps_each": steps,
+            "warmup": valid_cb.warmup_checks,
             "run": checks_run,
             "best": valid_cb.best_epoch,
         },

@@ -553,7 +553,9 @@ def test_long_epochs_are_validated_in_checks_resumed_between_them_and_final_fit_
     first = train_model(small_features.features_dir, tmp_path, cfg, progress=False).manifest
     steps = examples // cfg.batch_size // 3
     assert first["validation_checks"] == {
-        "per_epoch": 3, "steps_each": steps, "run": 3, "best": first["validation_checks"]["best"]
+        "per_epoch": 3, "steps_each": steps, "run": 3, "best": first["validation_checks"]["best"],
+        # No early stopping before 600k examples (the default warm-up) of these short checks.
+        "warmup": -(-600_000 // (steps * cfg.batch_size)),
     }  # fmt: skip
     assert [(c["check"], c["epoch"]) for c in first["curve"]] == [(1, 0.333), (2, 0.667), (3, 1.0)]
     assert all("validation_recall@100" in c for c in first["curve"])
