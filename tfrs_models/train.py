@@ -644,7 +644,8 @@ def _train_into(
     train_data, steps = distributed_train_dataset(
         functools.partial(train_dataset, features, cfg), examples, cfg, replicas, checks
     )
-    per_check = examples if steps is None else steps * replicas.global_batch(cfg)
+    # Without `steps` a check is one pass of whole batches (the remainder is dropped).
+    per_check = (steps or examples // replicas.global_batch(cfg)) * replicas.global_batch(cfg)
     checkpoints = ModelLayout(model_dir).checkpoints
     valid_cb = ValidationCallback(
         validation,

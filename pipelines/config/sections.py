@@ -376,7 +376,8 @@ class TrainConfig(_Section):
         ge=0,
         le=100,
         description="Validation checks (epochs, or parts of one: validation_every_examples) "
-        "without validation recall gain before stopping; 0 = off.",
+        "without validation recall gain before stopping (never before the warm-up: "
+        "early_stopping_warmup_examples); 0 = off.",
     )
     early_stopping_min_delta: float = Field(
         0.005,

@@ -209,7 +209,9 @@ class AirflowStack:
     def worker_env(self, worker: str) -> dict:
         return {
             **self.env,
-            "PYTHONPATH": f"{self.env['PYTHONPATH']}:{Path(__file__).parent}",
+            # Airflow imports services_support (the hostname callable), which imports ports.
+            "PYTHONPATH": f"{self.env['PYTHONPATH']}:{Path(__file__).parent}:"
+            f"{Path(__file__).parents[1]}",
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "services_support.worker_hostname",
             "TTR_WORKER_NAME": worker,
             # Each worker serves its task logs on a port of its own (both are on this host).

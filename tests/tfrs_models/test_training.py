@@ -43,8 +43,9 @@ def test_training_beats_popularity_on_validation_and_on_the_eval_period(trained,
     # Validation interpolates inside the training window, where whole-window popularity is a
     # strong baseline (0.49 vs 0.44 on eval): a smaller margin there.
     assert m["validation_recall@100"] > 1.15 * m["validation_popularity_recall@100"] > 0
-    # Four epochs, or three when early stopping (patience 2) ends the run.
-    assert len(m["curve"]) in (3, 4) and m["train_examples_per_second"] > 0
+    # All four epochs: four passes over the small features are inside the 600k-example warm-up.
+    assert m["validation_checks"]["warmup"] > 4
+    assert len(m["curve"]) == 4 and m["train_examples_per_second"] > 0
     assert all("validation_recall@100" in point for point in m["curve"])
     # Selected: the last epoch that beat every earlier one by more than min_delta.
     min_delta, best = m["config"]["early_stopping_min_delta"], m["curve"][0]
@@ -237,10 +238,10 @@ def test_an_explicit_catch_up_adam_under_a_strategy_is_warned_about(caplog):
         # auto picks adam under a strategy, and catch_up_adam in one process: nothing to say.
         assert not isinstance(make_optimizer(TrainConfig(distribution="mirrored")), CatchUpAdam)
         assert isinstance(make_optimizer(TrainConfig(optimizer="catch_up_adam")), CatchUpAdam)
-        assert not caplog.records
+        assert not [r for r in caplog.records if r.name == "tfrs_models.train"]
         pinned = TrainConfig(optimizer="catch_up_adam", distribution="multi_worker")
         assert isinstance(make_optimizer(pinned), CatchUpAdam)  # still allowed
-    assert len(caplog.records) == 1
+    assert len([r for r in caplog.records if r.name == "tfrs_models.train"]) == 1
     assert "catch_up_adam under distribution multi_worker" in caplog.text
     assert "optimizer auto picks adam" in caplog.text
 
