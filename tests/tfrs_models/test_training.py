@@ -43,7 +43,7 @@ def test_training_beats_popularity_on_validation_and_on_the_eval_period(trained,
     # Validation interpolates inside the training window, where whole-window popularity is a
     # strong baseline (0.49 vs 0.44 on eval): a smaller margin there.
     assert m["validation_recall@100"] > 1.15 * m["validation_popularity_recall@100"] > 0
-    # All four epochs: four passes over the small features are inside the 600k-example warm-up.
+    # All four epochs: four passes over the small features are inside the 400k-example warm-up.
     assert m["validation_checks"]["warmup"] > 4
     assert len(m["curve"]) == 4 and m["train_examples_per_second"] > 0
     assert all("validation_recall@100" in point for point in m["curve"])
@@ -555,8 +555,8 @@ def test_long_epochs_are_validated_in_checks_resumed_between_them_and_final_fit_
     steps = examples // cfg.batch_size // 3
     assert first["validation_checks"] == {
         "per_epoch": 3, "steps_each": steps, "run": 3, "best": first["validation_checks"]["best"],
-        # No early stopping before 600k examples (the default warm-up) of these short checks.
-        "warmup": -(-600_000 // (steps * cfg.batch_size)),
+        # No early stopping before 400k examples (the default warm-up) of these short checks.
+        "warmup": -(-400_000 // (steps * cfg.batch_size)),
     }  # fmt: skip
     assert [(c["check"], c["epoch"]) for c in first["curve"]] == [(1, 0.333), (2, 0.667), (3, 1.0)]
     assert all("validation_recall@100" in c for c in first["curve"])
