@@ -136,7 +136,7 @@ def test_warm_up_checks_cover_the_warm_up_examples_and_never_a_warm_start():
     from tfrs_models.train import warmup_checks
 
     cfg = TrainConfig(early_stopping_warmup_examples=600_000)
-    assert warmup_checks(cfg, 80_000, None) == 8  # MovieLens passes: 7.5 -> 8
+    assert warmup_checks(cfg, 80_000, None) == 8  # 7.5 passes of 80k examples -> 8 checks
     assert warmup_checks(cfg, 236_544, None) == 3  # synthetic medium's checks
     assert warmup_checks(cfg, 2_000_000, None) == 1
     assert warmup_checks(cfg, 80_000, "/runs/champion/model") == 0
