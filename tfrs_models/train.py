@@ -640,12 +640,13 @@ def _train_into(
         model = build_model(features, cfg)
 
     validation = validation_queries(features, cfg.eval_sample, cfg.seed)
-    checks = checks_per_epoch(examples, cfg, replicas.global_batch(cfg))
+    batch = replicas.global_batch(cfg)
+    checks = checks_per_epoch(examples, cfg, batch)
     train_data, steps = distributed_train_dataset(
         functools.partial(train_dataset, features, cfg), examples, cfg, replicas, checks
     )
-    # Without `steps` a check is one pass of whole batches (the remainder is dropped).
-    per_check = (steps or examples // replicas.global_batch(cfg)) * replicas.global_batch(cfg)
+    # Examples a check trains on; without `steps` a check is one pass of whole batches.
+    per_check = (steps or examples // batch) * batch
     checkpoints = ModelLayout(model_dir).checkpoints
     valid_cb = ValidationCallback(
         validation,
@@ -681,7 +682,7 @@ def _train_into(
         )
         valid_cb.validate_start(model)
 
-    speed = Throughput(replicas.global_batch(cfg))
+    speed = Throughput(batch)
     # CatchUpFlush first: validation and checkpoints read weights that owe no skipped steps.
     callbacks = [
         CatchUpFlush(), speed, valid_cb, EpochCheckpoint(manager, epoch, valid_cb),
@@ -693,7 +694,7 @@ def _train_into(
     if checks > 1:
         log.info(
             "validating every %d steps (%d examples): %d checks per epoch of %d examples",
-            steps, steps * replicas.global_batch(cfg), checks, examples,
+            steps, per_check, checks, examples,
         )  # fmt: skip
     progress_log, verbose = progress_reporting(
         interactive, steps, examples, cfg, replicas, checks=checks
@@ -747,7 +748,7 @@ def _train_into(
             "strategy": replicas.distribution,
             "replicas": replicas.replicas,
             "workers": replicas.workers,
-            "global_batch": replicas.global_batch(cfg),
+            "global_batch": batch,
             "task": replicas.task,
         },
         **scores,
