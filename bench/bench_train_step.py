@@ -13,6 +13,8 @@ than the step itself on a large catalog, which is why training without a termina
 
     python bench/bench_train_step.py --features RUN/features --optimizers auto adam lazy_adam
     python bench/bench_train_step.py --features RUN/features --variants ours ID-only "no age bias"
+    python bench/bench_train_step.py --features RUN/features --variants ours ID-only \
+        --more-variants '{"hidden 256": {"hidden_units": 256}}'
 
 Examples/s of a variant is batch_size / train_step; "ours / ID-only" is the throughput ratio the
 performance issue asks to keep at or above 0.9.
@@ -21,6 +23,7 @@ performance issue asks to keep at or above 0.9.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -120,18 +123,25 @@ def main() -> None:
                         help="train.optimizer values; auto is the shipped default (catch_up_adam "
                         "in one process)")  # fmt: skip
     parser.add_argument("--variants", nargs="+", default=["ours"], choices=list(VARIANTS))
+    parser.add_argument(
+        "--more-variants",
+        type=json.loads,
+        default={},
+        help='JSON {"name": {train config overrides}}, run after --variants',
+    )
     parser.add_argument("--batch-size", type=int, default=TrainConfig().batch_size)
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--fit-steps", type=int, default=80, help="0: skip the fit timing")
     args = parser.parse_args()
+    variants = {name: VARIANTS[name] for name in args.variants} | args.more_variants
     features = FeatureSet.load(args.features)
     items = len(features.vocab["item_id"])
     print(f"{args.features}: {items:,} item ids, {len(features.vocab['user_id']):,} user ids, "
           f"batch {args.batch_size}, load average {os.getloadavg()[0]:.2f}\n")  # fmt: skip
     runs = [
         (f"{variant}, {optimizer}", TrainConfig(
-            **VARIANTS[variant], optimizer=optimizer, batch_size=args.batch_size))
-        for variant in args.variants for optimizer in args.optimizers
+            **overrides, optimizer=optimizer, batch_size=args.batch_size))
+        for variant, overrides in variants.items() for optimizer in args.optimizers
     ]  # fmt: skip
     print("| variant, optimizer | input s/batch | forward s | forward+gradient s | train_step s | "
           "optimizer s (step - gradient) | examples/s |")  # fmt: skip
@@ -145,9 +155,11 @@ def main() -> None:
               f"{r['train_step'] - r['forward+gradient']:.4f} | "
               f"{args.batch_size / r['train_step']:,.0f} |", flush=True)  # fmt: skip
     for optimizer in args.optimizers:
-        ours, ids = steps.get(f"ours, {optimizer}"), steps.get(f"ID-only, {optimizer}")
-        if ours and ids:
-            print(f"\nours / ID-only examples/s with {optimizer}: {ids / ours:.2f}")
+        ids = steps.get(f"ID-only, {optimizer}")
+        for variant in variants:
+            mine = steps.get(f"{variant}, {optimizer}")
+            if ids and mine and variant != "ID-only":
+                print(f"{variant} / ID-only examples/s with {optimizer}: {ids / mine:.2f}")
     if args.fit_steps:
         print("\n| variant, optimizer | fit s/step, verbose=0 (median of 2) | fit s/step, "
               "verbose=2 | ratio |")  # fmt: skip
