@@ -117,6 +117,11 @@ class ModelLayout:
         return self.root / "logs"
 
     @property
+    def trained_cuts(self) -> Path:
+        """Per user, the end of the interactions the weights trained on (`tfrs_models.lineage`)."""
+        return self.root / "trained_cuts.parquet"
+
+    @property
     def item_embeddings(self) -> Path:
         return self.root / "item_embeddings.npy"
 

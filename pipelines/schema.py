@@ -174,6 +174,17 @@ class UserCuts:
             found["eval_cut"].fillna(self.default).to_numpy(np.int64),
         )
 
+    def latest(self, other: UserCuts) -> UserCuts:
+        """Per user, the later `train_end` of `self` and `other` (and `eval_cut` = it): what
+        weights trained on both splits have seen of each user."""
+        users = self.table.index.union(other.table.index)
+        end = np.maximum(self.lookup(users)[0], other.lookup(users)[0])
+        default = max(self.default, other.default)
+        keep = end < default  # a user at the default needs no row
+        index = pd.Index(np.asarray(users, dtype=object)[keep], name=USER_ID)
+        return UserCuts(default, pd.DataFrame({"train_end": end[keep], "eval_cut": end[keep]},
+                                              index=index, dtype=np.int64))  # fmt: skip
+
     def to_bytes(self) -> bytes:
         """Parquet bytes (`user_id, train_end, eval_cut`; `default` in the schema metadata)."""
         table = pa.Table.from_pandas(self.table.reset_index(), preserve_index=False)

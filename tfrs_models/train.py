@@ -56,6 +56,7 @@ from tfrs_models.distributed import (  # noqa: E402
     seed_scratch_checkpoints,
 )
 from tfrs_models.export import export_model  # noqa: E402
+from tfrs_models.lineage import trained_until, write_model_cuts  # noqa: E402
 from tfrs_models.model import TwoTowerModel  # noqa: E402
 from tfrs_models.optimizers import CatchUpAdam, CatchUpFlush, LazyAdam  # noqa: E402
 from tfrs_models.quick_eval import QuickEval  # noqa: E402
@@ -451,20 +452,6 @@ def validation_queries(features: FeatureSet, limit: int | None, seed: int) -> Qu
     return None
 
 
-def trained_until(features_manifest: dict) -> str:
-    """The latest moment the train examples may reach (ISO, exclusive): an upper bound on the
-    max over users of their train_end, capped at window_end.
-
-    Temporal split: eval_start (every train_end is at or before it). Holdout: users without a
-    cut train on all of their window (train_end = window_end), so a model trained on these
-    features has seen interactions after `eval_start` (only the earliest held-out moment).
-    A model must never be scored on an eval period that starts before this.
-    """
-    window = features_manifest["window"]
-    holdout = features_manifest.get("split", {}).get("design") == "holdout"
-    return window["window_end"] if holdout else window["eval_start"]
-
-
 def build_model(features: FeatureSet, cfg: TrainConfig) -> TwoTowerModel:
     """A compiled model whose variables exist (built on one small batch)."""
     tf.keras.utils.set_random_seed(cfg.seed)
@@ -755,6 +742,7 @@ def _train_into(
         "final_fit": None,  # these are the selected weights; see `<model_dir>_final`
         "export": export_model(model, features, model_dir),
     }
+    write_model_cuts(model_dir, features.directory, features.manifest, warm_start_from)
     _write_manifest(model_dir, manifest)
     if not cfg.final_fit:
         return TrainResult(str(model_dir), manifest, model)

@@ -18,13 +18,13 @@ def evaluate(cfg: PipelineConfig, layout: RunLayout, champion_dir: str | Path | 
     The challenger is `layout.model`, the selected weights (a final fit trains on the eval
     labels: it cannot be measured on them). The champion is re-evaluated from its bundle's
     `evaluated/` weights when it has them, for the same reason, and not at all when it trained
-    past this eval period's start (`trained_past_eval_start`).
+    on this eval period's labels (`saw_eval_labels`).
 
     Returns:
         `metrics` and `report` paths and the primary metric of each model measured.
     """
     from pipelines.evaluation import evaluate as run_evaluation
-    from pipelines.steps.train import trained_past_eval_start
+    from pipelines.steps.train import saw_eval_labels
 
     champion_weights = None
     if champion_dir:
@@ -34,7 +34,7 @@ def evaluate(cfg: PipelineConfig, layout: RunLayout, champion_dir: str | Path | 
             if champion_dir.name == EVALUATED
             else "the production bundle's served weights"
         )
-    excluded = champion_dir and trained_past_eval_start(champion_dir, layout.features)
+    excluded = champion_dir and saw_eval_labels(champion_dir, layout.features)
     if excluded:
         log.warning("champion %s not evaluated: %s", champion_dir, excluded)
     final_fit = final_fit_summary(layout)

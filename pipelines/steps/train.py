@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from pipelines.config import PipelineConfig
-from pipelines.layout import ModelLayout, RunLayout, evaluated_weights_dir, features_manifest
+from pipelines.layout import RunLayout, evaluated_weights_dir, features_manifest
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def fit(
 
     A requested warm start uses the served directory's evaluated weights
     (`evaluated_weights_dir`), and is refused (logged as a warning; training starts from
-    scratch) when those trained past these features' eval start (`trained_past_eval_start`).
+    scratch) when those trained on these features' eval labels (`saw_eval_labels`).
     An earlier attempt's final fit is removed first: it would ship stale weights. With
     `train.workers` above 1, local worker processes train (`train_on_local_workers`).
     """
@@ -83,7 +83,7 @@ def fit(
 
     if warm_start_from:
         warm_start_from = evaluated_weights_dir(warm_start_from)
-    refused = warm_start_from and trained_past_eval_start(warm_start_from, features_dir)
+    refused = warm_start_from and saw_eval_labels(warm_start_from, features_dir)
     if refused:
         log.warning(
             "not warm-starting from %s: %s; training from scratch", warm_start_from, refused
@@ -106,21 +106,49 @@ def fit(
     return Fitted(result, Path(warm_start_from) if warm_start_from else None, refused or None)
 
 
-def trained_past_eval_start(model_dir: str | Path, features_dir: str | Path) -> str | None:
+def saw_eval_labels(model_dir: str | Path, features_dir: str | Path) -> str | None:
     """Why a trained model must not warm-start or be compared on these features, else None.
 
-    A model trained on interactions at or after the features' eval start has seen the eval
-    period (a backfill or a replay behind production does this, and so does a final fit on
-    the previous run's most recent data): warm-starting from it leaks the answers into
-    training, and scoring it there flatters it. How far a model trained is its manifest's
-    `trained_until` (older manifests: its features' eval_start).
+    A model whose weights trained on an interaction these features hold out as an eval label
+    has seen the answers: warm-starting from it leaks them into training, and scoring it there
+    flatters it (a backfill or a replay behind production does this). Decided per user, on
+    what the weights trained on through every warm start (`tfrs_models.lineage.model_cuts`):
+    every eval user's labels must start at or after the end of the model's training on that
+    user. With a temporal eval period the labels start at eval_start, so the model's latest
+    training end must not pass it. With the holdout design each eval user's labels start at
+    their own cut; a model trained on the previous day's holdout features held those users'
+    latest interactions out too, so tomorrow's run may warm-start from it and compare with it.
     """
+    import numpy as np
     import pandas as pd
 
-    trained = json.loads(ModelLayout(model_dir).train_manifest.read_text())
-    features = json.loads(features_manifest(features_dir).read_text())
-    until = trained.get("trained_until") or trained["features_window"]["eval_start"]
-    eval_start = features["window"]["eval_start"]
-    if pd.Timestamp(until) <= pd.Timestamp(eval_start):
+    from pipelines.schema import epoch_seconds
+    from tfrs_models.lineage import features_cuts, model_cuts
+
+    def day(seconds) -> str:
+        return pd.Timestamp(int(seconds), unit="s", tz="UTC").isoformat()
+
+    trained = model_cuts(model_dir)
+    manifest = json.loads(features_manifest(features_dir).read_text())
+    eval_start = manifest["window"]["eval_start"]
+    latest = int(trained.table["train_end"].to_numpy().max(initial=trained.default))
+    if latest <= epoch_seconds(eval_start):
         return None
-    return f"trained on interactions up to {until}, after this eval period starts ({eval_start})"
+    if manifest.get("split", {}).get("design") != "holdout":
+        return (
+            f"trained on interactions up to {day(latest)}, after this eval period starts "
+            f"({eval_start})"
+        )
+    cuts = features_cuts(features_dir, manifest).table
+    held = cuts[cuts["eval_cut"] < epoch_seconds(manifest["window"]["window_end"])]
+    ends, _ = trained.lookup(held.index)
+    starts = held["eval_cut"].to_numpy(np.int64)
+    leaked = np.flatnonzero(ends > starts)
+    if len(leaked) == 0:
+        return None
+    first = leaked[0]
+    return (
+        f"trained on the held-out interactions of {len(leaked):,} of this run's {len(held):,} "
+        f"eval users (user {held.index[first]!r}: held out from {day(starts[first])}, trained "
+        f"on until {day(ends[first])})"
+    )

@@ -1,0 +1,122 @@
+"""`saw_eval_labels`: whether a model's weights trained on a feature run's eval labels, decided
+per user through its warm starts (`tfrs_models.lineage`), on hand-made model and feature dirs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.layout import ModelLayout
+from pipelines.schema import CUTS_FILE, USER_ID, UserCuts, epoch_seconds
+from pipelines.steps.train import saw_eval_labels
+from tfrs_models.lineage import model_cuts, write_model_cuts
+
+DAY = 86_400
+T0 = epoch_seconds("2026-01-01")
+
+
+def cuts(default_day: int, **users: tuple[int, int]) -> UserCuts:
+    """UserCuts with `default` at T0 + default_day days and users' (train_end, eval_cut) days."""
+    index = pd.Index(sorted(users), dtype=object, name=USER_ID)
+    days = np.array([users[u] for u in index], dtype=np.int64).reshape(-1, 2)
+    table = pd.DataFrame(
+        {"train_end": T0 + days[:, 0] * DAY, "eval_cut": T0 + days[:, 1] * DAY}, index=index
+    )
+    return UserCuts(T0 + default_day * DAY, table)
+
+
+def iso(day: int) -> str:
+    return pd.Timestamp(T0 + day * DAY, unit="s", tz="UTC").isoformat()
+
+
+def features_dir(path: Path, design: str, eval_start: int, window_end: int, user_cuts=None):
+    path.mkdir(parents=True)
+    manifest = {
+        "window": {"eval_start": iso(eval_start), "window_end": iso(window_end)},
+        "split": {"design": design},
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    if user_cuts is not None:
+        (path / CUTS_FILE).write_bytes(user_cuts.to_bytes())
+    return path
+
+
+def model_dir(path: Path, trained_until: int, trained=None) -> Path:
+    path.mkdir(parents=True)
+    ModelLayout(path).train_manifest.write_text(json.dumps({"trained_until": iso(trained_until)}))
+    if trained is not None:
+        ModelLayout(path).trained_cuts.write_bytes(trained.to_bytes())
+    return path
+
+
+def test_latest_takes_each_users_later_training_end():
+    """A user without a row in one split trained there up to its default."""
+    a = cuts(20, alice=(5, 8), bob=(12, 12))
+    b = cuts(25, alice=(9, 9), carol=(3, 4))
+    both = a.latest(b)
+    assert both.default == T0 + 25 * DAY
+    ends, _ = both.lookup(["alice", "bob", "carol", "dave"])
+    assert ((ends - T0) // DAY).tolist() == [9, 25, 20, 25]
+    assert set(both.table.index) == {"alice", "carol"}  # bob is at the default
+    assert (both.table["eval_cut"] == both.table["train_end"]).all()
+
+
+def test_holdout_run_after_the_models_own_holdout_run_is_clean(tmp_path):
+    """Yesterday's holdout model held out alice's and bob's latest interactions; today's cuts
+    are at or after its ends, and carol (new, no row yesterday) is cut after its window."""
+    yesterday = cuts(20, alice=(6, 10), bob=(12, 12))
+    today = cuts(22, alice=(10, 10), bob=(8, 12), carol=(21, 21))
+    model = model_dir(tmp_path / "model", 20, yesterday)
+    feats = features_dir(tmp_path / "features", "holdout", 10, 22, today)
+    assert saw_eval_labels(model, feats) is None
+
+
+def test_holdout_cut_before_the_models_training_end_is_a_leak(tmp_path):
+    """A run whose cuts moved earlier (a larger holdout fraction, a replay) holds out
+    interactions the model trained on."""
+    yesterday = cuts(20, alice=(6, 10), bob=(12, 12))
+    today = cuts(22, alice=(5, 5), bob=(11, 11), carol=(13, 13))
+    model = model_dir(tmp_path / "model", 20, yesterday)
+    feats = features_dir(tmp_path / "features", "holdout", 5, 22, today)
+    reason = saw_eval_labels(model, feats)
+    assert reason is not None
+    assert "held-out interactions of 3 of this run's 3 eval users" in reason
+    assert "user 'alice': held out from 2026-01-06" in reason and "until 2026-01-07" in reason
+
+
+def test_temporal_eval_period_compares_the_latest_training_end(tmp_path):
+    model = model_dir(tmp_path / "model", 20, cuts(20, alice=(6, 10)))
+    clean = features_dir(tmp_path / "later", "temporal", 20, 23)
+    assert saw_eval_labels(model, clean) is None
+    behind = features_dir(tmp_path / "behind", "temporal", 15, 23)
+    assert "trained on interactions up to 2026-01-21" in saw_eval_labels(model, behind)
+    assert "after this eval period starts (2026-01-16" in saw_eval_labels(model, behind)
+
+
+def test_model_without_per_user_ends_counts_as_trained_to_its_trained_until(tmp_path):
+    """Models from before the file (and final fits) count as trained on every user's
+    interactions up to trained_until: today's holdout cuts before it are leaks."""
+    model = model_dir(tmp_path / "model", 20)
+    assert model_cuts(model).default == T0 + 20 * DAY and model_cuts(model).table.empty
+    feats = features_dir(tmp_path / "features", "holdout", 10, 22, cuts(22, alice=(10, 10)))
+    assert "held-out interactions of 1 of this run's 1 eval users" in saw_eval_labels(model, feats)
+
+
+def test_warm_started_model_carries_its_start_weights_training(tmp_path):
+    """A model warm-started from one that trained on alice up to day 14 has seen her up to day
+    14 even though its own features held her out from day 10."""
+    start = model_dir(tmp_path / "start", 20, cuts(20, alice=(14, 14)))
+    feats = features_dir(tmp_path / "features", "holdout", 10, 22, cuts(22, alice=(9, 10)))
+    out = tmp_path / "model"
+    out.mkdir()
+    manifest = json.loads((feats / "manifest.json").read_text())
+    written = write_model_cuts(out, feats, manifest, start)
+    assert (written.lookup(["alice", "bob"])[0] - T0).tolist() == [14 * DAY, 22 * DAY]
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    alone = write_model_cuts(fresh, feats, manifest, None)
+    assert (alone.lookup(["alice"])[0] - T0).tolist() == [9 * DAY]
+    assert model_cuts(fresh).lookup(["alice"])[0].tolist() == alone.lookup(["alice"])[0].tolist()

@@ -1,0 +1,72 @@
+"""What a model's weights trained on, per user, through every warm start that led to them.
+
+A model trained on a feature run saw, of each user, the interactions before that user's
+`train_end` (`schema.UserCuts`). A warm start carries the start weights' training into the new
+model, so the new model's end for a user is the later of the two. Training writes these ends
+beside the model (`ModelLayout.trained_cuts`); the leakage test that decides whether a model may
+warm-start a run, or be scored on its eval period, reads them
+(`pipelines.steps.train.saw_eval_labels`). A model without the file (trained before it existed,
+or a final fit, which trains on every interaction of its window) counts as trained up to its
+manifest's `trained_until` for every user: an upper bound.
+
+No TensorFlow here: the evaluation step imports this to decide about the champion.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipelines.formats import files
+from pipelines.layout import ModelLayout
+from pipelines.schema import CUTS_FILE, UserCuts, epoch_seconds
+
+
+def trained_until(features_manifest: dict) -> str:
+    """The latest moment the train examples may reach (ISO, exclusive): an upper bound on the
+    max over users of their train_end, capped at window_end.
+
+    Temporal split: eval_start (every train_end is at or before it). Holdout: users without a
+    cut train on all of their window (train_end = window_end), so a model trained on these
+    features has seen interactions after `eval_start` (only the earliest held-out moment).
+    A model must never be scored on an eval period that starts before this unless the per-user
+    ends (`model_cuts`) show it never trained on that period's labels.
+    """
+    window = features_manifest["window"]
+    holdout = features_manifest.get("split", {}).get("design") == "holdout"
+    return window["window_end"] if holdout else window["eval_start"]
+
+
+def features_cuts(features_dir: str | Path, manifest: dict) -> UserCuts:
+    """The feature run's per-user cuts; features without a cuts file (a plain temporal split)
+    cut everyone at `trained_until`."""
+    path = files.join(str(features_dir), CUTS_FILE)
+    if files.exists(path):
+        return UserCuts.read(path)
+    return UserCuts.uniform(epoch_seconds(trained_until(manifest)))
+
+
+def model_cuts(model_dir: str | Path) -> UserCuts:
+    """Per user, the end (exclusive, epoch seconds) of the interactions the model's weights
+    trained on: its `trained_cuts.parquet`, else its manifest's `trained_until` for everyone."""
+    layout = ModelLayout(model_dir)
+    if layout.trained_cuts.is_file():
+        return UserCuts.read(str(layout.trained_cuts))
+    manifest = json.loads(layout.train_manifest.read_text())
+    until = manifest.get("trained_until") or manifest["features_window"]["eval_start"]
+    return UserCuts.uniform(epoch_seconds(until))
+
+
+def write_model_cuts(
+    model_dir: str | Path,
+    features_dir: str | Path,
+    manifest: dict,
+    warm_start_from: str | Path | None,
+) -> UserCuts:
+    """Write the per-user training ends of weights trained on these features, started from
+    `warm_start_from`'s weights (None: fresh), beside the model; return them."""
+    cuts = features_cuts(features_dir, manifest)
+    if warm_start_from is not None:
+        cuts = cuts.latest(model_cuts(warm_start_from))
+    ModelLayout(model_dir).trained_cuts.write_bytes(cuts.to_bytes())
+    return cuts
