@@ -12,13 +12,20 @@ Protocol (per-user temporal holdout; the future of each user is predicted from t
     2. The *past* is written as a source in the dump's own format (the same files minus the
        lines of future interactions) and goes through the product: `run_pipeline` (raw checks,
        features, training, index, evaluation, gate, promotion) into a fresh artifact root.
-    3. Every test user is served through `Recommender` on the production bundle (or the run's
-       model when the gate kept production empty, which the table says), k = 100, items the
-       user saw in the past excluded. The future items not seen in the past are the targets.
+    3. Every test user is served through `Recommender` on what production serves after the
+       run: its bundle when the gate promoted it, else the production bundle it failed to
+       replace (with `--warm-days`), or the run's shipped model when production is empty
+       (`served` in the JSON says which), k = 100, items the user saw in the past excluded. The future items not seen in the past are the targets.
     4. The baselines see the same past and answer the same users: popularity (past counts),
        EASE (lambda tuned on a per-user holdout carved from the past, then refit), ItemKNN
        (cosine, neighbourhood size tuned the same way), and the TFRS tutorial's ID-only
        two-tower model through the same product path.
+
+With `--warm-days D`, every product config also runs as a scheduled retrain would: first on
+the past without its last D days (a fresh root; it promotes), then on the whole past in the same
+root, warm-starting from that production bundle (`train.warm_start`, refused and cold when the
+old model trained past the new eval start). Its row, "<name>, warm after D d", is scored like
+the cold one on the same test users.
 
 Prints Recall@10/50/100, NDCG@10/100, coverage@100, the seconds each model took to fit, and
 ours / EASE; `--out` writes every figure as JSON. Dumps are never shipped with the project
@@ -26,6 +33,7 @@ ours / EASE; `--out` writes every figure as JSON. Dumps are never shipped with t
 
     python bench/bench_real.py --data /path/to/movielens
     python bench/bench_real.py --data DIR --datasets ml-100k --variants '{"h 50": {"features": {"history_length": 50}}}'
+    python bench/bench_real.py --data DIR --datasets ml-100k --warm-days 14 --no-id-only
 """
 
 from __future__ import annotations
@@ -195,8 +203,11 @@ def run_product(past_dir: Path, root: Path, overrides: dict, users: list[str]):
     layout = RunLayout(summary.run_dir)
     features = json.loads(layout.features_manifest.read_text())
     at = int(features["window_epoch_s"]["window_end"])
-    served = registry.production_dir() if summary.promoted else layout.model
-    results = Recommender(served, at=at).recommend(users, k=max(KS))
+    # What users get after the run: production (this run's bundle if promoted, else the
+    # champion it failed to replace); with no production at all, the run's shipped model.
+    production = registry.production_dir()
+    served = production or layout.shipped_model()
+    results = Recommender(served, at=at).recommend(users, k=max(KS)) if users else []
     train = json.loads(ModelLayout(layout.model).train_manifest.read_text())
     metrics = json.loads(layout.metrics.read_text())
     info = {
@@ -209,8 +220,16 @@ def run_product(past_dir: Path, root: Path, overrides: dict, users: list[str]):
             for point in train["curve"]
             if f"validation_recall@{cfg.train.eval_k}" in point
         ],
+        "validation_checks": train.get("validation_checks"),
+        "warm_start": (train.get("warm_start") or {}).get("from"),
+        **({"warm_start_refused": r} if (r := _refusal(summary)) else {}),
+        "final_fit": train.get("final_fit"),
         "gate": summary.decision,
-        "served": "production bundle" if summary.promoted else "run model",
+        "served": "this run's bundle"
+        if summary.promoted
+        else "the previous production bundle"
+        if production
+        else "run model (no production)",
         "popularity_served": sum(r["source"] == "popularity" for r in results),
         "eval": {
             key: metrics["eval"].get(key)
@@ -224,6 +243,11 @@ def run_product(past_dir: Path, root: Path, overrides: dict, users: list[str]):
         },
     }
     return [[i["item_id"] for i in r["items"]] for r in results], info
+
+
+def _refusal(summary) -> str | None:
+    """Why the run's train step refused to warm-start (None: it did not refuse)."""
+    return (summary.steps or {}).get("train", {}).get("warm_start_refused")
 
 
 def fit_baselines(split: Split, args) -> dict:
@@ -307,9 +331,25 @@ def evaluate_dataset(dataset: Path, args, variants: dict) -> dict:
     models = out["models"]
     with tempfile.TemporaryDirectory(prefix=f"bench-real-{dataset.name}-") as tmp:
         past_dir = write_past(snapshot, dataset, future, Path(tmp) / "past")
-        for name, overrides in variants.items():
+        runs = [(name, overrides, None) for name, overrides in variants.items()]
+        if args.warm_days:
+            t = inter["timestamp"]
+            recent = ~future & (
+                t >= t[~future].max().normalize() - pd.Timedelta(days=args.warm_days)
+            )
+            print(f"warm runs: day 1 leaves out the past's last {args.warm_days} days "
+                  f"({int(recent.sum()):,} interactions)", flush=True)  # fmt: skip
+            before = write_past(snapshot, dataset, future | recent.to_numpy(), Path(tmp) / "day1")
+            runs += [(f"{name}, warm after {args.warm_days} d", overrides, before)
+                     for name, overrides in variants.items()]  # fmt: skip
+        for name, overrides, day1 in runs:
             root = Path(tmp) / f"artifacts-{len(models)}"
+            if day1 is not None:
+                _, first = run_product(day1, root, overrides, [])
+                print(f"{name}, day 1: gate {first['gate']}; {first['gate_eval']}", flush=True)
             ids, info = run_product(past_dir, root, overrides, split.users)
+            if day1 is not None:
+                info["day1"] = {key: first[key] for key in ("gate", "gate_eval", "run_seconds")}
             ranked = np.full((len(ids), max(KS)), -1, dtype=np.int64)
             for row, items in enumerate(ids):
                 found = split.position.get_indexer(items)
@@ -363,6 +403,11 @@ def main(argv: list[str] | None = None) -> dict:
         type=json.loads,
         default={},
         help='Overrides under every product run, ID-only included: {"train": {"epochs": 2}}.',
+    )
+    parser.add_argument(
+        "--warm-days",
+        type=int,
+        help="Also run each config warm-started from a model trained without the last N days.",
     )
     parser.add_argument("--no-defaults", action="store_true", help="Skip 'ours (defaults)'.")
     parser.add_argument("--no-id-only", action="store_true", help="Skip the ID-only model.")
