@@ -418,7 +418,8 @@ class TrainConfig(_Section):
         ge=1,
         le=1000,
         description="Epochs of the final fit (1-1000; only with final_fit). None = as many as "
-        "the selected best epoch, at most `epochs`.",
+        "the selected best epoch (a warm run: at least its start model's final fit), at most "
+        "`epochs`.",
     )
     distribution: Literal["none", "mirrored", "multi_worker"] = Field(
         "none",

@@ -514,6 +514,12 @@ def test_final_fit_epochs_default_to_the_best_epoch_capped_at_epochs():
     assert final_fit_checks(cfg, 3, checks=4) == 3 and final_fit_checks(cfg, None, 4) == 20
     assert final_fit_checks(cfg.model_copy(update={"epochs": 2}), 11, 4) == 8
     assert final_fit_checks(cfg.model_copy(update={"final_fit_epochs": 2}), 3, 4) == 8
+    # A warm run: at least the final fit its start weights called for (in passes), capped too.
+    assert final_fit_checks(cfg, 0, 1, start_passes=3) == 3
+    assert final_fit_checks(cfg, 4, 1, start_passes=3) == 4
+    assert final_fit_checks(cfg, 0, 7, start_passes=0.571) == 4
+    assert final_fit_checks(cfg, 0, 1, start_passes=9) == 5
+    assert final_fit_checks(cfg, 0, 1, start_passes=None) == 1
 
 
 def test_checks_per_epoch_cut_long_epochs_into_equal_parts():
@@ -627,13 +633,14 @@ def test_catch_up_adam_trains_and_exports_weights_that_owe_no_steps(small_featur
     assert m["validation_recall@100"] > 1.1 * m["validation_popularity_recall@100"]
 
 
-def test_a_warm_start_no_check_beats_ships_its_start_weights_after_one_final_fit_check(
+def test_a_warm_start_no_check_beats_ships_its_start_weights_after_their_own_final_fit(
     trained, small_features, tmp_path
 ):
     """Warm-started from a model trained on the same features, with a margin no check can
     clear: the start weights are validated as check 0 (the same figure their own run selected
     them on), kept as the selected model, patience stops after one check, and the final fit
-    trains one epoch from them (at least one: the held-out examples are new to them)."""
+    trains from them as long as the start model's final fit (`final_fit_passes`): the final fit
+    that made the model it started from, on today's data."""
     from tfrs_models.train import final_fit_checks
 
     source = trained.manifest
@@ -658,5 +665,10 @@ def test_a_warm_start_no_check_beats_ships_its_start_weights_after_one_final_fit
         np.load(Path(trained.model_dir) / "item_embeddings.npy"), atol=1e-6,
     )  # fmt: skip
     final = result.final_manifest
-    assert final["final_fit"]["from_epoch"] == 0 and final["final_fit"]["epochs"] == 1
-    assert final_fit_checks(cfg, 0) == 1 and final_fit_checks(cfg, 0, checks=7) == 1
+    # A cold run's final fit is as long as its selected training.
+    assert source["final_fit_passes"] == max(1, source["validation_checks"]["best"])
+    expected = final_fit_checks(cfg, 0, start_passes=source["final_fit_passes"])
+    assert expected == min(source["final_fit_passes"], cfg.epochs) > 1  # > 1: tells rules apart
+    assert m["final_fit_passes"] == expected
+    assert final["final_fit"]["from_epoch"] == 0 and final["final_fit"]["epochs"] == expected
+    assert len(final["final_fit"]["curve"]) == expected
