@@ -5,9 +5,11 @@ A model trained on a feature run saw, of each user, the interactions before that
 model, so the new model's end for a user is the later of the two. Training writes these ends
 beside the model (`ModelLayout.trained_cuts`); the leakage test that decides whether a model may
 warm-start a run, or be scored on its eval period, reads them
-(`pipelines.steps.train.saw_eval_labels`). A model without the file (trained before it existed,
-or a final fit, which trains on every interaction of its window) counts as trained up to its
-manifest's `trained_until` for every user: an upper bound.
+(`pipelines.steps.train.saw_eval_labels`). Selected weights trained before the file existed
+are rebuilt from the feature run their manifest names, while it exists. Any other model
+without the file counts as trained up to its manifest's `trained_until` for every user, an
+upper bound: a final fit, which trains on every interaction of its window, or a model whose
+feature run is gone.
 
 No TensorFlow here: the evaluation step imports this to decide about the champion.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from pipelines.formats import files
 from pipelines.layout import ModelLayout
-from pipelines.schema import CUTS_FILE, UserCuts, epoch_seconds
+from pipelines.schema import CUTS_FILE, FEATURES_MANIFEST, UserCuts, epoch_seconds
 
 
 def trained_until(features_manifest: dict) -> str:
@@ -48,13 +50,36 @@ def features_cuts(features_dir: str | Path, manifest: dict) -> UserCuts:
 
 def model_cuts(model_dir: str | Path) -> UserCuts:
     """Per user, the end (exclusive, epoch seconds) of the interactions the model's weights
-    trained on: its `trained_cuts.parquet`, else its manifest's `trained_until` for everyone."""
+    trained on: its `trained_cuts.parquet`; for selected weights trained before the file
+    existed, rebuilt from the feature run they name (and their warm-start source) while those
+    still exist with the same window; else the manifest's `trained_until` for everyone."""
     layout = ModelLayout(model_dir)
     if layout.trained_cuts.is_file():
         return UserCuts.read(str(layout.trained_cuts))
     manifest = json.loads(layout.train_manifest.read_text())
     until = manifest.get("trained_until") or manifest["features_window"]["eval_start"]
-    return UserCuts.uniform(epoch_seconds(until))
+    return _rebuilt_cuts(manifest) or UserCuts.uniform(epoch_seconds(until))
+
+
+def _rebuilt_cuts(manifest: dict) -> UserCuts | None:
+    """An older model's per-user ends from its feature run and warm-start source, or None
+    when a final fit trained it (every interaction of its window) or a source is gone."""
+    if manifest.get("final_fit") or not manifest.get("features_dir"):
+        return None
+    features_dir = manifest["features_dir"]
+    path = files.join(str(features_dir), FEATURES_MANIFEST)
+    if not files.exists(path):
+        return None
+    features = json.loads(files.read_bytes(path))
+    if features.get("window") != manifest.get("features_window"):
+        return None  # the run's features were rebuilt since: not what these weights read
+    cuts = features_cuts(features_dir, features)
+    start = (manifest.get("warm_start") or {}).get("from")
+    if start is None:
+        return cuts
+    if not ModelLayout(start).is_trained():
+        return None
+    return cuts.latest(model_cuts(start))
 
 
 def write_model_cuts(

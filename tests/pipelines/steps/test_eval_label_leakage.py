@@ -120,3 +120,44 @@ def test_warm_started_model_carries_its_start_weights_training(tmp_path):
     alone = write_model_cuts(fresh, feats, manifest, None)
     assert (alone.lookup(["alice"])[0] - T0).tolist() == [9 * DAY]
     assert model_cuts(fresh).lookup(["alice"])[0].tolist() == alone.lookup(["alice"])[0].tolist()
+
+
+def old_model(path: Path, feats: Path, trained_until: int, **manifest) -> Path:
+    """Selected weights trained before `trained_cuts.parquet` existed: the manifest names its
+    feature run and window."""
+    window = json.loads((feats / "manifest.json").read_text())["window"]
+    path.mkdir(parents=True)
+    ModelLayout(path).train_manifest.write_text(json.dumps({
+        "trained_until": iso(trained_until), "features_dir": str(feats),
+        "features_window": window, "final_fit": None, "warm_start": None, **manifest,
+    }))  # fmt: skip
+    return path
+
+
+def test_older_selected_weights_are_rebuilt_from_the_feature_run_they_name(tmp_path):
+    """A production bundle from before the file would otherwise stay "not comparable" under
+    the holdout design, and every retrain after an upgrade would be rejected."""
+    day1 = features_dir(tmp_path / "day1", "holdout", 6, 20, cuts(20, alice=(6, 10)))
+    model = old_model(tmp_path / "model", day1, 20)
+    assert (model_cuts(model).lookup(["alice", "bob"])[0] - T0).tolist() == [6 * DAY, 20 * DAY]
+    today = features_dir(tmp_path / "today", "holdout", 10, 22, cuts(22, alice=(10, 10)))
+    assert saw_eval_labels(model, today) is None
+
+    # Through its warm start: the source trained alice up to day 12.
+    source = old_model(tmp_path / "source", day1, 20)
+    ModelLayout(source).trained_cuts.write_bytes(cuts(20, alice=(12, 12)).to_bytes())
+    warm = old_model(tmp_path / "warm", day1, 20, warm_start={"from": str(source)})
+    assert (model_cuts(warm).lookup(["alice"])[0] - T0).tolist() == [12 * DAY]
+    assert "1 of this run's 1 eval users" in saw_eval_labels(warm, today)
+
+
+def test_older_models_fall_back_to_trained_until_when_their_lineage_cannot_be_read(tmp_path):
+    day1 = features_dir(tmp_path / "day1", "holdout", 6, 20, cuts(20, alice=(6, 10)))
+    final = old_model(tmp_path / "final", day1, 20, final_fit={"epochs": 2})
+    gone = old_model(tmp_path / "gone", day1, 20, warm_start={"from": str(tmp_path / "pruned")})
+    rebuilt = old_model(tmp_path / "rebuilt", day1, 20)
+    # The run's features were rebuilt with another window since `rebuilt` trained.
+    window = {"eval_start": iso(7), "window_end": iso(20)}
+    (day1 / "manifest.json").write_text(json.dumps({"window": window, "split": {}}))
+    for model in (final, gone, rebuilt):
+        assert model_cuts(model).table.empty and model_cuts(model).default == T0 + 20 * DAY
