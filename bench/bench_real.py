@@ -23,8 +23,8 @@ Protocol (per-user temporal holdout; the future of each user is predicted from t
 
 With `--warm-days D`, every product config also runs as a scheduled retrain would: first on
 the past without its last D days (a fresh root; it promotes), then on the whole past in the same
-root, warm-starting from that production bundle (`train.warm_start`, refused and cold when the
-old model trained past the new eval start). Its row, "<name>, warm after D d", is scored like
+root, warm-starting from that production bundle (`train.warm_start`; refused, and the row is
+a cold run, when the old model trained on the new eval labels: `warm_start_refused`). Its row, "<name>, warm after D d", is scored like
 the cold one on the same test users.
 
 Prints Recall@10/50/100, NDCG@10/100, coverage@100, the seconds each model took to fit, and

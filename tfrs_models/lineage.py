@@ -71,12 +71,18 @@ def _rebuilt_cuts(manifest: dict) -> UserCuts | None:
     if not files.exists(path):
         return None
     features = json.loads(files.read_bytes(path))
-    if features.get("window") != manifest.get("features_window"):
+    weighting = manifest.get("weighting") or {}
+    records = weighting.get("train_examples", -1) + weighting.get("train_examples_dropped", 0)
+    if (
+        features.get("window") != manifest.get("features_window")
+        or features.get("counts", {}).get("train_examples") != records
+    ):
         return None  # the run's features were rebuilt since: not what these weights read
     cuts = features_cuts(features_dir, features)
     start = (manifest.get("warm_start") or {}).get("from")
     if start is None:
-        return cuts
+        # A resumed run's manifest does not say whether its first attempt warm-started.
+        return None if manifest.get("resumed_from_epoch") else cuts
     if not ModelLayout(start).is_trained():
         return None
     return cuts.latest(model_cuts(start))

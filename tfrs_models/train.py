@@ -32,6 +32,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -522,8 +523,8 @@ def final_fit_checks(
         return cfg.final_fit_epochs * checks
     most = cfg.epochs * checks
     selected = most if best_check is None else best_check
-    if start_passes:
-        selected = max(selected, round(start_passes * checks))
+    if start_passes:  # never shorter: passes are rounded to 3 decimals in manifests
+        selected = max(selected, math.ceil(start_passes * checks - 0.01))
     return max(1, min(selected, most))
 
 

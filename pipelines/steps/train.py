@@ -122,7 +122,8 @@ def saw_eval_labels(model_dir: str | Path, features_dir: str | Path) -> str | No
     import numpy as np
     import pandas as pd
 
-    from pipelines.schema import epoch_seconds
+    from pipelines.formats import files
+    from pipelines.schema import CUTS_FILE, epoch_seconds
     from tfrs_models.lineage import features_cuts, model_cuts
 
     def day(seconds) -> str:
@@ -139,8 +140,15 @@ def saw_eval_labels(model_dir: str | Path, features_dir: str | Path) -> str | No
             f"trained on interactions up to {day(latest)}, after this eval period starts "
             f"({eval_start})"
         )
+    window_end = manifest["window"]["window_end"]
+    if latest > epoch_seconds(window_end):
+        return (
+            f"trained on interactions up to {day(latest)}, after this run's window ({window_end})"
+        )
+    if not files.exists(files.join(str(features_dir), CUTS_FILE)):
+        return f"{features_dir} has the holdout design but no {CUTS_FILE} to check its cuts"
     cuts = features_cuts(features_dir, manifest).table
-    held = cuts[cuts["eval_cut"] < epoch_seconds(manifest["window"]["window_end"])]
+    held = cuts[cuts["eval_cut"] < epoch_seconds(window_end)]
     ends, _ = trained.lookup(held.index)
     starts = held["eval_cut"].to_numpy(np.int64)
     leaked = np.flatnonzero(ends > starts)

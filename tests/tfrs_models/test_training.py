@@ -520,6 +520,7 @@ def test_final_fit_epochs_default_to_the_best_epoch_capped_at_epochs():
     assert final_fit_checks(cfg, 0, 7, start_passes=0.571) == 4
     assert final_fit_checks(cfg, 0, 1, start_passes=9) == 5
     assert final_fit_checks(cfg, 0, 1, start_passes=None) == 1
+    assert final_fit_checks(cfg, 0, 5, start_passes=0.5) == 3  # never shorter than the start's
 
 
 def test_checks_per_epoch_cut_long_epochs_into_equal_parts():

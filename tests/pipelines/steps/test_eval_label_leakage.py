@@ -37,6 +37,7 @@ def features_dir(path: Path, design: str, eval_start: int, window_end: int, user
     manifest = {
         "window": {"eval_start": iso(eval_start), "window_end": iso(window_end)},
         "split": {"design": design},
+        "counts": {"train_examples": 100},
     }
     (path / "manifest.json").write_text(json.dumps(manifest))
     if user_cuts is not None:
@@ -129,7 +130,8 @@ def old_model(path: Path, feats: Path, trained_until: int, **manifest) -> Path:
     path.mkdir(parents=True)
     ModelLayout(path).train_manifest.write_text(json.dumps({
         "trained_until": iso(trained_until), "features_dir": str(feats),
-        "features_window": window, "final_fit": None, "warm_start": None, **manifest,
+        "features_window": window, "final_fit": None, "warm_start": None,
+        "weighting": {"train_examples": 90, "train_examples_dropped": 10}, **manifest,
     }))  # fmt: skip
     return path
 
@@ -155,9 +157,25 @@ def test_older_models_fall_back_to_trained_until_when_their_lineage_cannot_be_re
     day1 = features_dir(tmp_path / "day1", "holdout", 6, 20, cuts(20, alice=(6, 10)))
     final = old_model(tmp_path / "final", day1, 20, final_fit={"epochs": 2})
     gone = old_model(tmp_path / "gone", day1, 20, warm_start={"from": str(tmp_path / "pruned")})
+    # A resumed run's manifest does not say whether its first attempt warm-started.
+    resumed = old_model(tmp_path / "resumed", day1, 20, resumed_from_epoch=2)
+    other = old_model(tmp_path / "other", day1, 20, weighting={"train_examples": 80})
     rebuilt = old_model(tmp_path / "rebuilt", day1, 20)
-    # The run's features were rebuilt with another window since `rebuilt` trained.
+    assert not model_cuts(rebuilt).table.empty  # this one can be rebuilt, until:
+    # the run's features were rebuilt with another window since `rebuilt` trained.
     window = {"eval_start": iso(7), "window_end": iso(20)}
     (day1 / "manifest.json").write_text(json.dumps({"window": window, "split": {}}))
-    for model in (final, gone, rebuilt):
+    for model in (final, gone, resumed, other, rebuilt):
         assert model_cuts(model).table.empty and model_cuts(model).default == T0 + 20 * DAY
+
+
+def test_holdout_refuses_a_model_past_the_window_or_features_without_cuts(tmp_path):
+    """A model trained after this run's window has seen its future, whatever the users' cuts;
+    holdout features whose cuts file is gone cannot be checked."""
+    model = model_dir(tmp_path / "model", 25, cuts(25, alice=(6, 6)))
+    feats = features_dir(tmp_path / "features", "holdout", 10, 22, cuts(22, alice=(10, 10)))
+    assert "after this run's window (2026-01-23" in saw_eval_labels(model, feats)
+    earlier = model_dir(tmp_path / "earlier", 20, cuts(20, alice=(6, 6)))
+    assert saw_eval_labels(earlier, feats) is None
+    (feats / CUTS_FILE).unlink()
+    assert f"no {CUTS_FILE}" in saw_eval_labels(earlier, feats)
