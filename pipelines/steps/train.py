@@ -118,6 +118,8 @@ def saw_eval_labels(model_dir: str | Path, features_dir: str | Path) -> str | No
     training end must not pass it. With the holdout design each eval user's labels start at
     their own cut; a model trained on the previous day's holdout features held those users'
     latest interactions out too, so tomorrow's run may warm-start from it and compare with it.
+    A model that trained past this run's window has seen its future and is refused whatever
+    the cuts, and so is a holdout run whose cuts file is gone.
     """
     import numpy as np
     import pandas as pd
