@@ -111,5 +111,30 @@ def test_bench_runs_the_product_and_baselines_on_a_movielens_dump(bench, tmp_pat
     assert models["ItemKNN"]["recall@10"] > models["popularity"]["recall@10"]
     # Ours went through run_pipeline and Recommender: every test user got model results.
     assert models["tiny"]["popularity_served"] == 0
-    assert models["tiny"]["served"] in ("production bundle", "run model")
+    assert models["tiny"]["served"] in ("this run's bundle", "run model (no production)")
     assert out.exists() and "R@100 / EASE" in printed
+
+
+@pytest.mark.slow
+def test_warm_days_run_a_scheduled_retrain_warm_started_from_day_one(bench, tmp_path, capsys):
+    """Day 1 (the past without its last 30 days) promotes; day 2 warm-starts from it although
+    the dump's eval design is the per-user holdout, and users get day 2's production."""
+    data = tmp_path / "data"
+    write_ml_latest(data / "ml-latest-small-2018")
+    common = '{"train": {"epochs": 2, "batch_size": 64}, "gate": {"force_promote": true}}'
+    results = bench.main([
+        "--data", str(data), "--no-defaults", "--no-id-only", "--warm-days", "30",
+        "--variants", '{"tiny": {"features": {"history_length": 20}}}', "--common", common,
+    ])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "day 1 leaves out the past's last 30 days" in printed
+    models = results["ml-latest-small-2018"]["models"]
+    assert {"tiny", "tiny, warm after 30 d"} <= set(models)
+    cold, warm = models["tiny"], models["tiny, warm after 30 d"]
+    assert cold["warm_start"] is None and "day1" not in cold
+    assert warm["day1"]["gate"].startswith("promote")
+    assert warm["eval"]["split"]["design"] == "holdout"
+    assert warm["warm_start"] is not None and "warm_start_refused" not in warm
+    assert warm["served"] == "this run's bundle" and warm["popularity_served"] == 0
+    for column in bench.COLUMNS:
+        assert 0.0 <= warm[column] <= 1.0
