@@ -15,7 +15,8 @@ Protocol (per-user temporal holdout; the future of each user is predicted from t
     3. Every test user is served through `Recommender` on what production serves after the
        run: its bundle when the gate promoted it, else the production bundle it failed to
        replace (with `--warm-days`), or the run's shipped model when production is empty
-       (`served` in the JSON says which), k = 100, items the user saw in the past excluded. The future items not seen in the past are the targets.
+       (`served` in the JSON says which), k = 100, items the user saw in the past excluded.
+       The future items not seen in the past are the targets.
     4. The baselines see the same past and answer the same users: popularity (past counts),
        EASE (lambda tuned on a per-user holdout carved from the past, then refit), ItemKNN
        (cosine, neighbourhood size tuned the same way), and the TFRS tutorial's ID-only
@@ -24,8 +25,8 @@ Protocol (per-user temporal holdout; the future of each user is predicted from t
 With `--warm-days D`, every product config also runs as a scheduled retrain would: first on
 the past without its last D days (a fresh root; it promotes), then on the whole past in the same
 root, warm-starting from that production bundle (`train.warm_start`; refused, and the row is
-a cold run, when the old model trained on the new eval labels: `warm_start_refused`). Its row, "<name>, warm after D d", is scored like
-the cold one on the same test users.
+a cold run, when the old model trained on the new eval labels: `warm_start_refused`). Its
+row, "<name>, warm after D d", is scored like the cold one on the same test users.
 
 Prints Recall@10/50/100, NDCG@10/100, coverage@100, the seconds each model took to fit, and
 ours / EASE; `--out` writes every figure as JSON. Dumps are never shipped with the project

@@ -810,12 +810,8 @@ def run_final_fit(
         `{from_epoch, epochs, examples, trained_until, splits, early_stopping, curve,
         train_seconds, selected_dir}` and its own `export`.
     """
-    selection = selected["validation_checks"]
-    checks = selection["per_epoch"]
-    if "final_fit_passes" in selected:
-        epochs = max(1, round(selected["final_fit_passes"] * checks))
-    else:  # a manifest from before the field
-        epochs = final_fit_checks(cfg, selection["best"], checks)
+    checks = selected["validation_checks"]["per_epoch"]
+    epochs = max(1, round(selected["final_fit_passes"] * checks))
     examples = kept_examples(features, cfg, EXAMPLE_SPLITS)
     log.info(
         "final fit: %s epochs from epoch %s on %d train + held-out examples -> %s",

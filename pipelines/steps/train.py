@@ -125,8 +125,8 @@ def saw_eval_labels(model_dir: str | Path, features_dir: str | Path) -> str | No
     import pandas as pd
 
     from pipelines.formats import files
-    from pipelines.schema import CUTS_FILE, epoch_seconds
-    from tfrs_models.lineage import features_cuts, model_cuts
+    from pipelines.schema import CUTS_FILE, UserCuts, epoch_seconds
+    from tfrs_models.lineage import model_cuts
 
     def day(seconds) -> str:
         return pd.Timestamp(int(seconds), unit="s", tz="UTC").isoformat()
@@ -147,9 +147,10 @@ def saw_eval_labels(model_dir: str | Path, features_dir: str | Path) -> str | No
         return (
             f"trained on interactions up to {day(latest)}, after this run's window ({window_end})"
         )
-    if not files.exists(files.join(str(features_dir), CUTS_FILE)):
+    path = files.join(str(features_dir), CUTS_FILE)
+    if not files.exists(path):
         return f"{features_dir} has the holdout design but no {CUTS_FILE} to check its cuts"
-    cuts = features_cuts(features_dir, manifest).table
+    cuts = UserCuts.read(path).table
     held = cuts[cuts["eval_cut"] < epoch_seconds(window_end)]
     ends, _ = trained.lookup(held.index)
     starts = held["eval_cut"].to_numpy(np.int64)
